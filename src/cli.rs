@@ -1,0 +1,28 @@
+//! The command line: one binary, one subcommand per job.
+
+use clap::{Parser, Subcommand};
+
+use crate::server::config::ServeConfig;
+
+/// fanout — how many sockets can this box hold, what does each one cost, and
+/// how fast can it talk to all of them?
+#[derive(Debug, Parser)]
+#[command(name = "fanout", version, about, long_about = None)]
+#[command(after_help = "Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the high-density WebSocket / raw-TCP echo and room server.
+    ///
+    /// Prints its plan (shards, fd tables, capacity), then `ready <addr>` once
+    /// every shard listens. SIGUSR1 prints a `stats {json}` line; SIGINT or
+    /// SIGTERM stop it cleanly and print the final stats.
+    #[command(
+        after_help = "Examples:\n  fanout serve                              # WebSocket on 127.0.0.1:9001, a shard per core\n  fanout serve --proto tcp --listen 127.0.0.1:9002\n  fanout serve --max-conns 500000           # private fd tables, shard count raised to fit"
+    )]
+    Serve(ServeConfig),
+}

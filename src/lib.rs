@@ -1,0 +1,14 @@
+//! fanout: how many sockets can this box hold, what does each one cost, and
+//! how fast can it talk to all of them?
+//!
+//! - [`protocol`]: sans-io WebSocket and raw-TCP codecs, shared by everything.
+//! - [`server`]: `fanout serve` — planning, shards, the room hub, sessions.
+//! - [`backend`]: the event loops (epoll via mio) behind one seam.
+//! - [`sys`]: the raw Linux calls (fd tables, limits).
+
+pub mod backend;
+pub mod cli;
+pub mod protocol;
+pub mod server;
+pub mod sys;
+pub mod units;

@@ -1,0 +1,272 @@
+//! The HTTP/1.1 upgrade that opens a WebSocket (RFC 6455 §4.2), server side:
+//! parse a request, decide between `101 Switching Protocols` and the precise
+//! 4xx, and build the response bytes.
+
+use super::Route;
+
+/// Most headers we parse in a request; more is answered with 431.
+const MAX_HEADERS: usize = 32;
+
+/// A request the server accepts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    pub route: Route,
+    /// The `Sec-WebSocket-Accept` value for the response.
+    pub accept_key: String,
+}
+
+/// Why a request was refused; each maps to one HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request headers larger than the limit")]
+    HeadersTooLarge,
+    #[error("method is not GET")]
+    MethodNotAllowed,
+    #[error("HTTP version below 1.1")]
+    HttpVersion,
+    #[error("no such path")]
+    NotFound,
+    #[error("no `Upgrade: websocket` header")]
+    NotAnUpgrade,
+    #[error("`Connection` header lacks the `Upgrade` token")]
+    MissingConnectionUpgrade,
+    #[error("missing or unsupported Sec-WebSocket-Version (only 13 is spoken)")]
+    UnsupportedVersion,
+    #[error("missing or malformed Sec-WebSocket-Key")]
+    BadKey,
+    #[error("handshake not completed in time")]
+    Timeout,
+}
+
+impl Rejection {
+    /// The HTTP status line's code and reason phrase.
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            Rejection::Malformed(_) | Rejection::MissingConnectionUpgrade | Rejection::BadKey => {
+                (400, "Bad Request")
+            }
+            Rejection::NotFound => (404, "Not Found"),
+            Rejection::MethodNotAllowed => (405, "Method Not Allowed"),
+            Rejection::Timeout => (408, "Request Timeout"),
+            Rejection::NotAnUpgrade | Rejection::UnsupportedVersion => (426, "Upgrade Required"),
+            Rejection::HeadersTooLarge => (431, "Request Header Fields Too Large"),
+            Rejection::HttpVersion => (505, "HTTP Version Not Supported"),
+        }
+    }
+
+    /// Headers this status requires (RFC 9110 §15.5.6, RFC 6455 §4.4).
+    fn extra_headers(self) -> &'static str {
+        match self {
+            Rejection::MethodNotAllowed => "Allow: GET\r\n",
+            Rejection::NotAnUpgrade => "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+            Rejection::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+            _ => "",
+        }
+    }
+
+    /// The whole response, with a one-line plain-text body saying why.
+    pub fn response(self) -> Vec<u8> {
+        let (code, phrase) = self.status();
+        let body = format!("{self}\n");
+        format!(
+            "HTTP/1.1 {code} {phrase}\r\n{}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.extra_headers(),
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// The outcome of parsing what has arrived so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// The request is not complete yet.
+    Partial,
+    /// A valid upgrade request of `len` bytes; bytes after it are frames.
+    Upgrade { upgrade: Upgrade, len: usize },
+}
+
+/// Parse an upgrade request from the front of `buf`. A request (complete or
+/// not) longer than `max_len` bytes is refused with 431.
+pub fn parse_request(buf: &[u8], max_len: usize) -> Result<Parsed, Rejection> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let status = request.parse(buf).map_err(|error| match error {
+        httparse::Error::TooManyHeaders => Rejection::HeadersTooLarge,
+        _ => Rejection::Malformed("not an HTTP/1.x request"),
+    })?;
+    let len = match status {
+        httparse::Status::Partial if buf.len() > max_len => return Err(Rejection::HeadersTooLarge),
+        httparse::Status::Partial => return Ok(Parsed::Partial),
+        httparse::Status::Complete(len) if len > max_len => return Err(Rejection::HeadersTooLarge),
+        httparse::Status::Complete(len) => len,
+    };
+    let upgrade = check_request(&request)?;
+    Ok(Parsed::Upgrade { upgrade, len })
+}
+
+fn check_request(request: &httparse::Request) -> Result<Upgrade, Rejection> {
+    if request.method != Some("GET") {
+        return Err(Rejection::MethodNotAllowed);
+    }
+    if request.version != Some(1) {
+        return Err(Rejection::HttpVersion);
+    }
+    let route = request
+        .path
+        .and_then(Route::from_path)
+        .ok_or(Rejection::NotFound)?;
+    let header = |name: &str| {
+        request
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    if !header("Upgrade").is_some_and(|v| has_token(v, "websocket")) {
+        return Err(Rejection::NotAnUpgrade);
+    }
+    if !header("Connection").is_some_and(|v| has_token(v, "upgrade")) {
+        return Err(Rejection::MissingConnectionUpgrade);
+    }
+    if header("Sec-WebSocket-Version").map(<[u8]>::trim_ascii) != Some(b"13") {
+        return Err(Rejection::UnsupportedVersion);
+    }
+    let key = header("Sec-WebSocket-Key")
+        .map(<[u8]>::trim_ascii)
+        .filter(|key| is_base64_of_16_bytes(key))
+        .ok_or(Rejection::BadKey)?;
+    let accept_key = tungstenite::handshake::derive_accept_key(key);
+    Ok(Upgrade { route, accept_key })
+}
+
+/// Does a comma-separated header value contain `token` (case-insensitive)?
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The key must be 16 random bytes in base64 (§4.1): 22 symbols then `==`.
+fn is_base64_of_16_bytes(key: &[u8]) -> bool {
+    let symbol = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    key.len() == 24 && key[..22].iter().all(symbol) && &key[22..] == b"=="
+}
+
+/// The `101 Switching Protocols` response for an accepted upgrade.
+pub fn accept_response(upgrade: &Upgrade) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        upgrade.accept_key
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+        let mut text = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+        for (name, value) in headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        text.into_bytes()
+    }
+
+    fn good_headers() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", KEY),
+        ]
+    }
+
+    fn without(name: &str) -> Vec<(&'static str, &'static str)> {
+        good_headers().into_iter().filter(|h| h.0 != name).collect()
+    }
+
+    fn with(name: &'static str, value: &'static str) -> Vec<(&'static str, &'static str)> {
+        let mut headers = without(name);
+        headers.push((name, value));
+        headers
+    }
+
+    #[test]
+    fn accepts_the_rfc_example_with_its_accept_key() {
+        let buf = request("GET", "/echo", &good_headers());
+        let parsed = parse_request(&buf, 8192).unwrap();
+        let Parsed::Upgrade { upgrade, len } = parsed else {
+            panic!("not accepted: {parsed:?}")
+        };
+        assert_eq!(len, buf.len());
+        assert_eq!(upgrade.route, Route::Echo);
+        // RFC 6455 §1.3's worked example.
+        assert_eq!(upgrade.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn partial_requests_wait_and_long_ones_are_refused() {
+        let buf = request("GET", "/room", &good_headers());
+        for cut in 0..buf.len() {
+            assert_eq!(parse_request(&buf[..cut], 8192), Ok(Parsed::Partial));
+        }
+        assert_eq!(
+            parse_request(&buf[..buf.len() - 1], 20),
+            Err(Rejection::HeadersTooLarge)
+        );
+        assert_eq!(parse_request(&buf, 20), Err(Rejection::HeadersTooLarge));
+    }
+
+    #[test]
+    fn each_bad_request_gets_its_status() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (request("POST", "/echo", &good_headers()), 405),
+            (request("GET", "/nope", &good_headers()), 404),
+            (request("GET", "/echo", &without("Upgrade")), 426),
+            (request("GET", "/echo", &with("Upgrade", "h2c")), 426),
+            (request("GET", "/echo", &without("Connection")), 400),
+            (
+                request("GET", "/echo", &without("Sec-WebSocket-Version")),
+                426,
+            ),
+            (
+                request("GET", "/echo", &with("Sec-WebSocket-Version", "8")),
+                426,
+            ),
+            (request("GET", "/echo", &without("Sec-WebSocket-Key")), 400),
+            (
+                request("GET", "/echo", &with("Sec-WebSocket-Key", "short")),
+                400,
+            ),
+            (b"GET /echo HTTP/1.0\r\n\r\n".to_vec(), 505),
+            (b"\x16\x03\x01 not http\r\n\r\n".to_vec(), 400),
+        ];
+        for (buf, status) in cases {
+            let rejection = parse_request(&buf, 8192).unwrap_err();
+            assert_eq!(
+                rejection.status().0,
+                status,
+                "{}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
+    }
+
+    #[test]
+    fn rejection_responses_carry_required_headers() {
+        let text = String::from_utf8(Rejection::UnsupportedVersion.response()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        let text = String::from_utf8(Rejection::MethodNotAllowed.response()).unwrap();
+        assert!(text.contains("\r\nAllow: GET\r\n"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}

@@ -1,0 +1,164 @@
+//! `fanout serve`: plan the shards, start them, print the plan and the
+//! `ready <addr>` line, then turn signals into `stats` lines (SIGUSR1) and a
+//! clean shutdown (SIGINT, SIGTERM).
+
+pub mod config;
+pub mod hub;
+pub mod listen;
+pub mod plan;
+pub mod session;
+pub mod stats;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+use crate::backend;
+use crate::sys;
+use config::ServeConfig;
+use hub::Hub;
+use plan::{FdTables, Plan, PlanInput};
+use stats::Snapshot;
+
+/// How often the main thread looks for signals and dead shards.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(20);
+
+/// What one shard thread needs besides its backend state.
+pub struct ShardSetup {
+    pub id: usize,
+    /// Connections this shard may hold before it pauses accepting.
+    pub conn_limit: usize,
+    pub config: Arc<ServeConfig>,
+    pub hub: Arc<Hub>,
+}
+
+pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let plan = plan_for(&config)?;
+    let addr = listen::claim_address(config.listen)?;
+    // Made before any shard unshares, so the signal pipe is in every table.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
+    let (prepared, wakers): (Vec<_>, Vec<_>) = (0..plan.shards)
+        .map(|_| backend::prepare(config.backend))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("creating event loops")?
+        .into_iter()
+        .unzip();
+    let hub = Arc::new(Hub::new(wakers));
+    let config = Arc::new(config);
+    let (bound_tx, bound_rx) = mpsc::channel();
+    let shards: Vec<JoinHandle<()>> = prepared
+        .into_iter()
+        .enumerate()
+        .map(|(id, prepared)| {
+            let setup = ShardSetup {
+                id,
+                conn_limit: plan.conns_per_shard.unwrap_or(usize::MAX),
+                config: config.clone(),
+                hub: hub.clone(),
+            };
+            let private = plan.fd_tables == FdTables::PerShard;
+            let bound = bound_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("shard-{id}"))
+                .spawn(move || run_shard(prepared, setup, addr, private, bound))
+        })
+        .collect::<std::io::Result<_>>()
+        .context("spawning shard threads")?;
+    drop(bound_tx);
+    for _ in 0..plan.shards {
+        let started = bound_rx
+            .recv()
+            .unwrap_or_else(|_| Err("a shard died while starting".into()));
+        if let Err(error) = started {
+            stop(&hub, shards);
+            anyhow::bail!("cannot listen on {addr}: {error}");
+        }
+    }
+    let backend = format!("{:?}", config.backend).to_lowercase();
+    let proto = format!("{:?}", config.proto).to_lowercase();
+    println!("fanout serve: {backend} backend, {proto} protocol; {plan}");
+    println!("ready {addr}");
+    std::io::stdout().flush()?;
+    let outcome = supervise(&mut signals, &hub, &shards);
+    stop(&hub, shards);
+    print_stats(&hub);
+    outcome
+}
+
+fn plan_for(config: &ServeConfig) -> anyhow::Result<Plan> {
+    let nofile = sys::nofile_limit().context("reading RLIMIT_NOFILE")?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let plan = plan::plan(PlanInput {
+        cores,
+        shards: config.shards,
+        max_conns: config.max_conns,
+        nofile,
+        fds_per_shard: config.fds_per_shard,
+    })?;
+    Ok(plan)
+}
+
+/// A shard thread: take a private fd table if planned, bind the listener,
+/// report, then run the event loop.
+fn run_shard(
+    prepared: backend::Prepared,
+    setup: ShardSetup,
+    addr: SocketAddr,
+    private_fd_table: bool,
+    bound: mpsc::Sender<Result<(), String>>,
+) {
+    let listener = (|| {
+        if private_fd_table {
+            sys::unshare_fd_table()?;
+        }
+        listen::reuseport_listener(addr)
+    })();
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(error) => {
+            let _ = bound.send(Err(error.to_string()));
+            return;
+        }
+    };
+    let _ = bound.send(Ok(()));
+    let id = setup.id;
+    if let Err(error) = backend::run(prepared, listener, setup) {
+        eprintln!("fanout serve: shard {id} stopped: {error}");
+    }
+}
+
+/// Wait for a signal or a shard that died; print stats on SIGUSR1.
+fn supervise(signals: &mut Signals, hub: &Hub, shards: &[JoinHandle<()>]) -> anyhow::Result<()> {
+    loop {
+        for signal in signals.pending() {
+            match signal {
+                SIGUSR1 => print_stats(hub),
+                _ => return Ok(()),
+            }
+        }
+        if let Some(id) = shards.iter().position(JoinHandle::is_finished) {
+            anyhow::bail!("shard {id} stopped unexpectedly");
+        }
+        std::thread::sleep(SUPERVISE_EVERY);
+    }
+}
+
+fn stop(hub: &Hub, shards: Vec<JoinHandle<()>>) {
+    hub.request_shutdown();
+    for shard in shards {
+        let _ = shard.join();
+    }
+}
+
+fn print_stats(hub: &Hub) {
+    let snapshot = Snapshot::take(hub.all_counters());
+    let json = serde_json::to_string(&snapshot).expect("stats serialize");
+    println!("stats {json}");
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,337 @@
+//! What a connection does with the bytes it receives, whatever backend read
+//! them: the WebSocket handshake or TCP hello, then frames in and replies or
+//! room publishes out. Backends implement [`Outbox`] and call [`on_input`];
+//! protocol behaviour is written once, here.
+
+use bytes::Bytes;
+
+use super::config::Proto;
+use crate::protocol::frame::{self, encode_header, OpCode, Role, MAX_HEADER_LEN};
+use crate::protocol::handshake::{self, Parsed};
+use crate::protocol::message::{self, close_code, Event, Fragments};
+use crate::protocol::{tcp, Route};
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the WebSocket request or the TCP hello.
+    Handshake,
+    /// Exchanging messages; a `Room` connection is a room member.
+    Open(Route),
+    /// Our last bytes (a close frame or an HTTP error) are being written.
+    Closing,
+    /// Write side shut down; waiting for the peer to hang up. Input is discarded.
+    Draining,
+}
+
+/// The ways a backend sends what the protocol decides.
+pub trait Outbox {
+    /// Bytes for this connection alone, in order (e.g. a header and a payload).
+    fn reply(&mut self, parts: &[&[u8]]);
+    /// A message echoed back: a reply the backend may count apart.
+    fn echo(&mut self, parts: &[&[u8]]);
+    /// A frame for every room member on every shard, this connection included.
+    fn publish(&mut self, frame: Bytes);
+}
+
+/// Why the protocol ended a connection, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Handshake refused with this HTTP status (404 for an unknown TCP hello).
+    Rejected(u16),
+    /// The peer broke the protocol; we closed with this code.
+    Violation(u16),
+    /// The peer started the close handshake and we answered.
+    PeerClosed,
+}
+
+/// Limits and protocol, fixed for the server's life.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub proto: Proto,
+    pub max_message: usize,
+    pub max_handshake: usize,
+}
+
+enum Progress {
+    NeedMore,
+    Used(usize),
+    End(Ending),
+}
+
+/// Feed the bytes that have arrived. Returns how many were used (the rest is
+/// an incomplete request or frame to present again with more bytes) and, if
+/// the connection must close, why; `phase` is then `Closing`. Input in the
+/// `Closing` and `Draining` phases is discarded.
+pub fn on_input(
+    limits: &Limits,
+    phase: &mut Phase,
+    input: &mut [u8],
+    fragments: &mut Option<Box<Fragments>>,
+    out: &mut impl Outbox,
+) -> (usize, Option<Ending>) {
+    let mut used = 0;
+    while used < input.len() {
+        let rest = &mut input[used..];
+        let progress = match (*phase, limits.proto) {
+            (Phase::Handshake, Proto::Ws) => ws_handshake(limits, phase, rest, out),
+            (Phase::Handshake, Proto::Tcp) => tcp_hello(limits, phase, rest, out),
+            (Phase::Open(route), Proto::Ws) => ws_frame(limits, route, rest, fragments, out),
+            (Phase::Open(route), Proto::Tcp) => tcp_message(limits, route, rest, out),
+            (Phase::Closing | Phase::Draining, _) => Progress::Used(rest.len()),
+        };
+        match progress {
+            Progress::NeedMore => break,
+            Progress::Used(n) => used += n,
+            Progress::End(ending) => {
+                *phase = Phase::Closing;
+                *fragments = None;
+                return (input.len(), Some(ending));
+            }
+        }
+    }
+    (used, None)
+}
+
+fn ws_handshake(
+    limits: &Limits,
+    phase: &mut Phase,
+    input: &[u8],
+    out: &mut impl Outbox,
+) -> Progress {
+    match handshake::parse_request(input, limits.max_handshake) {
+        Ok(Parsed::Partial) => Progress::NeedMore,
+        Ok(Parsed::Upgrade { upgrade, len }) => {
+            out.reply(&[&handshake::accept_response(&upgrade)]);
+            *phase = Phase::Open(upgrade.route);
+            Progress::Used(len)
+        }
+        Err(rejection) => {
+            out.reply(&[&rejection.response()]);
+            Progress::End(Ending::Rejected(rejection.status().0))
+        }
+    }
+}
+
+fn ws_frame(
+    limits: &Limits,
+    route: Route,
+    input: &mut [u8],
+    fragments: &mut Option<Box<Fragments>>,
+    out: &mut impl Outbox,
+) -> Progress {
+    let step = match message::read_frame(input, Role::Server, limits.max_message, fragments) {
+        Ok(Some(step)) => step,
+        Ok(None) => return Progress::NeedMore,
+        Err(violation) => {
+            let code = violation.close_code();
+            send_close(out, code, &violation.to_string());
+            return Progress::End(Ending::Violation(code));
+        }
+    };
+    match step.event {
+        None | Some(Event::Pong(_)) => {}
+        Some(Event::Message { opcode, payload }) => match route {
+            Route::Echo => {
+                let mut header = [0u8; MAX_HEADER_LEN];
+                let n = encode_header(&mut header, true, opcode, payload.len(), None);
+                out.echo(&[&header[..n], &payload]);
+            }
+            Route::Room => out.publish(frame::server_frame(opcode, &payload)),
+        },
+        Some(Event::Ping(payload)) => {
+            out.reply(&[&frame::server_frame(OpCode::Pong, payload)]);
+        }
+        Some(Event::Close { code, .. }) => {
+            // Answer with the peer's code (§5.5.1); an empty close gets an empty one.
+            let payload = code.map(u16::to_be_bytes);
+            let payload = payload.as_ref().map_or(&[][..], |code| &code[..]);
+            out.reply(&[&frame::server_frame(OpCode::Close, payload)]);
+            return Progress::End(Ending::PeerClosed);
+        }
+    }
+    Progress::Used(step.consumed)
+}
+
+/// Send a close frame; the reason is cut to fit the 125-byte control limit.
+pub fn send_close(out: &mut impl Outbox, code: u16, reason: &str) {
+    let mut end = reason.len().min(frame::MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let payload = frame::close_payload(code, &reason[..end]);
+    out.reply(&[&frame::server_frame(OpCode::Close, &payload)]);
+}
+
+fn tcp_hello(limits: &Limits, phase: &mut Phase, input: &[u8], out: &mut impl Outbox) -> Progress {
+    let (payload, used) = match tcp::decode(input, limits.max_handshake) {
+        Ok(Some(message)) => message,
+        Ok(None) => return Progress::NeedMore,
+        Err(_) => return Progress::End(Ending::Rejected(431)),
+    };
+    match tcp::parse_hello(payload) {
+        Some(route) => {
+            out.reply(&[&tcp::encode(tcp::HELLO_OK)]);
+            *phase = Phase::Open(route);
+            Progress::Used(used)
+        }
+        None => {
+            out.reply(&[&tcp::encode(tcp::HELLO_NOT_FOUND)]);
+            Progress::End(Ending::Rejected(404))
+        }
+    }
+}
+
+fn tcp_message(limits: &Limits, route: Route, input: &[u8], out: &mut impl Outbox) -> Progress {
+    let used = match tcp::decode(input, limits.max_message) {
+        Ok(Some((_, used))) => used,
+        Ok(None) => return Progress::NeedMore,
+        Err(_) => return Progress::End(Ending::Violation(close_code::MESSAGE_TOO_BIG)),
+    };
+    // The length prefix is already in place: echo or publish the bytes as they came.
+    let message = &input[..used];
+    match route {
+        Route::Echo => out.echo(&[message]),
+        Route::Room => out.publish(Bytes::copy_from_slice(message)),
+    }
+    Progress::Used(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::client_frame;
+
+    #[derive(Default)]
+    struct Recorder {
+        replies: Vec<u8>,
+        published: Vec<Bytes>,
+    }
+
+    impl Outbox for Recorder {
+        fn reply(&mut self, parts: &[&[u8]]) {
+            parts.iter().for_each(|p| self.replies.extend_from_slice(p));
+        }
+        fn echo(&mut self, parts: &[&[u8]]) {
+            self.reply(parts)
+        }
+        fn publish(&mut self, frame: Bytes) {
+            self.published.push(frame);
+        }
+    }
+
+    fn limits(proto: Proto) -> Limits {
+        Limits {
+            proto,
+            max_message: 1024,
+            max_handshake: 1024,
+        }
+    }
+
+    const REQUEST: &[u8] = b"GET /room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    #[test]
+    fn pipelined_frames_after_the_request_are_handled() {
+        let mut input = REQUEST.to_vec();
+        input.extend(client_frame(OpCode::Text, b"hi", [1, 2, 3, 4]));
+        let mut phase = Phase::Handshake;
+        let mut out = Recorder::default();
+        let (used, ending) = on_input(
+            &limits(Proto::Ws),
+            &mut phase,
+            &mut input,
+            &mut None,
+            &mut out,
+        );
+        assert_eq!((used, ending), (input.len(), None));
+        assert_eq!(phase, Phase::Open(Route::Room));
+        assert!(out.replies.starts_with(b"HTTP/1.1 101 "));
+        assert_eq!(&out.published[0][..], b"\x81\x02hi");
+    }
+
+    #[test]
+    fn a_partial_frame_is_left_for_later() {
+        let mut input = client_frame(OpCode::Binary, b"hello", [1, 2, 3, 4]);
+        input.truncate(8);
+        let mut phase = Phase::Open(Route::Echo);
+        let mut out = Recorder::default();
+        let (used, ending) = on_input(
+            &limits(Proto::Ws),
+            &mut phase,
+            &mut input,
+            &mut None,
+            &mut out,
+        );
+        assert_eq!((used, ending), (0, None));
+        assert!(out.replies.is_empty());
+    }
+
+    #[test]
+    fn violations_close_with_their_code() {
+        let mut input = vec![0x81, 0x02, b'h', b'i']; // unmasked client frame
+        let mut phase = Phase::Open(Route::Echo);
+        let mut out = Recorder::default();
+        let (_, ending) = on_input(
+            &limits(Proto::Ws),
+            &mut phase,
+            &mut input,
+            &mut None,
+            &mut out,
+        );
+        assert_eq!(ending, Some(Ending::Violation(1002)));
+        assert_eq!(phase, Phase::Closing);
+        assert_eq!(&out.replies[..4], &[0x88, out.replies[1], 0x03, 0xEA]);
+    }
+
+    #[test]
+    fn close_reason_is_cut_to_the_control_limit_on_a_char_boundary() {
+        let mut out = Recorder::default();
+        send_close(&mut out, 1002, &"é".repeat(100));
+        assert_eq!(out.replies[1] as usize, out.replies.len() - 2);
+        assert!(out.replies.len() - 2 <= 125);
+        assert!(std::str::from_utf8(&out.replies[4..]).is_ok());
+    }
+
+    #[test]
+    fn tcp_hello_then_echo_keeps_the_prefix() {
+        let mut input = tcp::encode(b"/echo");
+        input.extend(tcp::encode(b"abc"));
+        let mut phase = Phase::Handshake;
+        let mut out = Recorder::default();
+        on_input(
+            &limits(Proto::Tcp),
+            &mut phase,
+            &mut input,
+            &mut None,
+            &mut out,
+        );
+        let mut expected = tcp::encode(b"ok");
+        expected.extend(tcp::encode(b"abc"));
+        assert_eq!(out.replies, expected);
+    }
+
+    #[test]
+    fn tcp_unknown_hello_and_oversized_message_end_the_connection() {
+        let mut phase = Phase::Handshake;
+        let mut out = Recorder::default();
+        let mut input = tcp::encode(b"/nope");
+        let (_, ending) = on_input(
+            &limits(Proto::Tcp),
+            &mut phase,
+            &mut input,
+            &mut None,
+            &mut out,
+        );
+        assert_eq!(ending, Some(Ending::Rejected(404)));
+        let mut phase = Phase::Open(Route::Echo);
+        let mut input = tcp::header(2000).to_vec();
+        let (_, ending) = on_input(
+            &limits(Proto::Tcp),
+            &mut phase,
+            &mut input,
+            &mut None,
+            &mut out,
+        );
+        assert_eq!(ending, Some(Ending::Violation(1009)));
+    }
+}

@@ -1,0 +1,106 @@
+//! Server counters. Each shard bumps its own (cache-line aligned, relaxed
+//! atomics, never contended); the main thread sums snapshots when asked
+//! (SIGUSR1) and at exit, and prints them as one `stats {json}` line.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Declares the per-shard counters and their summed snapshot in one place.
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// One shard's counters.
+        #[derive(Default, Debug)]
+        #[repr(align(64))]
+        pub struct ShardCounters {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// Counters summed over shards.
+        #[derive(Default, Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+        pub struct Totals {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl Totals {
+            pub fn add(&mut self, shard: &ShardCounters) {
+                $( self.$name += shard.$name.load(Relaxed); )*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections accepted.
+    accepted,
+    /// Connections closed, for any reason.
+    closed,
+    /// Handshakes (or TCP hellos) that succeeded.
+    upgraded,
+    /// Handshakes refused with an HTTP error (or unknown TCP hello).
+    rejected,
+    /// Connections closed for not finishing their handshake in time.
+    handshake_timeouts,
+    /// Connections closed for breaking the protocol (1002, 1007, 1009).
+    protocol_errors,
+    /// Room members closed with 1008 for exceeding --max-backlog.
+    backlog_closes,
+    /// Times accepting paused because the fd table was full (EMFILE/ENFILE).
+    accept_pauses_fd_limit,
+    /// Times accepting paused because the shard held its planned maximum.
+    accept_pauses_full,
+    /// Messages echoed back.
+    echoed,
+    /// Messages published to the room.
+    published,
+    /// Room frames handed to members (written or queued).
+    delivered,
+    /// Event-loop wake-ups; a spinning loop shows here.
+    wakeups,
+}
+
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+/// What the `stats` line reports: counters plus process memory.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Connections open now (accepted − closed).
+    pub open: u64,
+    #[serde(flatten)]
+    pub totals: Totals,
+    /// Resident set size of the process (VmRSS).
+    pub rss_bytes: u64,
+    /// Bytes the allocator has handed out and not yet taken back (jemalloc).
+    pub heap_allocated_bytes: u64,
+    /// Bytes of physical memory the allocator holds (jemalloc).
+    pub heap_resident_bytes: u64,
+}
+
+impl Snapshot {
+    pub fn take<'a>(shards: impl Iterator<Item = &'a ShardCounters>) -> Snapshot {
+        let mut totals = Totals::default();
+        shards.for_each(|shard| totals.add(shard));
+        let (heap_allocated_bytes, heap_resident_bytes) = heap_bytes();
+        Snapshot {
+            open: totals.accepted - totals.closed,
+            totals,
+            rss_bytes: crate::sys::resident_bytes().unwrap_or(0),
+            heap_allocated_bytes,
+            heap_resident_bytes,
+        }
+    }
+}
+
+/// jemalloc's allocated and resident bytes, refreshed first (its statistics
+/// are cached until the epoch advances).
+fn heap_bytes() -> (u64, u64) {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return (0, 0);
+    }
+    let allocated = stats::allocated::read().unwrap_or(0) as u64;
+    let resident = stats::resident::read().unwrap_or(0) as u64;
+    (allocated, resident)
+}
