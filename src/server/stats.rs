@@ -68,6 +68,8 @@ pub fn bump(counter: &AtomicU64) {
 pub struct Snapshot {
     /// Connections open now (accepted − closed).
     pub open: u64,
+    /// The same, shard by shard: how SO_REUSEPORT spread them.
+    pub open_per_shard: Vec<u64>,
     #[serde(flatten)]
     pub totals: Totals,
     /// Resident set size of the process (VmRSS).
@@ -81,10 +83,17 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn take<'a>(shards: impl Iterator<Item = &'a ShardCounters>) -> Snapshot {
         let mut totals = Totals::default();
-        shards.for_each(|shard| totals.add(shard));
+        let mut open_per_shard = Vec::new();
+        for shard in shards {
+            let before = totals;
+            totals.add(shard);
+            open_per_shard
+                .push((totals.accepted - before.accepted) - (totals.closed - before.closed));
+        }
         let (heap_allocated_bytes, heap_resident_bytes) = heap_bytes();
         Snapshot {
             open: totals.accepted - totals.closed,
+            open_per_shard,
             totals,
             rss_bytes: crate::sys::resident_bytes().unwrap_or(0),
             heap_allocated_bytes,

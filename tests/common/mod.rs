@@ -1,0 +1,305 @@
+//! Test helpers: run the real `fanout` binary as a child process, talk to it
+//! with tungstenite (an independent WebSocket implementation) or with raw
+//! bytes, and read its `stats` lines. Every server is killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use fanout::server::stats::Snapshot;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// Longest a test waits for any single thing before failing (not a speed
+/// threshold: only a guard so a broken server fails the test instead of hanging it).
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The plan line printed before `ready`.
+    pub plan: String,
+    lines: Receiver<String>,
+}
+
+impl Server {
+    /// Start `fanout serve --listen 127.0.0.1:0 ARGS` and wait for `ready`.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with(args, |_| {})
+    }
+
+    /// Like [`Server::start`], letting the caller adjust the command first.
+    pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fanout"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("start fanout serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            plan: String::new(),
+            lines,
+        };
+        loop {
+            let line = server.next_line().expect("server printed `ready`");
+            if let Some(addr) = line.strip_prefix("ready ") {
+                server.addr = addr.parse().expect("ready line has an address");
+                return server;
+            }
+            server.plan.push_str(&line);
+        }
+    }
+
+    fn next_line(&self) -> Option<String> {
+        self.lines.recv_timeout(PATIENCE).ok()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill() on our own child's pid, which we have not yet reaped.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Ask for a `stats` line (SIGUSR1) and parse it.
+    pub fn stats(&self) -> Snapshot {
+        self.signal(libc::SIGUSR1);
+        self.read_stats()
+    }
+
+    fn read_stats(&self) -> Snapshot {
+        loop {
+            let line = self.next_line().expect("server printed a stats line");
+            if let Some(json) = line.strip_prefix("stats ") {
+                return serde_json::from_str(json).expect("stats line is JSON");
+            }
+        }
+    }
+
+    /// Poll stats until `done` holds, failing after [`PATIENCE`].
+    pub fn wait_for_stats(&self, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let start = Instant::now();
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "gave up waiting for {what}: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, wait for exit, return the final stats and the exit status.
+    pub fn stop(mut self) -> (Snapshot, std::process::ExitStatus) {
+        self.signal(libc::SIGTERM);
+        let stats = self.read_stats();
+        let status = self.child.wait().unwrap();
+        (stats, status)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A tungstenite client connected to `path`, with read and write timeouts.
+pub fn ws_connect(server: &Server, path: &str) -> Ws {
+    let stream = tcp_connect(server.addr);
+    let (socket, response) =
+        tungstenite::client(server.url(path), MaybeTlsStream::Plain(stream)).expect("handshake");
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Send a message and check the identical message comes back.
+pub fn assert_echo(ws: &mut Ws, message: Message) {
+    ws.send(message.clone()).expect("send");
+    let reply = read_data(ws);
+    assert_eq!(reply, message);
+}
+
+/// Read the next data message, answering nothing and skipping pongs.
+pub fn read_data(ws: &mut Ws) -> Message {
+    loop {
+        match ws.read().expect("read") {
+            Message::Pong(_) => continue,
+            message => return message,
+        }
+    }
+}
+
+/// A raw client: does the WebSocket handshake by hand, then lets the test
+/// write arbitrary bytes (legal or not) and read what comes back.
+pub struct RawWs {
+    pub stream: TcpStream,
+    pub buffered: Vec<u8>,
+}
+
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+pub fn upgrade_request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n")
+}
+
+impl RawWs {
+    pub fn connect(server: &Server, path: &str) -> RawWs {
+        let mut stream = tcp_connect(server.addr);
+        stream.write_all(upgrade_request(path).as_bytes()).unwrap();
+        let mut raw = RawWs {
+            stream,
+            buffered: Vec::new(),
+        };
+        let head = raw.read_http_head();
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        raw
+    }
+
+    /// Read up to the blank line ending an HTTP response head.
+    pub fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(end) = find(&self.buffered, b"\r\n\r\n") {
+                let head: Vec<u8> = self.buffered.drain(..end + 4).collect();
+                return String::from_utf8(head).unwrap();
+            }
+            assert!(
+                self.fill() > 0,
+                "connection closed before the response head"
+            );
+        }
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        let n = self.stream.read(&mut chunk).expect("read");
+        self.buffered.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Read one server frame: (opcode, payload).
+    pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use fanout::protocol::frame::{decode_header, Role};
+        loop {
+            if let Some((header, len)) =
+                decode_header(&self.buffered, Role::Client, usize::MAX >> 1).expect("legal frame")
+            {
+                if self.buffered.len() >= len + header.payload_len {
+                    let frame: Vec<u8> = self.buffered.drain(..len + header.payload_len).collect();
+                    return Some((header.opcode as u8, frame[len..].to_vec()));
+                }
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Read frames until a close frame; return its code, and check the
+    /// server then ends the connection.
+    pub fn expect_close(&mut self) -> u16 {
+        loop {
+            let (opcode, payload) = self.read_frame().expect("a close frame before EOF");
+            if opcode == 0x8 {
+                assert!(payload.len() >= 2, "close frame carries a code");
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                self.expect_eof();
+                return code;
+            }
+        }
+    }
+
+    /// The server closes the connection: read returns 0.
+    pub fn expect_eof(&mut self) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+                Err(e) => panic!("expected the server to close: {e}"),
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Send a raw HTTP request and return the status code of the response.
+pub fn http_status(server: &Server, request: &[u8]) -> (u16, String) {
+    let mut stream = tcp_connect(server.addr);
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+/// A masked client frame with explicit FIN/RSV/opcode byte.
+pub fn raw_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![first_byte];
+    match payload.len() {
+        n @ 0..=125 => frame.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
