@@ -141,11 +141,9 @@ fn room_delivers_every_message_exactly_once_to_every_member_across_shards() {
 
     let mut expected = Vec::new();
     for round in 0..PER_PUBLISHER {
-        for publisher in 0..PUBLISHERS {
+        for (publisher, member) in members.iter_mut().enumerate().take(PUBLISHERS) {
             let text = format!("message {round} from member {publisher}");
-            members[publisher]
-                .send(Message::text(text.clone()))
-                .unwrap();
+            member.send(Message::text(text.clone())).unwrap();
             expected.push(text);
         }
     }

@@ -51,6 +51,9 @@ counters! {
     accept_pauses_full,
     /// Messages echoed back.
     echoed,
+    /// Times reading from an echo client paused because it was not reading
+    /// its replies (backpressure instead of an unbounded queue).
+    read_pauses,
     /// Messages published to the room.
     published,
     /// Room frames handed to members (written or queued).

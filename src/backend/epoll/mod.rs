@@ -255,10 +255,7 @@ impl Shard {
     /// peer also hung up (`read_closed`), in which case we read on to EOF.
     fn on_readable(&mut self, key: usize, read_closed: bool) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        loop {
-            let Some(conn) = self.conns.get_mut(key) else {
-                break;
-            };
+        while let Some(conn) = self.conns.get_mut(key) {
             if conn.busy_ref().is_some_and(|busy| busy.read_paused) {
                 break;
             }
@@ -329,6 +326,7 @@ impl Shard {
             // Echo backpressure: read no more from a client that is not
             // reading its replies; resume when the queue drains.
             conn.busy().read_paused = true;
+            bump(&self.hub.counters(self.id).read_pauses);
         }
         conn.release_if_idle();
         true
