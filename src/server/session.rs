@@ -18,10 +18,24 @@ pub enum Phase {
     Handshake,
     /// Exchanging messages; a `Room` connection is a room member.
     Open(Route),
-    /// Our last bytes (a close frame or an HTTP error) are being written.
-    Closing,
-    /// Write side shut down; waiting for the peer to hang up. Input is discarded.
+    /// Our last bytes (a close frame or an HTTP error) are being written;
+    /// then the connection does what [`AfterFlush`] says.
+    Closing(AfterFlush),
+    /// Write side shut down; waiting for the peer to hang up or, on a
+    /// WebSocket, to answer our close frame. Other input is discarded.
     Draining,
+}
+
+/// What a closing connection does once its last bytes are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterFlush {
+    /// The peer started the close handshake and we answered: the handshake
+    /// is complete and the server closes the TCP connection first (§7.1.1).
+    HangUp,
+    /// We started the close (an error, a refusal): shut our write side and
+    /// read until the peer answers or hangs up, so that closing with unread
+    /// input cannot turn into a reset that destroys our last message.
+    Drain,
 }
 
 /// The ways a backend sends what the protocol decides.
@@ -43,6 +57,8 @@ pub enum Ending {
     Violation(u16),
     /// The peer started the close handshake and we answered.
     PeerClosed,
+    /// The peer answered the close we sent: hang up now.
+    CloseAnswered,
 }
 
 /// Limits and protocol, fixed for the server's life.
@@ -61,8 +77,9 @@ enum Progress {
 
 /// Feed the bytes that have arrived. Returns how many were used (the rest is
 /// an incomplete request or frame to present again with more bytes) and, if
-/// the connection must close, why; `phase` is then `Closing`. Input in the
-/// `Closing` and `Draining` phases is discarded.
+/// the connection must close, why; `phase` is then `Closing` (or stays
+/// `Draining` when the peer answered our close). Input while closing is
+/// discarded, except that a draining WebSocket looks for the peer's close.
 pub fn on_input(
     limits: &Limits,
     phase: &mut Phase,
@@ -78,13 +95,18 @@ pub fn on_input(
             (Phase::Handshake, Proto::Tcp) => tcp_hello(limits, phase, rest, out),
             (Phase::Open(route), Proto::Ws) => ws_frame(limits, route, rest, fragments, out),
             (Phase::Open(route), Proto::Tcp) => tcp_message(limits, route, rest, out),
-            (Phase::Closing | Phase::Draining, _) => Progress::Used(rest.len()),
+            (Phase::Draining, Proto::Ws) => ws_drain(limits, rest),
+            (Phase::Closing(_) | Phase::Draining, _) => Progress::Used(rest.len()),
         };
         match progress {
             Progress::NeedMore => break,
             Progress::Used(n) => used += n,
             Progress::End(ending) => {
-                *phase = Phase::Closing;
+                *phase = match ending {
+                    Ending::CloseAnswered => Phase::Draining,
+                    Ending::PeerClosed => Phase::Closing(AfterFlush::HangUp),
+                    Ending::Rejected(_) | Ending::Violation(_) => Phase::Closing(AfterFlush::Drain),
+                };
                 *fragments = None;
                 return (input.len(), Some(ending));
             }
@@ -151,6 +173,20 @@ fn ws_frame(
         }
     }
     Progress::Used(step.consumed)
+}
+
+/// After our close: skip frames until the peer's close arrives. Bytes that
+/// are not frames at all are discarded; the peer's EOF or the close deadline
+/// then ends the connection.
+fn ws_drain(limits: &Limits, input: &mut [u8]) -> Progress {
+    match message::read_frame(input, Role::Server, limits.max_message, &mut None) {
+        Ok(None) => Progress::NeedMore,
+        Ok(Some(step)) if matches!(step.event, Some(Event::Close { .. })) => {
+            Progress::End(Ending::CloseAnswered)
+        }
+        Ok(Some(step)) => Progress::Used(step.consumed),
+        Err(_) => Progress::Used(input.len()),
+    }
 }
 
 /// Send a close frame; the reason is cut to fit the 125-byte control limit.
@@ -267,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn violations_close_with_their_code() {
+    fn violations_close_with_their_code_and_wait_for_the_answer() {
         let mut input = vec![0x81, 0x02, b'h', b'i']; // unmasked client frame
         let mut phase = Phase::Open(Route::Echo);
         let mut out = Recorder::default();
@@ -279,7 +315,18 @@ mod tests {
             &mut out,
         );
         assert_eq!(ending, Some(Ending::Violation(1002)));
-        assert_eq!(phase, Phase::Closing);
+        assert_eq!(phase, Phase::Closing(AfterFlush::Drain));
+        // The peer's answer to our close ends the draining.
+        let mut phase = Phase::Draining;
+        let mut input = client_frame(OpCode::Close, &1002u16.to_be_bytes(), [1, 2, 3, 4]);
+        let (_, ending) = on_input(
+            &limits(Proto::Ws),
+            &mut phase,
+            &mut input,
+            &mut None,
+            &mut out,
+        );
+        assert_eq!(ending, Some(Ending::CloseAnswered));
         assert_eq!(&out.replies[..4], &[0x88, out.replies[1], 0x03, 0xEA]);
     }
 

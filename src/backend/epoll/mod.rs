@@ -28,7 +28,7 @@ use crate::protocol::message::close_code;
 use crate::protocol::Route;
 use crate::server::config::{Proto, ServeConfig};
 use crate::server::hub::{Hub, Wake};
-use crate::server::session::{self, Ending, Limits, Outbox, Phase};
+use crate::server::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
 use crate::server::stats::{bump, ShardCounters};
 use crate::server::ShardSetup;
 use crate::sys;
@@ -237,9 +237,13 @@ impl Shard {
     /// The outbound queue just emptied: finish a close, or resume reading.
     fn after_drain(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        if conn.phase == Phase::Closing {
-            let _ = conn.socket.shutdown(Shutdown::Write);
-            conn.phase = Phase::Draining;
+        match conn.phase {
+            Phase::Closing(AfterFlush::HangUp) => return self.close(key),
+            Phase::Closing(AfterFlush::Drain) => {
+                let _ = conn.socket.shutdown(Shutdown::Write);
+                conn.phase = Phase::Draining;
+            }
+            _ => {}
         }
         let resume = conn.busy_ref().is_some_and(|busy| busy.read_paused);
         if resume {
@@ -321,7 +325,9 @@ impl Shard {
             return false;
         }
         self.on_phase_change(key, before, ending);
-        let conn = &mut self.conns[key];
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false; // closed while finishing its close
+        };
         if conn.phase == Phase::Open(Route::Echo) && conn.queued_bytes() > 0 {
             // Echo backpressure: read no more from a client that is not
             // reading its replies; resume when the queue drains.
@@ -358,6 +364,7 @@ impl Shard {
             Ending::Rejected(_) => bump(&self.counters().rejected),
             Ending::Violation(_) => bump(&self.counters().protocol_errors),
             Ending::PeerClosed => {}
+            Ending::CloseAnswered => return self.close(key),
         }
         self.start_closing(key);
     }
@@ -366,7 +373,6 @@ impl Shard {
     /// already written, shut the write side now.
     fn start_closing(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        conn.phase = Phase::Closing;
         let deadline = Instant::now() + self.config.close_timeout;
         self.timers.push(Reverse((deadline, key, conn.serial)));
         if conn.queued_bytes() == 0 {
@@ -441,7 +447,7 @@ impl Shard {
         self.hub.leave_room(self.id);
         let conn = &mut self.conns[key];
         conn.drop_queue_tail();
-        conn.phase = Phase::Closing;
+        conn.phase = Phase::Closing(AfterFlush::Drain);
         if self.config.proto == Proto::Ws {
             let mut out = ConnOutbox {
                 conn,
@@ -484,7 +490,7 @@ impl Shard {
                     bump(&self.counters().handshake_timeouts);
                     self.close(key);
                 }
-                Phase::Closing | Phase::Draining => self.close(key),
+                Phase::Closing(_) | Phase::Draining => self.close(key),
                 Phase::Open(_) => {}
             }
         }
