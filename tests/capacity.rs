@@ -114,7 +114,10 @@ fn a_slow_room_member_is_closed_with_1008_and_others_are_unharmed() {
     };
     assert_eq!(close.unwrap().code, CloseCode::Policy);
     // tungstenite answers the close on its next call; the server then hangs up.
-    assert!(matches!(slow.read(), Err(tungstenite::Error::ConnectionClosed)));
+    assert!(matches!(
+        slow.read(),
+        Err(tungstenite::Error::ConnectionClosed)
+    ));
     publisher.send(Message::text("still delivering")).unwrap();
     assert_eq!(read_data(&mut publisher), Message::text("still delivering"));
     server.wait_for_stats("the slow member to be freed", |s| s.open == 1);

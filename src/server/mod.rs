@@ -3,6 +3,7 @@
 //! clean shutdown (SIGINT, SIGTERM).
 
 pub mod config;
+pub mod deadline;
 pub mod hub;
 pub mod listen;
 pub mod plan;

@@ -1,7 +1,7 @@
 //! One connection's state in the epoll backend, and its write path.
 //!
-//! An idle connection is a socket, a serial number, its phase and one null
-//! pointer. Everything else — a partial frame, a message being reassembled,
+//! An idle connection is a socket, a deadline slot, its phase and one null
+//! pointer: 24 bytes. Everything else — a partial frame, a message being reassembled,
 //! bytes the socket would not take — lives in [`Busy`], allocated only while
 //! needed and freed as soon as it is empty.
 
@@ -12,6 +12,7 @@ use bytes::{Buf, Bytes};
 use std::net::TcpStream;
 
 use crate::protocol::message::Fragments;
+use crate::server::deadline::Deadline;
 use crate::server::session::Phase;
 
 /// Most queued frames handed to one writev().
@@ -22,9 +23,8 @@ pub struct Conn {
     /// builds add a registration check that would double this struct; it is
     /// registered through `SourceFd` instead.
     pub socket: TcpStream,
-    /// Tells this connection from a later one that reuses its slab key, so a
-    /// stale timer cannot close the wrong connection.
-    pub serial: u32,
+    /// When the handshake or the close must be over; unset while open.
+    pub deadline: Deadline,
     pub phase: Phase,
     busy: Option<Box<Busy>>,
 }
@@ -54,10 +54,10 @@ impl Busy {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, serial: u32) -> Conn {
+    pub fn new(socket: TcpStream, deadline: Deadline) -> Conn {
         Conn {
             socket,
-            serial,
+            deadline,
             phase: Phase::Handshake,
             busy: None,
         }
@@ -229,8 +229,8 @@ fn skip_prefix<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>> {
 mod tests {
     use super::*;
 
-    /// The idle footprint is the point of this backend: a socket, a serial,
-    /// a phase and a null pointer. Growing it is a deliberate decision.
+    /// The idle footprint is the point of this backend: a socket, a
+    /// deadline, a phase and a null pointer. Growing it is a deliberate decision.
     #[test]
     fn idle_connection_state_is_small() {
         assert_eq!(std::mem::size_of::<Conn>(), 24);

@@ -1,12 +1,10 @@
 //! The epoll backend: one mio `Poll` per shard, edge-triggered, a slab of
-//! [`Conn`]s whose keys are the mio `Token`s, one 64 KiB read buffer shared by
-//! all of the shard's connections, and a timer heap for handshake and close
-//! deadlines.
+//! [`Conn`]s whose keys are the mio `Token`s, and one 64 KiB read buffer
+//! shared by all of the shard's connections. Handshake and close deadlines
+//! live in the connections and are swept (see `server::deadline`).
 
 mod conn;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpListener};
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,6 +25,7 @@ use crate::protocol::handshake::Rejection;
 use crate::protocol::message::close_code;
 use crate::protocol::Route;
 use crate::server::config::{Proto, ServeConfig};
+use crate::server::deadline::{Clock, Deadline, SWEEP_EVERY};
 use crate::server::hub::{Hub, Wake};
 use crate::server::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
 use crate::server::stats::{bump, ShardCounters};
@@ -68,10 +67,6 @@ pub fn run(prepared: Prepared, listener: TcpListener, setup: ShardSetup) -> io::
     shard.run()
 }
 
-/// A deadline for one connection: the handshake must finish, or a closing
-/// connection must hang up, by then.
-type Timer = Reverse<(Instant, usize, u32)>;
-
 struct Shard {
     id: usize,
     poll: Poll,
@@ -82,8 +77,10 @@ struct Shard {
     limits: Limits,
     hub: Arc<Hub>,
     scratch: Vec<u8>,
-    timers: BinaryHeap<Timer>,
-    next_serial: u32,
+    clock: Clock,
+    /// Connections with a deadline set; the shard sweeps while there are any.
+    timed: usize,
+    next_sweep: Option<Instant>,
     /// When accepting paused (fd table or shard full), the time to retry.
     accept_retry_at: Option<Instant>,
     /// Frames this shard's connections published during the current turn.
@@ -110,8 +107,9 @@ impl Shard {
             limits,
             hub: setup.hub,
             scratch: vec![0; SCRATCH_LEN],
-            timers: BinaryHeap::new(),
-            next_serial: 0,
+            clock: Clock::new(),
+            timed: 0,
+            next_sweep: None,
             accept_retry_at: None,
             published: Vec::new(),
             inbox: Vec::new(),
@@ -139,7 +137,7 @@ impl Shard {
                 }
             }
             self.deliver_room_frames();
-            self.expire_timers(Instant::now());
+            self.sweep_deadlines();
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
                 self.resume_accepting();
             }
@@ -149,8 +147,7 @@ impl Shard {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        let wake_at = match (next_timer, self.accept_retry_at) {
+        let wake_at = match (self.next_sweep, self.accept_retry_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -205,11 +202,9 @@ impl Shard {
             bump(&self.counters().closed);
             return;
         }
-        let serial = self.next_serial;
-        self.next_serial = self.next_serial.wrapping_add(1);
-        entry.insert(Conn::new(socket, serial));
-        let deadline = Instant::now() + self.config.handshake_timeout;
-        self.timers.push(Reverse((deadline, key, serial)));
+        let deadline = self.clock.after(self.config.handshake_timeout);
+        entry.insert(Conn::new(socket, Deadline::NONE));
+        self.set_deadline(key, deadline);
     }
 
     // ---- connection events ----
@@ -348,6 +343,7 @@ impl Shard {
                 || matches!(ending, Some(Ending::PeerClosed | Ending::Violation(_))));
         if upgraded {
             bump(&self.counters().upgraded);
+            self.set_deadline(key, Deadline::NONE);
         }
         let member_before = before == Phase::Open(Route::Room);
         let member_after = after == Phase::Open(Route::Room);
@@ -372,10 +368,9 @@ impl Shard {
     /// Our last bytes are queued: arm the close deadline and, if they are
     /// already written, shut the write side now.
     fn start_closing(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let deadline = Instant::now() + self.config.close_timeout;
-        self.timers.push(Reverse((deadline, key, conn.serial)));
-        if conn.queued_bytes() == 0 {
+        let deadline = self.clock.after(self.config.close_timeout);
+        self.set_deadline(key, deadline);
+        if self.conns[key].queued_bytes() == 0 {
             self.after_drain(key);
         }
     }
@@ -386,6 +381,9 @@ impl Shard {
         };
         if conn.phase == Phase::Open(Route::Room) {
             self.hub.leave_room(self.id);
+        }
+        if conn.deadline.is_set() {
+            self.timed -= 1;
         }
         bump(&self.counters().closed);
         // Dropping the socket closes it, which also removes it from the epoll set.
@@ -468,32 +466,44 @@ impl Shard {
         self.start_closing(key);
     }
 
-    // ---- timers ----
+    // ---- deadlines ----
 
-    fn expire_timers(&mut self, now: Instant) {
-        while let Some(&Reverse((at, key, serial))) = self.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.serial != serial {
-                continue;
-            }
-            match conn.phase {
-                Phase::Handshake => {
-                    if self.config.proto == Proto::Ws && conn.queued_bytes() == 0 {
-                        let _ = conn.send_parts(&[&Rejection::Timeout.response()]);
-                    }
-                    bump(&self.counters().handshake_timeouts);
-                    self.close(key);
-                }
-                Phase::Closing(_) | Phase::Draining => self.close(key),
-                Phase::Open(_) => {}
-            }
+    fn set_deadline(&mut self, key: usize, deadline: Deadline) {
+        let conn = &mut self.conns[key];
+        match (conn.deadline.is_set(), deadline.is_set()) {
+            (false, true) => self.timed += 1,
+            (true, false) => self.timed -= 1,
+            _ => {}
         }
+        conn.deadline = deadline;
+        if self.timed > 0 && self.next_sweep.is_none() {
+            self.next_sweep = Some(Instant::now() + SWEEP_EVERY);
+        }
+    }
+
+    /// Close connections whose handshake or close outlived its deadline.
+    fn sweep_deadlines(&mut self) {
+        let now = Instant::now();
+        if self.next_sweep.is_none_or(|at| at > now) {
+            return;
+        }
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| self.clock.has_passed(conn.deadline, now))
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            let conn = &mut self.conns[key];
+            if conn.phase == Phase::Handshake {
+                if self.config.proto == Proto::Ws && conn.queued_bytes() == 0 {
+                    let _ = conn.send_parts(&[&Rejection::Timeout.response()]);
+                }
+                bump(&self.counters().handshake_timeouts);
+            }
+            self.close(key);
+        }
+        self.next_sweep = (self.timed > 0).then(|| now + SWEEP_EVERY);
     }
 
     /// At shutdown, tell open WebSocket clients we are going away (best
