@@ -117,49 +117,36 @@ impl Conn {
     /// Send `parts` in order: straight to the socket when nothing is queued,
     /// the rest (or all, behind a queue) copied into the queue.
     pub fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        let total: usize = parts.iter().map(|part| part.len()).sum();
-        let mut written = 0;
-        if !self.has_queue() {
-            while written < total {
-                let slices = skip_prefix(parts, written);
-                match self.socket.write_vectored(&slices) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if written < total {
-            let rest: Vec<u8> = skip_prefix(parts, written)
+        let sent = if self.has_queue() {
+            Position::START
+        } else {
+            write_vectored(&mut self.socket, parts, Position::START)?
+        };
+        if sent.index < parts.len() {
+            let rest: Vec<u8> = parts[sent.index..]
                 .iter()
-                .flat_map(|s| s.iter().copied())
+                .enumerate()
+                .flat_map(|(i, part)| &part[if i == 0 { sent.offset } else { 0 }..])
+                .copied()
                 .collect();
             self.enqueue(Bytes::from(rest));
         }
         Ok(())
     }
 
-    /// Send a shared frame: written directly when nothing is queued; otherwise
-    /// (or for the part the socket would not take) a reference is queued.
-    pub fn send_shared(&mut self, frame: &Bytes) -> io::Result<()> {
-        if self.has_queue() {
-            self.enqueue(frame.clone());
-            return Ok(());
-        }
-        let mut written = 0;
-        while written < frame.len() {
-            match self.socket.write(&frame[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// Send shared frames in order, with one writev when nothing is queued;
+    /// what the socket will not take is queued by reference, not copied.
+    pub fn send_shared(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        let sent = if self.has_queue() {
+            Position::START
+        } else {
+            write_vectored(&mut self.socket, frames, Position::START)?
+        };
+        if let Some(first) = frames.get(sent.index) {
+            self.enqueue(first.slice(sent.offset..));
+            for frame in &frames[sent.index + 1..] {
+                self.enqueue(frame.clone());
             }
-        }
-        if written < frame.len() {
-            self.enqueue(frame.slice(written..));
         }
         Ok(())
     }
@@ -170,35 +157,16 @@ impl Conn {
         let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(true);
         };
-        while !busy.outq.is_empty() {
-            let slices: Vec<IoSlice> = busy
-                .outq
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|bytes| IoSlice::new(bytes))
-                .collect();
-            let mut written = match self.socket.write_vectored(&slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            busy.queued -= written;
-            while written > 0 {
-                let front = busy
-                    .outq
-                    .front_mut()
-                    .expect("written bytes came from the queue");
-                if written < front.len() {
-                    front.advance(written);
-                    break;
-                }
-                written -= front.len();
-                busy.outq.pop_front();
-            }
+        let queued = busy.outq.make_contiguous();
+        let sent = write_vectored(&mut self.socket, queued, Position::START)?;
+        let written: usize =
+            queued[..sent.index].iter().map(Bytes::len).sum::<usize>() + sent.offset;
+        busy.queued -= written;
+        busy.outq.drain(..sent.index);
+        if let Some(front) = busy.outq.front_mut() {
+            front.advance(sent.offset);
         }
-        Ok(true)
+        Ok(busy.outq.is_empty())
     }
 
     /// Drop every queued frame except the one being written (cutting it would
@@ -211,18 +179,65 @@ impl Conn {
     }
 }
 
-/// `parts` without their first `skip` bytes, as I/O slices.
-fn skip_prefix<'a>(parts: &[&'a [u8]], mut skip: usize) -> Vec<IoSlice<'a>> {
-    let mut slices = Vec::with_capacity(parts.len());
-    for part in parts {
-        if skip >= part.len() {
-            skip -= part.len();
-            continue;
+/// How far a sequence of buffers has been written: whole buffers, then bytes
+/// into the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    index: usize,
+    offset: usize,
+}
+
+impl Position {
+    const START: Position = Position {
+        index: 0,
+        offset: 0,
+    };
+
+    fn advance<T: AsRef<[u8]>>(mut self, items: &[T], mut written: usize) -> Position {
+        while written > 0 {
+            let left = items[self.index].as_ref().len() - self.offset;
+            if written < left {
+                self.offset += written;
+                break;
+            }
+            written -= left;
+            self.index += 1;
+            self.offset = 0;
         }
-        slices.push(IoSlice::new(&part[skip..]));
-        skip = 0;
+        // Skip empty buffers so a finished write ends at `items.len()`.
+        while self.index < items.len() && items[self.index].as_ref().len() == self.offset {
+            self.index += 1;
+            self.offset = 0;
+        }
+        self
     }
-    slices
+}
+
+/// Write `items` from `from` on with writev, up to [`MAX_IOVECS`] buffers a
+/// call, until all is written or the socket is full. Returns how far it got.
+fn write_vectored<T: AsRef<[u8]>>(
+    socket: &mut TcpStream,
+    items: &[T],
+    from: Position,
+) -> io::Result<Position> {
+    let mut at = from.advance(items, 0);
+    while at.index < items.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let chunk = items[at.index..].iter().take(MAX_IOVECS);
+        for (i, (slot, item)) in slices.iter_mut().zip(chunk).enumerate() {
+            let skip = if i == 0 { at.offset } else { 0 };
+            *slot = IoSlice::new(&item.as_ref()[skip..]);
+        }
+        let count = (items.len() - at.index).min(MAX_IOVECS);
+        match socket.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => at = at.advance(items, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -240,18 +255,78 @@ mod tests {
     }
 
     #[test]
-    fn skip_prefix_cuts_across_parts() {
-        let parts: [&[u8]; 2] = [b"abc", b"defg"];
-        let join = |skip| -> Vec<u8> {
-            skip_prefix(&parts, skip)
-                .iter()
-                .flat_map(|s| s.iter().copied())
-                .collect()
-        };
-        assert_eq!(join(0), b"abcdefg");
-        assert_eq!(join(2), b"cdefg");
-        assert_eq!(join(3), b"defg");
-        assert_eq!(join(6), b"g");
-        assert_eq!(join(7), b"");
+    fn position_advances_across_buffers_and_skips_empty_ones() {
+        let items: [&[u8]; 4] = [b"abc", b"", b"defg", b"h"];
+        let start = Position::START;
+        assert_eq!(
+            start.advance(&items, 2),
+            Position {
+                index: 0,
+                offset: 2
+            }
+        );
+        assert_eq!(
+            start.advance(&items, 3),
+            Position {
+                index: 2,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            start.advance(&items, 4),
+            Position {
+                index: 2,
+                offset: 1
+            }
+        );
+        assert_eq!(
+            start.advance(&items, 8),
+            Position {
+                index: 4,
+                offset: 0
+            }
+        );
+        let empty: [&[u8]; 1] = [b""];
+        assert_eq!(
+            start.advance(&empty, 0),
+            Position {
+                index: 1,
+                offset: 0
+            }
+        );
+    }
+
+    /// Writes through a socket pair whose reader is slow, so some bytes get
+    /// queued; the reader must then see every byte exactly once, in order.
+    #[test]
+    fn queued_writes_arrive_whole_and_in_order() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut reader = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(socket, Deadline::NONE);
+        let big = Bytes::from(vec![1u8; 1 << 20]);
+        let mut expected = Vec::new();
+        for round in 0u8..8 {
+            let small = Bytes::from(vec![round; 100]);
+            conn.send_shared(&[big.clone(), small.clone()]).unwrap();
+            conn.send_parts(&[b"hdr", &[round; 10]]).unwrap();
+            expected.extend_from_slice(&big);
+            expected.extend_from_slice(&small);
+            expected.extend_from_slice(b"hdr");
+            expected.extend_from_slice(&[round; 10]);
+        }
+        assert!(conn.queued_bytes() > 0, "the test must exercise the queue");
+        let mut received = Vec::new();
+        let mut chunk = vec![0u8; 1 << 16];
+        while received.len() < expected.len() {
+            conn.flush().unwrap();
+            let n = reader.read(&mut chunk).unwrap();
+            received.extend_from_slice(&chunk[..n]);
+        }
+        assert!(conn.flush().unwrap());
+        assert_eq!(conn.queued_bytes(), 0);
+        assert!(received == expected, "byte stream differs");
     }
 }

@@ -1,0 +1,83 @@
+//! The room on this shard: hand published frames to the hub, and write every
+//! frame (ours and other shards') to this shard's members, closing the ones
+//! that fall more than --max-backlog behind.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+
+use super::events::ConnOutbox;
+use super::Shard;
+use crate::protocol::message::close_code;
+use crate::protocol::Route;
+use crate::server::config::Proto;
+use crate::server::session::{self, AfterFlush, Phase};
+use crate::server::stats::bump;
+
+impl Shard {
+    /// Hand this turn's published frames to the other shards, then write
+    /// them and the frames other shards sent us to our own members: one pass
+    /// over the slab and one writev per member, however many frames.
+    pub(super) fn deliver_room_frames(&mut self) {
+        if !self.published.is_empty() {
+            self.hub.publish(self.id, &self.published);
+        }
+        let mut frames = std::mem::take(&mut self.inbox);
+        self.hub.take_inbox(self.id, &mut frames);
+        frames.append(&mut self.published);
+        if !frames.is_empty() {
+            self.deliver_to_members(&frames);
+        }
+        frames.clear();
+        self.inbox = frames;
+    }
+
+    fn deliver_to_members(&mut self, frames: &[Bytes]) {
+        let mut slow = Vec::new();
+        let mut gone = Vec::new();
+        let mut delivered = 0;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.phase != Phase::Open(Route::Room) {
+                continue;
+            }
+            delivered += frames.len() as u64;
+            match conn.send_shared(frames) {
+                Ok(()) if conn.queued_bytes() > self.config.max_backlog => slow.push(key),
+                Ok(()) => {}
+                Err(_) => gone.push(key),
+            }
+        }
+        self.counters().delivered.fetch_add(delivered, Relaxed);
+        slow.into_iter().for_each(|key| self.close_slow_member(key));
+        gone.into_iter().for_each(|key| self.close(key));
+    }
+
+    /// A member fell more than --max-backlog behind: keep only the frame being
+    /// written, queue a 1008 close after it, and close once that is out (or
+    /// at the close deadline if the member never reads again).
+    pub(super) fn close_slow_member(&mut self, key: usize) {
+        bump(&self.counters().backlog_closes);
+        self.hub.leave_room(self.id);
+        let conn = &mut self.conns[key];
+        conn.drop_queue_tail();
+        conn.phase = Phase::Closing(AfterFlush::Drain);
+        if self.config.proto == Proto::Ws {
+            let mut out = ConnOutbox {
+                conn,
+                published: &mut self.published,
+                counters: self.hub.counters(self.id),
+                failed: false,
+            };
+            session::send_close(
+                &mut out,
+                close_code::POLICY_VIOLATION,
+                "too slow: backlog limit exceeded",
+            );
+            if out.failed {
+                self.close(key);
+                return;
+            }
+        }
+        self.start_closing(key);
+    }
+}
