@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::load::config::LoadConfig;
 use crate::server::config::ServeConfig;
 
 /// fanout — how many sockets can this box hold, what does each one cost, and
@@ -25,4 +26,11 @@ pub enum Command {
         after_help = "Examples:\n  fanout serve                              # WebSocket on 127.0.0.1:9001, a shard per core\n  fanout serve --proto tcp --listen 127.0.0.1:9002\n  fanout serve --max-conns 500000           # private fd tables, shard count raised to fit"
     )]
     Serve(ServeConfig),
+
+    /// Load a server that speaks the benchmark protocol: open many
+    /// connections and hold, broadcast, echo or churn; print a report.
+    #[command(
+        after_help = "Examples:\n  fanout load hold --conns 10000 --duration 10s\n  fanout load broadcast --conns 10000 --count 10 --interval 500ms\n  fanout load echo --conns 1000 --send-rate 100 --size 64 --duration 10s\n  fanout load churn --rate 5000 --duration 5s --json churn.json"
+    )]
+    Load(LoadConfig),
 }

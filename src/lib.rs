@@ -4,11 +4,16 @@
 //! - [`protocol`]: sans-io WebSocket and raw-TCP codecs, shared by everything.
 //! - [`server`]: `fanout serve` — planning, shards, the room hub, sessions.
 //! - [`backend`]: the event loops (epoll via mio) behind one seam.
+//! - [`load`]: `fanout load` — the client side: many connections, paced
+//!   scenarios, latency histograms, the report.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
+
+#[macro_use]
+pub mod sys;
 
 pub mod backend;
 pub mod cli;
+pub mod load;
 pub mod protocol;
 pub mod server;
-pub mod sys;
 pub mod units;

@@ -10,6 +10,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => fanout::server::serve(config),
+        Command::Load(config) => fanout::load::load(config),
     };
     if let Err(error) = result {
         eprintln!("fanout: error: {error:#}");

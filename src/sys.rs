@@ -69,6 +69,64 @@ pub fn resident_bytes() -> io::Result<u64> {
     Ok(kib * 1024)
 }
 
+/// A CLOCK_MONOTONIC timerfd: a wake-up at an exact nanosecond, which an
+/// event loop can wait on like a socket (epoll_wait's own timeout is whole
+/// milliseconds, too coarse to pace sends).
+pub struct TimerFd {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl TimerFd {
+    pub fn new() -> io::Result<TimerFd> {
+        // SAFETY (via syscall!): plain flags; the result is a new fd we own.
+        let fd = syscall!(timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC
+        ))?;
+        // SAFETY: `fd` was just returned by timerfd_create and nothing else owns it.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(TimerFd { fd })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
+    /// Fire once at `at_ns` on CLOCK_MONOTONIC (at once if that has passed).
+    pub fn arm_at(&self, at_ns: u64) -> io::Result<()> {
+        let at_ns = at_ns.max(1);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY (via syscall!): valid fd and itimerspec; the old value is not wanted.
+        syscall!(timerfd_settime(
+            self.raw_fd(),
+            libc::TFD_TIMER_ABSTIME,
+            &spec,
+            std::ptr::null_mut()
+        ))?;
+        Ok(())
+    }
+
+    /// Clear a fired timer so the next arming can fire again.
+    pub fn clear(&self) {
+        let mut expirations = [0u8; 8];
+        // SAFETY (via syscall!): reading 8 bytes into an 8-byte buffer; EAGAIN is fine.
+        let _ = syscall!(read(
+            self.raw_fd(),
+            expirations.as_mut_ptr() as *mut libc::c_void,
+            8
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
-//! The HTTP/1.1 upgrade that opens a WebSocket (RFC 6455 §4.2), server side:
-//! parse a request, decide between `101 Switching Protocols` and the precise
-//! 4xx, and build the response bytes.
+//! The HTTP/1.1 upgrade that opens a WebSocket (RFC 6455 §4): the server
+//! side (parse a request, decide between `101 Switching Protocols` and the
+//! precise 4xx, build the response) and the client side the load generator
+//! uses (build a request, check the response).
 
 use super::Route;
 
@@ -164,6 +165,56 @@ pub fn accept_response(upgrade: &Upgrade) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A fresh random `Sec-WebSocket-Key` (16 random bytes, base64).
+pub fn client_key() -> String {
+    tungstenite::handshake::client::generate_key()
+}
+
+/// The upgrade request a client sends for `path` on `host`.
+pub fn client_request(host: &str, path: &str, key: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Why a server's answer to our upgrade request is not a WebSocket.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("HTTP {0} instead of 101")]
+    Status(u16),
+    #[error("response is not HTTP")]
+    Malformed,
+    #[error("Sec-WebSocket-Accept does not match the key")]
+    BadAccept,
+}
+
+/// Check the response to a request made with `key`. On success returns the
+/// response's length; bytes after it are already frames.
+pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, ResponseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ResponseError::Malformed),
+    };
+    let status = response.code.unwrap_or(0);
+    if status != 101 {
+        return Err(ResponseError::Status(status));
+    }
+    let expected = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Accept"))
+        .map(|h| h.value.trim_ascii());
+    if accept != Some(expected.as_bytes()) {
+        return Err(ResponseError::BadAccept);
+    }
+    Ok(Some(len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +319,32 @@ mod tests {
         assert!(text.contains("\r\nAllow: GET\r\n"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn client_request_is_accepted_and_its_response_verified() {
+        let key = client_key();
+        let request = client_request("127.0.0.1:9001", "/room", &key);
+        let Ok(Parsed::Upgrade { upgrade, .. }) = parse_request(&request, 8192) else {
+            panic!("our own request refused")
+        };
+        let mut response = accept_response(&upgrade);
+        let len = response.len();
+        response.extend_from_slice(b"\x81\x00");
+        assert_eq!(parse_response(&response, &key), Ok(Some(len)));
+        assert_eq!(parse_response(&response[..len - 1], &key), Ok(None));
+        assert_eq!(
+            parse_response(&response, &client_key()),
+            Err(ResponseError::BadAccept)
+        );
+        let refused = Rejection::NotFound.response();
+        assert_eq!(
+            parse_response(&refused, &key),
+            Err(ResponseError::Status(404))
+        );
+        assert_eq!(
+            parse_response(b"\x00\x01garbage\r\n\r\n", &key),
+            Err(ResponseError::Malformed)
+        );
     }
 }

@@ -1,0 +1,193 @@
+//! `fanout load` options, and the scenario they describe as data: how
+//! connections are opened, what they then do, and what stops it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::units::{parse_duration, parse_size};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScenarioKind {
+    /// Open --conns connections and hold them idle for --duration.
+    Hold,
+    /// Hold --conns members of /room; one of them publishes --count messages
+    /// --interval apart (or --send-rate per second for --duration); every
+    /// member records each delivery.
+    Broadcast,
+    /// --conns connections on /echo, each sending --size-byte messages,
+    /// closed-loop (--window in flight) or open-loop (--send-rate per
+    /// connection), for --duration.
+    Echo,
+    /// Connections that open, exchange one echo and close, at --rate per
+    /// second for --duration.
+    Churn,
+}
+
+impl ScenarioKind {
+    /// The server path the scenario needs when the URL names none.
+    pub fn default_path(self) -> &'static str {
+        match self {
+            ScenarioKind::Broadcast => "/room",
+            _ => "/echo",
+        }
+    }
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoadConfig {
+    /// What the connections do.
+    #[arg(value_enum)]
+    pub scenario: ScenarioKind,
+
+    /// Server to load: ws://HOST:PORT/PATH or tcp://HOST:PORT/PATH (loopback only).
+    #[arg(long, default_value = "ws://127.0.0.1:9001")]
+    pub url: String,
+
+    /// Connections to open and hold (for churn: connections in flight at most).
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+
+    /// Connections opened per second (churn: per second, sustained). Default:
+    /// as fast as --inflight allows.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// Connection attempts in flight at once, per shard.
+    #[arg(long, default_value_t = 256)]
+    pub inflight: usize,
+
+    /// Source addresses, e.g. 127.0.0.2-127.0.0.60. Default: as many from
+    /// 127.0.0.2 as the ephemeral port range needs for --conns.
+    #[arg(long)]
+    pub source: Option<String>,
+
+    /// How long to hold, echo, churn, or publish at --send-rate.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Broadcast: messages to publish.
+    #[arg(long, default_value_t = 10)]
+    pub count: u64,
+
+    /// Broadcast: time between messages.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Broadcast: publish this many messages per second for --duration
+    /// (sustained mode). Echo: messages per second per connection, open-loop,
+    /// latency measured from when each was due.
+    #[arg(long)]
+    pub send_rate: Option<f64>,
+
+    /// Echo, closed-loop: messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub window: usize,
+
+    /// Message size in bytes (at least 16: sequence number and timestamp).
+    #[arg(long, default_value = "32", value_parser = parse_size)]
+    pub size: usize,
+
+    /// Client event loops. Default: one per core, more when --conns needs
+    /// more fd tables.
+    #[arg(long)]
+    pub shards: Option<usize>,
+
+    /// A connection not open (TCP + upgrade) by then counts as a timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Also write the report as JSON to this file (schema: docs/load-report.md).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Draw a live progress line even when stderr is not a terminal.
+    #[arg(long, hide = true)]
+    pub progress: bool,
+}
+
+/// How the opening of connections is paced.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// This many per second, spread evenly over the shards.
+    Rate(f64),
+    /// As fast as possible with at most this many attempts in flight per shard.
+    AsFast { inflight: usize },
+}
+
+/// What open connections do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Work {
+    Hold,
+    /// One member publishes `count` messages at `rate` per second.
+    Broadcast {
+        count: u64,
+        rate: f64,
+    },
+    /// Each connection echoes: open-loop at `rate` per second, or closed-loop
+    /// with `window` messages in flight.
+    Echo {
+        open_loop_rate: Option<f64>,
+        window: usize,
+    },
+    /// Open, echo once, close; new connections at `rate` per second.
+    Churn {
+        rate: f64,
+    },
+}
+
+/// A load as data: opening × work × stop.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scenario {
+    pub conns: usize,
+    pub open: Pace,
+    pub work: Work,
+    /// How long the work runs (broadcast in count mode: until delivered).
+    pub duration: Duration,
+    pub size: usize,
+}
+
+impl LoadConfig {
+    pub fn scenario(&self) -> Result<Scenario, String> {
+        if self.conns == 0 {
+            return Err("--conns must be at least 1".into());
+        }
+        if self.rate.is_some_and(|r| r <= 0.0) || self.send_rate.is_some_and(|r| r <= 0.0) {
+            return Err("rates must be positive".into());
+        }
+        let open = match self.rate {
+            Some(rate) if self.scenario != ScenarioKind::Churn => Pace::Rate(rate),
+            _ => Pace::AsFast {
+                inflight: self.inflight.max(1),
+            },
+        };
+        let work = match self.scenario {
+            ScenarioKind::Hold => Work::Hold,
+            ScenarioKind::Broadcast => match self.send_rate {
+                Some(rate) => Work::Broadcast {
+                    count: (rate * self.duration.as_secs_f64()).ceil().max(1.0) as u64,
+                    rate,
+                },
+                None => Work::Broadcast {
+                    count: self.count.max(1),
+                    rate: 1.0 / self.interval.as_secs_f64().max(1e-6),
+                },
+            },
+            ScenarioKind::Echo => Work::Echo {
+                open_loop_rate: self.send_rate,
+                window: self.window.max(1),
+            },
+            ScenarioKind::Churn => Work::Churn {
+                rate: self
+                    .rate
+                    .ok_or("churn needs --rate (new connections per second)")?,
+            },
+        };
+        Ok(Scenario {
+            conns: self.conns,
+            open,
+            work,
+            duration: self.duration,
+            size: self.size.max(crate::load::payload::HEADER_LEN),
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! The load report: one struct, printed as a fixed text block and written as
+//! JSON (schema: docs/load-report.md).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::accounting::Tally;
+use super::histogram::Summary;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub url: String,
+    pub conns: usize,
+    pub client_shards: usize,
+    pub private_fd_tables: bool,
+    pub sources: Vec<String>,
+    pub connect: ConnectReport,
+    pub broadcast: Option<BroadcastReport>,
+    pub echo: Option<EchoReport>,
+    pub churn: Option<ChurnReport>,
+    pub client: ClientReport,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConnectReport {
+    pub opened: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<String, u64>,
+    /// From the first attempt until every attempt had succeeded or failed.
+    pub ramp_seconds: f64,
+    pub rate_per_s: f64,
+    /// Connections opened in each second of the run.
+    pub timeline: Vec<u64>,
+    /// TCP connect plus upgrade (or hello).
+    pub latency: Summary,
+    pub alive_at_end: u64,
+    pub closed_by_server: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BroadcastReport {
+    pub members: u64,
+    pub messages_sent: u64,
+    pub size: usize,
+    /// Every delivery's latency, all messages together.
+    pub latency: Summary,
+    /// Per message (when at most 100 were sent).
+    pub per_message: Vec<MessageReport>,
+    pub tally: Tally,
+    pub seconds: f64,
+    pub deliveries_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MessageReport {
+    pub seq: u64,
+    pub deliveries: u64,
+    pub first_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub last_us: f64,
+    /// Deliveries of this message divided by its last delivery's latency.
+    pub deliveries_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EchoReport {
+    pub mode: String,
+    pub size: usize,
+    pub messages: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub msgs_per_s: f64,
+    pub bytes_per_s: f64,
+    pub latency: Summary,
+    /// Open-loop only: how late sends were against their schedule.
+    pub send_lag: Option<Summary>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChurnReport {
+    pub target_rate_per_s: f64,
+    pub completed: u64,
+    pub seconds: f64,
+    pub rate_per_s: f64,
+    /// Connect plus upgrade.
+    pub setup: Summary,
+    /// Connect, upgrade, one echo.
+    pub total: Summary,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClientReport {
+    /// Client CPU time over (wall time × cores): near 1 means the load
+    /// generator, not the server, was the limit.
+    pub cpu_share: f64,
+    pub warnings: Vec<String>,
+}
+
+fn ms(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn latency_line(label: &str, s: &Summary) -> String {
+    format!(
+        "  {label:<12} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={})\n",
+        ms(s.p50_us),
+        ms(s.p90_us),
+        ms(s.p99_us),
+        ms(s.p999_us),
+        ms(s.max_us),
+        s.count
+    )
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let c = &self.connect;
+        let _ = writeln!(
+            out,
+            "fanout load {} {} — {} connections, {} client shards{}, {} source addresses",
+            self.scenario,
+            self.url,
+            self.conns,
+            self.client_shards,
+            if self.private_fd_tables {
+                " (private fd tables)"
+            } else {
+                ""
+            },
+            self.sources.len()
+        );
+        let _ = writeln!(
+            out,
+            "connect   {} opened, {} failed in {:.2} s: {:.0}/s",
+            c.opened, c.failed, c.ramp_seconds, c.rate_per_s
+        );
+        for (cause, n) in &c.failures {
+            let _ = writeln!(out, "  failed: {cause}: {n}");
+        }
+        out.push_str(&latency_line("setup", &c.latency));
+        let _ = writeln!(
+            out,
+            "  alive at end {}, closed by server {}",
+            c.alive_at_end, c.closed_by_server
+        );
+        if let Some(b) = &self.broadcast {
+            let _ = writeln!(
+                out,
+                "broadcast {} messages of {} B to {} members: {} deliveries in {:.2} s, {:.0}/s",
+                b.messages_sent,
+                b.size,
+                b.members,
+                b.tally.delivered,
+                b.seconds,
+                b.deliveries_per_s
+            );
+            let _ = writeln!(
+                out,
+                "  missing {}, duplicated {}",
+                b.tally.missing, b.tally.duplicated
+            );
+            out.push_str(&latency_line("delivery", &b.latency));
+            if !b.per_message.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {:>5} {:>10} {:>10} {:>10} {:>10} {:>12}",
+                    "msg", "first", "median", "p99", "last", "deliveries/s"
+                );
+                for m in &b.per_message {
+                    let _ = writeln!(
+                        out,
+                        "  {:>5} {:>10} {:>10} {:>10} {:>10} {:>12.0}",
+                        m.seq,
+                        ms(m.first_us),
+                        ms(m.p50_us),
+                        ms(m.p99_us),
+                        ms(m.last_us),
+                        m.deliveries_per_s
+                    );
+                }
+            }
+        }
+        if let Some(e) = &self.echo {
+            let _ = writeln!(
+                out,
+                "echo      {} ({} B): {} messages in {:.2} s: {:.0} msgs/s, {:.1} MB/s",
+                e.mode,
+                e.size,
+                e.messages,
+                e.seconds,
+                e.msgs_per_s,
+                e.bytes_per_s / 1e6
+            );
+            out.push_str(&latency_line("latency", &e.latency));
+            if let Some(lag) = &e.send_lag {
+                out.push_str(&latency_line("send lag", lag));
+            }
+        }
+        if let Some(ch) = &self.churn {
+            let _ = writeln!(
+                out,
+                "churn     {} connect-echo-close cycles in {:.2} s: {:.0}/s (target {:.0}/s)",
+                ch.completed, ch.seconds, ch.rate_per_s, ch.target_rate_per_s
+            );
+            out.push_str(&latency_line("setup", &ch.setup));
+            out.push_str(&latency_line("cycle", &ch.total));
+        }
+        let _ = writeln!(
+            out,
+            "client    CPU {:.0}% of the machine",
+            self.client.cpu_share * 100.0
+        );
+        for warning in &self.client.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
+        out
+    }
+}
