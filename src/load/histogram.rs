@@ -1,6 +1,6 @@
-//! Latency histograms: HDR at microsecond resolution (nanoseconds recorded,
-//! 3 significant digits), one per shard, merged at the end, summarised in
-//! the report.
+//! Latency histograms: HDR from 1 µs to 5 minutes, one per shard, merged at
+//! the end, summarised in the report. Minimum and maximum are kept exactly
+//! beside the histogram (first and last delivery are headline figures).
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -8,16 +8,20 @@ use serde::{Deserialize, Serialize};
 /// Largest latency recorded without clamping: 5 minutes.
 const MAX_NS: u64 = 300_000_000_000;
 
+/// Smallest latency told apart: 1 µs (values below are recorded as 1 µs).
+const MIN_NS: u64 = 1_000;
+
 #[derive(Clone, Debug)]
 pub struct Latency {
     histogram: Histogram<u64>,
+    min_ns: u64,
+    max_ns: u64,
 }
 
 impl Default for Latency {
+    /// 3 significant digits (0.1 %): ~170 KB.
     fn default() -> Latency {
-        Latency {
-            histogram: Histogram::new_with_bounds(1_000, MAX_NS, 3).expect("valid bounds"),
-        }
+        Latency::with_digits(3)
     }
 }
 
@@ -35,14 +39,34 @@ pub struct Summary {
 }
 
 impl Latency {
-    pub fn record_ns(&mut self, ns: u64) {
-        self.histogram.saturating_record(ns.clamp(1_000, MAX_NS));
+    /// 2 significant digits (1 %): ~20 KB, for the many per-message
+    /// histograms of a broadcast (100 messages × every shard).
+    pub fn coarse() -> Latency {
+        Latency::with_digits(2)
     }
 
+    fn with_digits(digits: u8) -> Latency {
+        Latency {
+            histogram: Histogram::new_with_bounds(MIN_NS, MAX_NS, digits).expect("valid bounds"),
+            min_ns: u64::MAX,
+            max_ns: 0,
+        }
+    }
+
+    pub fn record_ns(&mut self, ns: u64) {
+        let ns = ns.clamp(MIN_NS, MAX_NS);
+        self.histogram.saturating_record(ns);
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    /// Add `other`'s values. Both must have the same precision.
     pub fn merge(&mut self, other: &Latency) {
         self.histogram
             .add(&other.histogram)
-            .expect("histograms share bounds");
+            .expect("histograms share bounds and precision");
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
     }
 
     pub fn count(&self) -> u64 {
@@ -55,14 +79,16 @@ impl Latency {
             return Summary::default();
         }
         let us = |ns: u64| ns as f64 / 1_000.0;
+        // A bucket's reported value can overshoot the exact extremes.
+        let at = |q: f64| us(h.value_at_quantile(q).clamp(self.min_ns, self.max_ns));
         Summary {
             count: h.len(),
-            min_us: us(h.min()),
-            p50_us: us(h.value_at_quantile(0.5)),
-            p90_us: us(h.value_at_quantile(0.9)),
-            p99_us: us(h.value_at_quantile(0.99)),
-            p999_us: us(h.value_at_quantile(0.999)),
-            max_us: us(h.max()),
+            min_us: us(self.min_ns),
+            p50_us: at(0.5),
+            p90_us: at(0.9),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
+            max_us: us(self.max_ns),
             mean_us: h.mean() / 1_000.0,
         }
     }
@@ -102,7 +128,19 @@ mod tests {
         h.record_ns(5);
         h.record_ns(u64::MAX);
         assert_eq!(h.count(), 2);
-        assert!(h.summary().min_us >= 1.0);
+        assert_eq!(h.summary().min_us, 1.0);
+        assert_eq!(h.summary().max_us, MAX_NS as f64 / 1000.0);
+    }
+
+    #[test]
+    fn min_and_max_are_exact_and_coarse_histograms_merge() {
+        let mut a = Latency::coarse();
+        let mut b = Latency::coarse();
+        a.record_ns(123_456);
+        b.record_ns(7_654_321);
+        a.merge(&b);
+        let s = a.summary();
+        assert_eq!((s.min_us, s.max_us, s.count), (123.456, 7654.321, 2));
     }
 
     #[test]

@@ -242,7 +242,7 @@ fn merge(
         all.deliveries.merge(&result.deliveries);
         if all.per_message.len() < result.per_message.len() {
             all.per_message
-                .resize(result.per_message.len(), Latency::default());
+                .resize(result.per_message.len(), Latency::coarse());
         }
         for (seq, h) in result.per_message.iter().enumerate() {
             all.per_message[seq].merge(h);

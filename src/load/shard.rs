@@ -126,12 +126,20 @@ pub fn run(job: Job) -> ShardResult {
         )),
         Pace::AsFast { .. } => None,
     };
+    let mut result = ShardResult::default();
+    // Made before any work starts: another shard may publish before this
+    // one has noticed the work flag, and its deliveries must be recorded.
+    if let Work::Broadcast { count, .. } = job.scenario.work {
+        if count <= MAX_PER_MESSAGE {
+            result.per_message = (0..count).map(|_| Latency::coarse()).collect();
+        }
+    }
     let mut shard = Shard {
         rng: 0x9E37_79B9_7F4A_7C15 ^ (job.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
         job,
         poll,
         clients: Slab::new(),
-        result: ShardResult::default(),
+        result,
         scratch: vec![0; SCRATCH_LEN],
         started: 0,
         open_schedule,
@@ -471,9 +479,6 @@ impl Shard {
         self.working = true;
         match self.job.scenario.work {
             Work::Broadcast { count, rate } => {
-                if count <= MAX_PER_MESSAGE {
-                    self.result.per_message = (0..count).map(|_| Latency::default()).collect();
-                }
                 if self.job.id == 0 {
                     self.publish = Some((Schedule::new(now, rate, 0.0), count));
                 }
