@@ -3,8 +3,9 @@
 //! `Bytes` handle is passed to every other shard that has members; each shard
 //! then writes it to its own members.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -20,12 +21,16 @@ pub struct Mailbox {
     inbox: Mutex<Vec<Bytes>>,
     waker: Box<dyn Wake>,
     members: AtomicUsize,
+    /// The last cache-flush request this shard has carried out.
+    flushed: AtomicU64,
     pub counters: ShardCounters,
 }
 
 pub struct Hub {
     mailboxes: Vec<Mailbox>,
     shutdown: AtomicBool,
+    /// Cache-flush requests so far (see [`Hub::flush_allocator_caches`]).
+    flush_requests: AtomicU64,
 }
 
 impl Hub {
@@ -36,12 +41,48 @@ impl Hub {
                 inbox: Mutex::new(Vec::new()),
                 waker,
                 members: AtomicUsize::new(0),
+                flushed: AtomicU64::new(0),
                 counters: ShardCounters::default(),
             })
             .collect();
         Hub {
             mailboxes,
             shutdown: AtomicBool::new(false),
+            flush_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Make every shard flush its thread's allocator cache, and wait (up to
+    /// `patience`) until all have. jemalloc counts objects parked in thread
+    /// caches as allocated; flushing first makes the allocated-bytes figure
+    /// mean what it says. Returns whether every shard answered.
+    pub fn flush_allocator_caches(&self, patience: Duration) -> bool {
+        let request = self.flush_requests.fetch_add(1, Ordering::AcqRel) + 1;
+        for mailbox in &self.mailboxes {
+            let _ = mailbox.waker.wake();
+        }
+        flush_this_threads_allocator_cache();
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            let done = self
+                .mailboxes
+                .iter()
+                .all(|m| m.flushed.load(Ordering::Acquire) >= request);
+            if done {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Called by shard `shard` every turn: carry out a pending flush request.
+    pub fn serve_flush_request(&self, shard: usize) {
+        let request = self.flush_requests.load(Ordering::Acquire);
+        let mailbox = &self.mailboxes[shard];
+        if mailbox.flushed.load(Ordering::Relaxed) < request {
+            flush_this_threads_allocator_cache();
+            mailbox.flushed.store(request, Ordering::Release);
         }
     }
 
@@ -101,5 +142,16 @@ impl Hub {
 
     pub fn shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// Return the calling thread's cached objects to jemalloc's arenas (turning
+/// its thread cache off flushes it; it is turned straight back on).
+fn flush_this_threads_allocator_cache() {
+    let name = b"thread.tcache.enabled\0";
+    // SAFETY: `thread.tcache.enabled` is a bool mallctl, written with a bool.
+    unsafe {
+        let _ = tikv_jemalloc_ctl::raw::write(name, false);
+        let _ = tikv_jemalloc_ctl::raw::write(name, true);
     }
 }

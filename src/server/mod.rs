@@ -158,6 +158,7 @@ fn stop(hub: &Hub, shards: Vec<JoinHandle<()>>) {
 }
 
 fn print_stats(hub: &Hub) {
+    hub.flush_allocator_caches(Duration::from_secs(1));
     let snapshot = Snapshot::take(hub.all_counters());
     let json = serde_json::to_string(&snapshot).expect("stats serialize");
     println!("stats {json}");

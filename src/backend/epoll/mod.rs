@@ -133,6 +133,7 @@ impl Shard {
                     Token(key) => self.on_conn_event(key, event),
                 }
             }
+            self.hub.serve_flush_request(self.id);
             self.deliver_room_frames();
             self.sweep_deadlines();
             if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
