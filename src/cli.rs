@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::BenchConfig;
 use crate::load::config::LoadConfig;
 use crate::server::config::ServeConfig;
 
@@ -17,6 +18,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The main job: measure this machine end to end and write results/.
+    ///
+    /// Measures the floors (bare connect + accept, bare write loop), starts
+    /// `fanout serve`, samples its memory and the kernel slab at 0 and at
+    /// --conns idle WebSocket connections, broadcasts to all of them, runs
+    /// echo and churn, prints a table and writes
+    /// results/<date>-<host>/<name>.json.
+    #[command(
+        after_help = "Examples:\n  fanout bench                      # 100K connections, about two minutes here\n  fanout bench --conns 500000       # the full run (see scripts/tune.sh)\n  fanout bench --server-cmd target/release/examples/reference_server"
+    )]
+    Bench(BenchConfig),
+
     /// Run the high-density WebSocket / raw-TCP echo and room server.
     ///
     /// Prints its plan (shards, fd tables, capacity), then `ready <addr>` once

@@ -6,12 +6,15 @@
 //! - [`backend`]: the event loops (epoll via mio) behind one seam.
 //! - [`load`]: `fanout load` — the client side: many connections, paced
 //!   scenarios, latency histograms, the report.
+//! - [`bench`]: `fanout bench` — the main job: floors, server child,
+//!   memory at 0 and N, broadcast, echo, churn, results/.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
 
 #[macro_use]
 pub mod sys;
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod load;
 pub mod protocol;

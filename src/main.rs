@@ -9,6 +9,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(config) => fanout::bench::bench(config),
         Command::Serve(config) => fanout::server::serve(config),
         Command::Load(config) => fanout::load::load(config),
     };

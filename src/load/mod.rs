@@ -62,6 +62,13 @@ pub fn client_shards(
 }
 
 pub fn run(config: &LoadConfig) -> anyhow::Result<Report> {
+    run_with(config, &mut || {})
+}
+
+/// Like [`run`], calling `after_ramp` once every connection is open (or has
+/// failed) and before the work starts: `fanout bench` samples the server's
+/// memory there, with every connection idle.
+pub fn run_with(config: &LoadConfig, after_ramp: &mut dyn FnMut()) -> anyhow::Result<Report> {
     let scenario = config.scenario().map_err(anyhow::Error::msg)?;
     let target =
         Target::parse(&config.url, config.scenario.default_path()).map_err(anyhow::Error::msg)?;
@@ -119,7 +126,7 @@ pub fn run(config: &LoadConfig) -> anyhow::Result<Report> {
 
     let progress = Progress::new(config.progress || std::io::stderr().is_terminal(), held);
     let ramp_seconds = ramp(&control, &scenario, held, config.connect_timeout, &progress);
-    let work_start = Instant::now();
+    after_ramp();
     control.work.store(true, Relaxed);
     let work_seconds = work(&control, &scenario, &progress);
     control.stop.store(true, Relaxed);
@@ -129,7 +136,6 @@ pub fn run(config: &LoadConfig) -> anyhow::Result<Report> {
         .map(|t| t.join().expect("load shard panicked"))
         .collect();
     let wall = run_start.elapsed();
-    let _ = work_start;
     Ok(merge(
         config,
         &scenario,

@@ -4,12 +4,12 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fanout::bench::server::ServerProcess;
 use fanout::server::stats::Snapshot;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -19,11 +19,10 @@ use tungstenite::{Message, WebSocket};
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct Server {
-    child: Child,
+    inner: ServerProcess,
     pub addr: SocketAddr,
     /// The plan line printed before `ready`.
     pub plan: String,
-    lines: Receiver<String>,
 }
 
 impl Server {
@@ -38,65 +37,27 @@ impl Server {
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         adjust(&mut command);
-        let mut child = command.spawn().expect("start fanout serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            plan: String::new(),
-            lines,
-        };
-        loop {
-            let line = server.next_line().expect("server printed `ready`");
-            if let Some(addr) = line.strip_prefix("ready ") {
-                server.addr = addr.parse().expect("ready line has an address");
-                return server;
-            }
-            server.plan.push_str(&line);
+        let inner = ServerProcess::spawn(command, PATIENCE).expect("fanout serve starts");
+        Server {
+            addr: inner.addr,
+            plan: inner.plan.clone(),
+            inner,
         }
     }
 
-    fn next_line(&self) -> Option<String> {
-        self.lines.recv_timeout(PATIENCE).ok()
-    }
-
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.inner.pid()
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
 
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill() on our own child's pid, which we have not yet reaped.
-        unsafe { libc::kill(self.pid(), signal) };
-    }
-
     /// Ask for a `stats` line (SIGUSR1) and parse it.
     pub fn stats(&self) -> Snapshot {
-        self.signal(libc::SIGUSR1);
-        self.read_stats()
-    }
-
-    fn read_stats(&self) -> Snapshot {
-        loop {
-            let line = self.next_line().expect("server printed a stats line");
-            if let Some(json) = line.strip_prefix("stats ") {
-                return serde_json::from_str(json).expect("stats line is JSON");
-            }
-        }
+        self.inner.stats().expect("a stats line")
     }
 
     /// Poll stats until `done` holds, failing after [`PATIENCE`].
@@ -116,20 +77,8 @@ impl Server {
     }
 
     /// SIGTERM, wait for exit, return the final stats and the exit status.
-    pub fn stop(mut self) -> (Snapshot, std::process::ExitStatus) {
-        self.signal(libc::SIGTERM);
-        let stats = self.read_stats();
-        let status = self.child.wait().unwrap();
-        (stats, status)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    pub fn stop(self) -> (Snapshot, std::process::ExitStatus) {
+        self.inner.stop().expect("the server stops")
     }
 }
 

@@ -1,0 +1,111 @@
+//! Before a run: can N connections be reached on this machine? Every check
+//! that fails says why and what would fix it, before anything is started.
+
+use super::machine::{meminfo_kib, Machine};
+use crate::load::{client_shards, sources};
+use crate::server::plan::{self, PlanInput};
+
+/// Kernel bytes per idle loopback TCP socket (DESIGN.md: ~4.1 KB with epoll).
+const KERNEL_BYTES_PER_SOCKET: u64 = 4_200;
+/// User-space bytes per connection: server (~64) plus client (~200) with slack.
+const USER_BYTES_PER_CONN: u64 = 400;
+/// Share of available memory a run may plan to use.
+const MEMORY_SHARE: f64 = 0.8;
+
+#[derive(Debug, Default)]
+pub struct Preflight {
+    pub lines: Vec<String>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+pub fn check(conns: usize, machine: &Machine) -> Preflight {
+    let mut out = Preflight::default();
+    let cores = machine.cores;
+    let nofile = machine.rlimit_nofile;
+    match plan::plan(PlanInput {
+        cores,
+        shards: None,
+        max_conns: Some(conns + conns / 100 + 100),
+        nofile,
+        fds_per_shard: None,
+    }) {
+        Ok(plan) => out.lines.push(format!("server: {plan}")),
+        Err(e) => out
+            .errors
+            .push(format!("server: {e}; ask for fewer connections")),
+    }
+    let (shards, private) = client_shards(None, cores, conns, nofile);
+    out.lines.push(format!(
+        "client: {shards} shards{}",
+        if private {
+            ", each with a private fd table"
+        } else {
+            ""
+        }
+    ));
+    let ports = sources::ports_per_source();
+    match sources::plan(conns, ports, None) {
+        Ok(list) => out.lines.push(format!(
+            "sources: {} addresses from {} × {ports} ephemeral ports",
+            list.len(),
+            list[0]
+        )),
+        Err(e) => out.errors.push(format!("sources: {e}")),
+    }
+    let needed = conns as u64 * (2 * KERNEL_BYTES_PER_SOCKET + USER_BYTES_PER_CONN);
+    let available = meminfo_kib("MemAvailable") * 1024;
+    out.lines.push(format!(
+        "memory: ~{:.2} GiB estimated (2 sockets × ~4.2 KB kernel + user space per connection), {:.1} GiB available",
+        gib(needed),
+        gib(available)
+    ));
+    if needed as f64 > available as f64 * MEMORY_SHARE {
+        out.errors.push(format!(
+            "memory: {conns} connections need ~{:.1} GiB but only {:.1} GiB is available; use fewer connections",
+            gib(needed),
+            gib(available)
+        ));
+    }
+    let file_max: u64 = sysctl(machine, "fs.file-max").parse().unwrap_or(u64::MAX);
+    if file_max < 2 * conns as u64 + 10_000 {
+        out.errors.push(format!(
+            "fs.file-max is {file_max}, below the {} files both ends need; run scripts/tune.sh (as root)",
+            2 * conns + 10_000
+        ));
+    }
+    let somaxconn: usize = sysctl(machine, "net.core.somaxconn").parse().unwrap_or(0);
+    if somaxconn < 4096 {
+        out.warnings.push(format!(
+            "net.core.somaxconn is {somaxconn}: a fast ramp may overflow the accept queue (SYN retries show as 1 s connect latencies); scripts/tune.sh raises it"
+        ));
+    }
+    out
+}
+
+fn sysctl<'a>(machine: &'a Machine, name: &str) -> &'a str {
+    machine.sysctls.get(name).map(String::as_str).unwrap_or("")
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_runs_pass_and_absurd_ones_say_why() {
+        let machine = super::super::machine::fingerprint();
+        let ok = check(2_000, &machine);
+        assert!(ok.errors.is_empty(), "{:?}", ok.errors);
+        assert!(ok.lines.iter().any(|l| l.starts_with("server:")));
+        let absurd = check(100_000_000, &machine);
+        assert!(
+            absurd.errors.iter().any(|e| e.starts_with("memory:")),
+            "{:?}",
+            absurd.errors
+        );
+    }
+}
