@@ -6,9 +6,13 @@
 
 use std::net::Ipv4Addr;
 
-/// Share of a port range a plan counts on: TIME_WAIT leftovers and other
-/// programs hold some ports.
-const USABLE_SHARE: f64 = 0.9;
+/// Share of a port range a plan fills. The kernel picks each connect's port
+/// by probing the range for a free 4-tuple, and the probing cost explodes as
+/// the range fills: measured here, 25,000 connections from one address (89 %
+/// full) took 14 CPU-seconds of connect() in the kernel and ran at 3,300/s;
+/// from two addresses (44 %) 1 CPU-second at 36,000/s. A third keeps well
+/// clear of that cliff; loopback addresses cost nothing.
+const USABLE_SHARE: f64 = 0.35;
 /// The first default source: 127.0.0.1 is left to everything else.
 const FIRST_DEFAULT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
@@ -87,11 +91,13 @@ mod tests {
     }
 
     #[test]
-    fn default_plan_has_enough_ports_for_half_a_million() {
+    fn default_plan_keeps_each_port_range_a_third_full() {
         let sources = plan(500_000, 28_232, None).unwrap();
         assert_eq!(sources[0], FIRST_DEFAULT);
-        assert!(sources.len() * 28_232 * 9 / 10 >= 500_000);
-        assert!((sources.len() - 1) * 28_232 * 9 / 10 < 500_000);
+        let per_source = (28_232.0 * USABLE_SHARE) as usize;
+        assert!(sources.len() * per_source >= 500_000);
+        assert!((sources.len() - 1) * per_source < 500_000);
+        assert_eq!(sources.len(), 51);
         assert_eq!(plan(10, 28_232, None).unwrap().len(), 1);
     }
 
@@ -99,6 +105,6 @@ mod tests {
     fn too_few_given_sources_is_an_error_naming_the_need() {
         let given = parse_range("127.0.0.2-127.0.0.3").unwrap();
         let error = plan(500_000, 28_232, Some(given)).unwrap_err();
-        assert!(error.contains("need 20 source addresses"), "{error}");
+        assert!(error.contains("need 51 source addresses"), "{error}");
     }
 }
