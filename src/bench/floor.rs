@@ -21,18 +21,13 @@ use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::load::client::connect;
+use crate::load::client_shards;
 use crate::server::listen;
+use crate::server::plan::{self, PlanInput};
 use crate::sys;
 
 const IN_FLIGHT: usize = 256;
-const CLIENT_THREADS: usize = 2;
-/// Acceptor threads: each has a private fd table; three keep every table
-/// well under 20,000 for the floor's 30,000 connections.
-const ACCEPT_THREADS: usize = 3;
-/// The largest floor measured: enough sockets for the caches to miss like
-/// they do at scale, few enough to fit the fd tables above.
-pub const MAX_FLOOR_CONNS: usize = 30_000;
-const GIVE_UP: Duration = Duration::from_secs(60);
+const GIVE_UP: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Floors {
@@ -53,17 +48,31 @@ impl Floors {
     }
 }
 
-/// Measure both floors with `conns` connections from `sources`.
+/// Measure both floors with `conns` connections from `sources`: at the same
+/// scale as the run itself (the kernel's costs grow with the socket count),
+/// with as many acceptor and client threads, each with a private fd table,
+/// as the server and the load generator would use.
 pub fn measure(conns: usize, sources: &[Ipv4Addr]) -> anyhow::Result<Floors> {
-    let conns = conns.clamp(1, MAX_FLOOR_CONNS);
+    let conns = conns.max(1);
+    let nofile = sys::nofile_limit()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let plan = plan::plan(PlanInput {
+        cores,
+        shards: None,
+        max_conns: Some(conns),
+        nofile,
+        fds_per_shard: Some(nofile),
+    })?;
+    let accept_threads = plan.shards;
+    let (client_threads, _) = client_shards(None, cores, conns, nofile);
     let addr = listen::claim_address("127.0.0.1:0".parse().unwrap())?;
     let accepted = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let start_writes = Arc::new(Barrier::new(ACCEPT_THREADS + 1));
-    let writes_done = Arc::new(Barrier::new(ACCEPT_THREADS + 1));
-    let listening = Arc::new(Barrier::new(ACCEPT_THREADS + 1));
-    let acceptors: Vec<_> = (0..ACCEPT_THREADS)
+    let start_writes = Arc::new(Barrier::new(accept_threads + 1));
+    let writes_done = Arc::new(Barrier::new(accept_threads + 1));
+    let listening = Arc::new(Barrier::new(accept_threads + 1));
+    let acceptors: Vec<_> = (0..accept_threads)
         .map(|_| {
             let accepted = accepted.clone();
             let done = done.clone();
@@ -73,13 +82,15 @@ pub fn measure(conns: usize, sources: &[Ipv4Addr]) -> anyhow::Result<Floors> {
         .collect();
     listening.wait();
     let started = Instant::now();
-    let clients: Vec<_> = (0..CLIENT_THREADS)
+    let clients: Vec<_> = (0..client_threads)
         .map(|id| {
-            let share = conns / CLIENT_THREADS + usize::from(id < conns % CLIENT_THREADS);
-            let sources = sources.to_vec();
+            let share = conns / client_threads + usize::from(id < conns % client_threads);
+            let mut sources = sources.to_vec();
+            let len = sources.len();
+            sources.rotate_left(id % len);
             let done = done.clone();
             let received = received.clone();
-            std::thread::spawn(move || client_thread(addr, share, id, sources, received, done))
+            std::thread::spawn(move || client_thread(addr, share, sources, received, done))
         })
         .collect();
     while accepted.load(SeqCst) < conns && started.elapsed() < GIVE_UP {
@@ -192,7 +203,6 @@ fn accept_ready(
 fn client_thread(
     addr: SocketAddr,
     share: usize,
-    id: usize,
     sources: Vec<Ipv4Addr>,
     received: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
@@ -206,7 +216,7 @@ fn client_thread(
     let mut sink = [0u8; 64];
     while !done.load(SeqCst) && Instant::now() < deadline {
         while started < share && started - connected < IN_FLIGHT {
-            let source = sources[(started * CLIENT_THREADS + id) % sources.len()];
+            let source = sources[started % sources.len()];
             let socket = connect(source, addr)?;
             let entry = sockets.vacant_entry();
             let interest = Interest::READABLE | Interest::WRITABLE;

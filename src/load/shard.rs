@@ -324,12 +324,11 @@ impl Shard {
             }
             return;
         }
+        // Writable with no pending error: the connect completed (epoll
+        // reports a connecting socket writable only once it has).
         match client.socket.take_error() {
             Ok(Some(e)) | Err(e) => return self.fail_client(key, &client::failure_cause(&e)),
             Ok(None) => {}
-        }
-        if client.socket.peer_addr().is_err() {
-            return; // not connected yet
         }
         client.phase = Phase::Handshaking;
         let request = match self.job.target.proto {

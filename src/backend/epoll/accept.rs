@@ -48,7 +48,6 @@ impl Shard {
         // SAFETY: the fd comes straight out of mio's stream, which gives up
         // ownership; it is an open, non-blocking TCP socket.
         let socket = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
-        let _ = socket.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
