@@ -7,10 +7,7 @@ use std::time::Duration;
 /// (K, M, G and KB, MB, GB are read as the binary units too).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
+    let (number, unit) = split_number(text);
     let number: usize = number
         .parse()
         .map_err(|_| format!("`{text}` is not a size (try 65536, 64KiB or 1MiB)"))?;
@@ -33,10 +30,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// Parse a duration: a number with a unit of ms, s or m.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
+    let (number, unit) = split_number(text);
     let number: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration (try 500ms, 10s or 2m)"))?;
@@ -47,6 +41,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" => Err(format!("`{text}` needs a unit: ms, s or m")),
         other => Err(format!("unknown duration unit `{other}` (use ms, s or m)")),
     }
+}
+
+/// `"64KiB"` → `("64", "KiB")`.
+fn split_number(text: &str) -> (&str, &str) {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    text.split_at(split)
 }
 
 #[cfg(test)]
