@@ -98,6 +98,31 @@ fn broadcast_reaches_every_member_exactly_once() {
 }
 
 #[test]
+fn sustained_broadcast_publishes_at_its_rate() {
+    let server = Server::start(&[]);
+    let url = server.url("/room");
+    let report = load(&[
+        "broadcast",
+        "--url",
+        &url,
+        "--conns",
+        "50",
+        "--send-rate",
+        "100",
+        "--duration",
+        "300ms",
+    ]);
+    let b = report.broadcast.expect("broadcast section");
+    // 100/s for 0.3 s: 30 messages, every one to every member.
+    assert_eq!(b.messages_sent, 30);
+    assert_eq!(
+        (b.tally.delivered, b.tally.missing, b.tally.duplicated),
+        (1500, 0, 0)
+    );
+    assert_eq!(b.latency.count, 1500);
+}
+
+#[test]
 fn echo_closed_and_open_loop() {
     let server = Server::start(&[]);
     let url = server.url("/echo");

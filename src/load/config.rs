@@ -43,7 +43,7 @@ pub struct LoadConfig {
     #[arg(long, default_value = "ws://127.0.0.1:9001")]
     pub url: String,
 
-    /// Connections to open and hold (for churn: connections in flight at most).
+    /// Connections to open and hold (churn opens its own at --rate instead).
     #[arg(long, default_value_t = 1000)]
     pub conns: usize,
 
