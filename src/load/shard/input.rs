@@ -1,0 +1,174 @@
+//! Reading a client's socket and parsing what the server sent: the upgrade
+//! response (or TCP hello answer), then frames or length-prefixed messages.
+
+use std::io::{self, Read};
+
+use super::{Shard, MAX_MESSAGE};
+use crate::load::client::{self, Phase};
+use crate::load::payload::now_ns;
+use crate::protocol::frame::{client_frame, OpCode, Role};
+use crate::protocol::handshake;
+use crate::protocol::message::{self, Event};
+use crate::protocol::tcp;
+use crate::server::config::Proto;
+
+impl Shard {
+    pub(super) fn on_writable(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if client.phase != Phase::Connecting {
+            if let Err(e) = client.flush() {
+                self.fail_client(key, &client::failure_cause(&e));
+            }
+            return;
+        }
+        // Writable with no pending error: the connect completed (epoll
+        // reports a connecting socket writable only once it has).
+        match client.socket.take_error() {
+            Ok(Some(e)) | Err(e) => return self.fail_client(key, &client::failure_cause(&e)),
+            Ok(None) => {}
+        }
+        client.phase = Phase::Handshaking;
+        let request = match self.job.target.proto {
+            Proto::Ws => {
+                let key_text = handshake::client_key();
+                let request = handshake::client_request(
+                    &self.job.target.host,
+                    &self.job.target.path,
+                    &key_text,
+                );
+                client.key = Some(key_text.into_boxed_str());
+                request
+            }
+            Proto::Tcp => tcp::encode(self.job.target.path.as_bytes()),
+        };
+        if let Err(e) = client.send(&request) {
+            self.fail_client(key, &client::failure_cause(&e));
+        }
+    }
+
+    pub(super) fn on_readable(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(client) = self.clients.get_mut(key) {
+            if client.phase == Phase::Connecting {
+                break;
+            }
+            match client.socket.read(&mut scratch) {
+                Ok(0) => {
+                    self.fail_client(key, "closed by server");
+                    break;
+                }
+                Ok(n) => {
+                    let client = &mut self.clients[key];
+                    client.inbuf.extend_from_slice(&scratch[..n]);
+                    if !self.on_input(key) {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail_client(key, &client::failure_cause(&e));
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Consume what the client has buffered. Returns whether it is still open.
+    fn on_input(&mut self, key: usize) -> bool {
+        let now = now_ns();
+        let mut inbuf = std::mem::take(&mut self.clients[key].inbuf);
+        let mut used = 0;
+        while used < inbuf.len() {
+            let Some(client) = self.clients.get(key) else {
+                return false;
+            };
+            let rest = &mut inbuf[used..];
+            let parsed = match (client.phase, self.job.target.proto) {
+                (Phase::Handshaking, Proto::Ws) => self.upgrade_response(key, rest, now),
+                (_, Proto::Tcp) => self.tcp_message(key, rest, now),
+                (_, Proto::Ws) => self.ws_frame(key, rest, now),
+            };
+            match parsed {
+                Parsed::NeedMore => break,
+                Parsed::Used(n) => used += n,
+                Parsed::Closed => return false,
+            }
+        }
+        let Some(client) = self.clients.get_mut(key) else {
+            return false; // a churn connection, done after its echo
+        };
+        inbuf.drain(..used);
+        client.inbuf = inbuf;
+        true
+    }
+
+    fn upgrade_response(&mut self, key: usize, input: &[u8], now: u64) -> Parsed {
+        let expected = self.clients[key].key.as_deref().unwrap_or("");
+        match handshake::parse_response(input, expected) {
+            Ok(None) => Parsed::NeedMore,
+            Ok(Some(len)) => {
+                self.on_opened(key, now);
+                Parsed::Used(len)
+            }
+            Err(handshake::ResponseError::Status(status)) => {
+                self.refused(key, &format!("http {status}"))
+            }
+            Err(e) => self.refused(key, &e.to_string()),
+        }
+    }
+
+    fn tcp_message(&mut self, key: usize, input: &[u8], now: u64) -> Parsed {
+        let (message, len) = match tcp::decode(input, MAX_MESSAGE) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Parsed::NeedMore,
+            Err(_) => return self.refused(key, "oversized message from server"),
+        };
+        if self.clients[key].phase != Phase::Handshaking {
+            self.on_message(key, message, now);
+        } else if message == tcp::HELLO_OK {
+            self.on_opened(key, now);
+        } else {
+            return self.refused(key, "hello refused");
+        }
+        Parsed::Used(len)
+    }
+
+    fn ws_frame(&mut self, key: usize, input: &mut [u8], now: u64) -> Parsed {
+        let client = &mut self.clients[key];
+        let mut fragments = client.fragments.take();
+        let step = message::read_frame(input, Role::Client, MAX_MESSAGE, &mut fragments);
+        client.fragments = fragments;
+        let step = match step {
+            Ok(Some(step)) => step,
+            Ok(None) => return Parsed::NeedMore,
+            Err(e) => return self.refused(key, &format!("bad frame from server: {e}")),
+        };
+        match step.event {
+            Some(Event::Message { payload, .. }) => self.on_message(key, &payload, now),
+            Some(Event::Ping(data)) => {
+                let pong = client_frame(OpCode::Pong, data, self.next_mask());
+                let _ = self.clients[key].send(&pong);
+            }
+            Some(Event::Close { .. }) => return self.refused(key, "closed by server"),
+            Some(Event::Pong(_)) | None => {}
+        }
+        Parsed::Used(step.consumed)
+    }
+
+    /// The server ended or refused the connection: count it by `cause`.
+    fn refused(&mut self, key: usize, cause: &str) -> Parsed {
+        self.fail_client(key, cause);
+        Parsed::Closed
+    }
+}
+
+/// What one parsing step did with a client's input.
+enum Parsed {
+    NeedMore,
+    Used(usize),
+    Closed,
+}

@@ -1,0 +1,241 @@
+//! One client shard: a mio event loop that opens its share of connections
+//! at the scenario's pace, drives the scenario's work on them, records what
+//! it sees into its own histograms and counters, and closes everything with
+//! RST at the end. The orchestrator merges the shards' results.
+
+mod input;
+mod opening;
+mod work;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::accounting::Tally;
+use super::client::{Client, Phase};
+use super::config::{Pace, Scenario, Work};
+use super::control::{Control, Progress};
+use super::histogram::Latency;
+use super::pacing::Schedule;
+use super::payload::{self, now_ns};
+use super::target::Target;
+use crate::sys;
+
+/// Longest the loop sleeps, so it notices the orchestrator's flags.
+const TICK: Duration = Duration::from_millis(5);
+/// The timerfd that wakes the loop exactly when the next paced event is due.
+const TIMER: Token = Token(usize::MAX);
+const SCRATCH_LEN: usize = 64 * 1024;
+/// Largest message a client accepts from the server.
+const MAX_MESSAGE: usize = 64 << 20;
+/// Broadcasts with more messages than this keep only the overall histogram.
+pub const MAX_PER_MESSAGE: u64 = 100;
+
+/// Everything one shard needs to run.
+pub struct Job {
+    pub id: usize,
+    pub shards: usize,
+    /// Connections this shard opens and holds.
+    pub conns: usize,
+    pub sources: Vec<Ipv4Addr>,
+    pub target: Target,
+    pub scenario: Scenario,
+    pub connect_timeout: Duration,
+    pub control: Arc<Control>,
+    /// When the run started (ns), for the per-second timeline.
+    pub run_start_ns: u64,
+}
+
+/// What one shard saw; merged over shards into the report.
+#[derive(Default)]
+pub struct ShardResult {
+    pub connect: Latency,
+    /// Connections opened in each second since the run started.
+    pub timeline: Vec<u64>,
+    pub failures: BTreeMap<String, u64>,
+    pub deliveries: Latency,
+    pub per_message: Vec<Latency>,
+    pub tally: Tally,
+    pub echo: Latency,
+    pub echo_messages: u64,
+    pub echo_bytes: u64,
+    /// Open-loop: how late each send was against its schedule.
+    pub send_lag: Latency,
+    pub churn_setup: Latency,
+    pub churn_total: Latency,
+    pub alive_at_end: u64,
+    /// Open connections the server closed.
+    pub closed_by_server: u64,
+    pub cpu_ns: u64,
+}
+
+struct Shard {
+    job: Job,
+    poll: Poll,
+    clients: Slab<Client>,
+    result: ShardResult,
+    scratch: Vec<u8>,
+    rng: u64,
+    /// Connection attempts started so far (ramp) and their schedule.
+    started: usize,
+    open_schedule: Option<Schedule>,
+    in_flight: usize,
+    /// Broadcast: the publishing client (shard 0 only) and its schedule.
+    publisher: Option<usize>,
+    publish: Option<(Schedule, u64)>,
+    /// Echo open-loop: next send time per client.
+    sends: BinaryHeap<Reverse<(u64, usize)>>,
+    churn: Option<Schedule>,
+    working: bool,
+    timer: sys::TimerFd,
+}
+
+pub fn run(job: Job) -> ShardResult {
+    let setup = || -> io::Result<(Poll, sys::TimerFd)> {
+        let poll = Poll::new()?;
+        let timer = sys::TimerFd::new()?;
+        poll.registry()
+            .register(&mut SourceFd(&timer.raw_fd()), TIMER, Interest::READABLE)?;
+        Ok((poll, timer))
+    };
+    let (poll, timer) = match setup() {
+        Ok(parts) => parts,
+        Err(e) => {
+            let mut result = ShardResult::default();
+            result
+                .failures
+                .insert(format!("event loop: {e}"), job.conns as u64);
+            return result;
+        }
+    };
+    let open_schedule = match job.scenario.open {
+        Pace::Rate(rate) => Some(Schedule::new(
+            now_ns(),
+            rate / job.shards as f64,
+            job.id as f64 / job.shards as f64,
+        )),
+        Pace::AsFast { .. } => None,
+    };
+    let mut result = ShardResult::default();
+    // Made before any work starts: another shard may publish before this
+    // one has noticed the work flag, and its deliveries must be recorded.
+    if let Work::Broadcast { count, .. } = job.scenario.work {
+        if count <= MAX_PER_MESSAGE {
+            result.per_message = (0..count).map(|_| Latency::coarse()).collect();
+        }
+    }
+    let mut shard = Shard {
+        rng: 0x9E37_79B9_7F4A_7C15 ^ (job.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        job,
+        poll,
+        clients: Slab::new(),
+        result,
+        scratch: vec![0; SCRATCH_LEN],
+        started: 0,
+        open_schedule,
+        in_flight: 0,
+        publisher: None,
+        publish: None,
+        sends: BinaryHeap::new(),
+        churn: None,
+        working: false,
+        timer,
+    };
+    shard.run();
+    shard.result.cpu_ns = payload::thread_cpu_ns();
+    shard.result
+}
+
+impl Shard {
+    pub(super) fn progress(&self) -> &Progress {
+        &self.job.control.shards[self.job.id]
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = now_ns();
+        while !self.job.control.stop.load(Relaxed) {
+            if let Some(due) = self.next_due() {
+                let _ = self.timer.arm_at(due);
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            for event in events.iter() {
+                if event.token() == TIMER {
+                    self.timer.clear();
+                    continue;
+                }
+                let key = event.token().0;
+                if event.is_writable() {
+                    self.on_writable(key);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(key);
+                }
+            }
+            let now = now_ns();
+            self.open_due(now);
+            if !self.working && self.job.control.work.load(Relaxed) {
+                self.start_work(now);
+            }
+            if self.working {
+                self.work_due(now);
+            }
+            if now - last_sweep > 100_000_000 {
+                self.sweep_timeouts(now);
+                last_sweep = now;
+            }
+        }
+        self.finish();
+    }
+
+    /// When the next paced event (send, publish, connect) is due, if any.
+    fn next_due(&self) -> Option<u64> {
+        let sends = self.sends.peek().map(|Reverse((due, _))| *due);
+        let publish = self
+            .publish
+            .map(|(schedule, _)| schedule.due(self.job.control.published.load(Relaxed)));
+        let churn = self.churn.map(|schedule| schedule.due(self.started as u64));
+        let open = self
+            .open_schedule
+            .filter(|_| self.started < self.job.conns)
+            .map(|schedule| schedule.due(self.started as u64));
+        [sends, publish, churn, open].into_iter().flatten().min()
+    }
+
+    fn finish(&mut self) {
+        let published = self.job.control.published.load(Relaxed);
+        for client in self.clients.drain() {
+            if client.phase == Phase::Open {
+                self.result.alive_at_end += 1;
+                if matches!(self.job.scenario.work, Work::Broadcast { .. }) {
+                    client.deliveries.finish(published, &mut self.result.tally);
+                }
+            }
+            client.abort();
+        }
+    }
+
+    pub(super) fn next_random(&mut self) -> u64 {
+        // xorshift64*: masks need to vary, not to be cryptographic.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub(super) fn next_mask(&mut self) -> [u8; 4] {
+        (self.next_random() as u32).to_ne_bytes()
+    }
+}

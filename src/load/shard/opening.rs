@@ -1,0 +1,108 @@
+//! Opening connections at the scenario's pace, finishing their connect and
+//! upgrade, and counting the ones that fail, by cause.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+
+use super::Shard;
+use crate::load::client::{self, Client, Phase};
+use crate::load::config::{Pace, Work};
+
+impl Shard {
+    pub(super) fn open_due(&mut self, now: u64) {
+        let wanted = match self.open_schedule {
+            Some(schedule) => (schedule.due_by(now) as usize).min(self.job.conns),
+            None => self.job.conns,
+        };
+        let cap = match self.job.scenario.open {
+            Pace::AsFast { inflight } => inflight,
+            Pace::Rate(_) => usize::MAX,
+        };
+        while self.started < wanted && self.in_flight < cap {
+            self.started += 1;
+            self.open_one(now);
+        }
+    }
+
+    pub(super) fn open_one(&mut self, now: u64) {
+        let source = self.job.sources[self.started % self.job.sources.len()];
+        let socket = match client::connect(source, self.job.target.addr) {
+            Ok(socket) => socket,
+            Err(e) => return self.fail(&client::failure_cause(&e)),
+        };
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&socket.as_raw_fd()), Token(key), interest)
+        {
+            return self.fail(&client::failure_cause(&e));
+        }
+        entry.insert(Client::new(socket, now));
+        self.in_flight += 1;
+    }
+
+    pub(super) fn fail(&mut self, cause: &str) {
+        *self.result.failures.entry(cause.to_string()).or_default() += 1;
+        self.progress().failed.fetch_add(1, Relaxed);
+    }
+
+    /// A connection attempt failed: count it, drop it.
+    pub(super) fn fail_client(&mut self, key: usize, cause: &str) {
+        if let Some(client) = self.clients.try_remove(key) {
+            if client.phase != Phase::Open {
+                self.in_flight -= 1;
+                self.fail(cause);
+            } else {
+                self.result.closed_by_server += 1;
+                self.progress().alive.fetch_sub(1, Relaxed);
+            }
+            client.abort();
+        }
+    }
+
+    pub(super) fn on_opened(&mut self, key: usize, now: u64) {
+        self.in_flight -= 1;
+        let client = &mut self.clients[key];
+        client.phase = Phase::Open;
+        client.key = None;
+        let elapsed = now - client.started_ns;
+        let second = ((now - self.job.run_start_ns) / 1_000_000_000) as usize;
+        if self.result.timeline.len() <= second {
+            self.result.timeline.resize(second + 1, 0);
+        }
+        self.result.timeline[second] += 1;
+        self.progress().alive.fetch_add(1, Relaxed);
+        if matches!(self.job.scenario.work, Work::Churn { .. }) {
+            self.result.churn_setup.record_ns(elapsed);
+            self.send_payload(key, now);
+            return;
+        }
+        self.result.connect.record_ns(elapsed);
+        self.progress().opened.fetch_add(1, Relaxed);
+        if self.publisher.is_none() && self.job.id == 0 {
+            self.publisher = Some(key);
+        }
+        if self.working {
+            self.start_client_work(key, now);
+        }
+    }
+
+    pub(super) fn sweep_timeouts(&mut self, now: u64) {
+        let limit = self.job.connect_timeout.as_nanos() as u64;
+        let late: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.phase != Phase::Open && now - c.started_ns > limit)
+            .map(|(key, _)| key)
+            .collect();
+        for key in late {
+            self.fail_client(key, "timeout");
+        }
+    }
+}
