@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use common::*;
 use fanout::load::report::Report;
 
-/// Run `fanout load ARGS --json FILE` and parse the report.
-fn load(args: &[&str]) -> Report {
+/// Run `fanout load ARGS --json FILE` (ARGS split on spaces) and parse the report.
+fn load(args: &str) -> Report {
+    let args: Vec<&str> = args.split_whitespace().collect();
     let dir = std::env::temp_dir().join(format!("fanout-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join(format!("{}.json", args.join("_").replace(['/', ':'], "-")));
@@ -50,15 +51,7 @@ fn assert_all_opened(report: &Report, conns: u64) {
 fn hold_opens_every_connection_and_keeps_it() {
     let server = Server::start(&[]);
     let url = server.url("/room");
-    let report = load(&[
-        "hold",
-        "--url",
-        &url,
-        "--conns",
-        "300",
-        "--duration",
-        "200ms",
-    ]);
+    let report = load(&format!("hold --url {url} --conns 300 --duration 200ms"));
     assert_all_opened(&report, 300);
     assert_eq!(report.connect.alive_at_end, 300);
     assert_eq!(report.connect.closed_by_server, 0);
@@ -70,17 +63,9 @@ fn hold_opens_every_connection_and_keeps_it() {
 fn broadcast_reaches_every_member_exactly_once() {
     let server = Server::start(&["--shards", "2"]);
     let url = server.url("/room");
-    let report = load(&[
-        "broadcast",
-        "--url",
-        &url,
-        "--conns",
-        "200",
-        "--count",
-        "5",
-        "--interval",
-        "20ms",
-    ]);
+    let report = load(&format!(
+        "broadcast --url {url} --conns 200 --count 5 --interval 20ms"
+    ));
     assert_all_opened(&report, 200);
     let b = report.broadcast.expect("broadcast section");
     assert_eq!((b.members, b.messages_sent), (200, 5));
@@ -101,17 +86,9 @@ fn broadcast_reaches_every_member_exactly_once() {
 fn sustained_broadcast_publishes_at_its_rate() {
     let server = Server::start(&[]);
     let url = server.url("/room");
-    let report = load(&[
-        "broadcast",
-        "--url",
-        &url,
-        "--conns",
-        "50",
-        "--send-rate",
-        "100",
-        "--duration",
-        "300ms",
-    ]);
+    let report = load(&format!(
+        "broadcast --url {url} --conns 50 --send-rate 100 --duration 300ms"
+    ));
     let b = report.broadcast.expect("broadcast section");
     // 100/s for 0.3 s: 30 messages, every one to every member.
     assert_eq!(b.messages_sent, 30);
@@ -126,35 +103,17 @@ fn sustained_broadcast_publishes_at_its_rate() {
 fn echo_closed_and_open_loop() {
     let server = Server::start(&[]);
     let url = server.url("/echo");
-    let closed = load(&[
-        "echo",
-        "--url",
-        &url,
-        "--conns",
-        "20",
-        "--window",
-        "4",
-        "--duration",
-        "300ms",
-        "--size",
-        "100",
-    ]);
+    let closed = load(&format!(
+        "echo --url {url} --conns 20 --window 4 --duration 300ms --size 100"
+    ));
     assert_all_opened(&closed, 20);
     let e = closed.echo.expect("echo section");
     assert!(e.messages > 0 && e.latency.count == e.messages);
     assert_eq!(e.bytes, e.messages * 100);
     assert!(e.send_lag.is_none());
-    let open = load(&[
-        "echo",
-        "--url",
-        &url,
-        "--conns",
-        "20",
-        "--send-rate",
-        "50",
-        "--duration",
-        "400ms",
-    ]);
+    let open = load(&format!(
+        "echo --url {url} --conns 20 --send-rate 50 --duration 400ms"
+    ));
     let e = open.echo.expect("echo section");
     // 20 connections × 50/s × 0.4 s = 400 due; allow for the edges of the window.
     assert!((300..=440).contains(&e.messages), "{} echoes", e.messages);
@@ -165,15 +124,7 @@ fn echo_closed_and_open_loop() {
 fn churn_opens_echoes_and_closes() {
     let server = Server::start(&[]);
     let url = server.url("/echo");
-    let report = load(&[
-        "churn",
-        "--url",
-        &url,
-        "--rate",
-        "400",
-        "--duration",
-        "500ms",
-    ]);
+    let report = load(&format!("churn --url {url} --rate 400 --duration 500ms"));
     let churn = report.churn.expect("churn section");
     assert!(churn.completed >= 100, "{} cycles", churn.completed);
     assert!(churn.setup.count >= churn.completed);
@@ -186,38 +137,14 @@ fn raw_tcp_hold_broadcast_and_echo() {
     let server = Server::start(&["--proto", "tcp"]);
     let url = format!("tcp://{}", server.addr);
     assert_all_opened(
-        &load(&[
-            "hold",
-            "--url",
-            &url,
-            "--conns",
-            "50",
-            "--duration",
-            "100ms",
-        ]),
+        &load(&format!("hold --url {url} --conns 50 --duration 100ms")),
         50,
     );
-    let b = load(&[
-        "broadcast",
-        "--url",
-        &url,
-        "--conns",
-        "50",
-        "--count",
-        "3",
-        "--interval",
-        "20ms",
-    ]);
+    let b = load(&format!(
+        "broadcast --url {url} --conns 50 --count 3 --interval 20ms"
+    ));
     assert_eq!(b.broadcast.unwrap().tally.delivered, 150);
-    let e = load(&[
-        "echo",
-        "--url",
-        &url,
-        "--conns",
-        "10",
-        "--duration",
-        "200ms",
-    ]);
+    let e = load(&format!("echo --url {url} --conns 10 --duration 200ms"));
     assert!(e.echo.unwrap().messages > 0);
 }
 
@@ -230,15 +157,7 @@ fn failures_are_counted_by_cause() {
         .unwrap()
         .port();
     let url = format!("ws://127.0.0.1:{port}/echo");
-    let report = load(&[
-        "hold",
-        "--url",
-        &url,
-        "--conns",
-        "20",
-        "--duration",
-        "100ms",
-    ]);
+    let report = load(&format!("hold --url {url} --conns 20 --duration 100ms"));
     assert_eq!(report.connect.opened, 0);
     assert_eq!(report.connect.failures.get("refused"), Some(&20));
     assert!(report
@@ -248,15 +167,10 @@ fn failures_are_counted_by_cause() {
         .any(|w| w.contains("20 connections failed")));
     // A path the server refuses: the HTTP status is the cause.
     let server = Server::start(&[]);
-    let report = load(&[
-        "hold",
-        "--url",
-        &server.url("/nope"),
-        "--conns",
-        "5",
-        "--duration",
-        "100ms",
-    ]);
+    let report = load(&format!(
+        "hold --url {} --conns 5 --duration 100ms",
+        server.url("/nope")
+    ));
     assert_eq!(report.connect.failures.get("http 404"), Some(&5));
 }
 
@@ -328,31 +242,15 @@ impl Drop for Reference {
 fn works_against_the_tokio_tungstenite_reference_server() {
     let reference = Reference::start();
     let url = format!("ws://{}", reference.addr);
-    let b = load(&[
-        "broadcast",
-        "--url",
-        &url,
-        "--conns",
-        "100",
-        "--count",
-        "3",
-        "--interval",
-        "20ms",
-    ]);
+    let b = load(&format!(
+        "broadcast --url {url} --conns 100 --count 3 --interval 20ms"
+    ));
     assert_all_opened(&b, 100);
     let tally = b.broadcast.unwrap().tally;
     assert_eq!(
         (tally.delivered, tally.missing, tally.duplicated),
         (300, 0, 0)
     );
-    let e = load(&[
-        "echo",
-        "--url",
-        &url,
-        "--conns",
-        "10",
-        "--duration",
-        "200ms",
-    ]);
+    let e = load(&format!("echo --url {url} --conns 10 --duration 200ms"));
     assert!(e.echo.unwrap().messages > 0);
 }

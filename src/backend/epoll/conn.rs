@@ -256,44 +256,15 @@ mod tests {
 
     #[test]
     fn position_advances_across_buffers_and_skips_empty_ones() {
+        let at = |index, offset| Position { index, offset };
         let items: [&[u8]; 4] = [b"abc", b"", b"defg", b"h"];
         let start = Position::START;
-        assert_eq!(
-            start.advance(&items, 2),
-            Position {
-                index: 0,
-                offset: 2
-            }
-        );
-        assert_eq!(
-            start.advance(&items, 3),
-            Position {
-                index: 2,
-                offset: 0
-            }
-        );
-        assert_eq!(
-            start.advance(&items, 4),
-            Position {
-                index: 2,
-                offset: 1
-            }
-        );
-        assert_eq!(
-            start.advance(&items, 8),
-            Position {
-                index: 4,
-                offset: 0
-            }
-        );
+        assert_eq!(start.advance(&items, 2), at(0, 2));
+        assert_eq!(start.advance(&items, 3), at(2, 0));
+        assert_eq!(start.advance(&items, 4), at(2, 1));
+        assert_eq!(start.advance(&items, 8), at(4, 0));
         let empty: [&[u8]; 1] = [b""];
-        assert_eq!(
-            start.advance(&empty, 0),
-            Position {
-                index: 1,
-                offset: 0
-            }
-        );
+        assert_eq!(start.advance(&empty, 0), at(1, 0));
     }
 
     /// Writes through a socket pair whose reader is slow, so some bytes get
