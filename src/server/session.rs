@@ -264,6 +264,16 @@ mod tests {
         }
     }
 
+    /// Run the session over `input` with no fragment state.
+    fn feed(
+        proto: Proto,
+        phase: &mut Phase,
+        input: &mut [u8],
+        out: &mut Recorder,
+    ) -> (usize, Option<Ending>) {
+        on_input(&limits(proto), phase, input, &mut None, out)
+    }
+
     const REQUEST: &[u8] = b"GET /room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
     #[test]
@@ -272,13 +282,7 @@ mod tests {
         input.extend(client_frame(OpCode::Text, b"hi", [1, 2, 3, 4]));
         let mut phase = Phase::Handshake;
         let mut out = Recorder::default();
-        let (used, ending) = on_input(
-            &limits(Proto::Ws),
-            &mut phase,
-            &mut input,
-            &mut None,
-            &mut out,
-        );
+        let (used, ending) = feed(Proto::Ws, &mut phase, &mut input, &mut out);
         assert_eq!((used, ending), (input.len(), None));
         assert_eq!(phase, Phase::Open(Route::Room));
         assert!(out.replies.starts_with(b"HTTP/1.1 101 "));
@@ -291,13 +295,7 @@ mod tests {
         input.truncate(8);
         let mut phase = Phase::Open(Route::Echo);
         let mut out = Recorder::default();
-        let (used, ending) = on_input(
-            &limits(Proto::Ws),
-            &mut phase,
-            &mut input,
-            &mut None,
-            &mut out,
-        );
+        let (used, ending) = feed(Proto::Ws, &mut phase, &mut input, &mut out);
         assert_eq!((used, ending), (0, None));
         assert!(out.replies.is_empty());
     }
@@ -307,25 +305,13 @@ mod tests {
         let mut input = vec![0x81, 0x02, b'h', b'i']; // unmasked client frame
         let mut phase = Phase::Open(Route::Echo);
         let mut out = Recorder::default();
-        let (_, ending) = on_input(
-            &limits(Proto::Ws),
-            &mut phase,
-            &mut input,
-            &mut None,
-            &mut out,
-        );
+        let (_, ending) = feed(Proto::Ws, &mut phase, &mut input, &mut out);
         assert_eq!(ending, Some(Ending::Violation(1002)));
         assert_eq!(phase, Phase::Closing(AfterFlush::Drain));
         // The peer's answer to our close ends the draining.
         let mut phase = Phase::Draining;
         let mut input = client_frame(OpCode::Close, &1002u16.to_be_bytes(), [1, 2, 3, 4]);
-        let (_, ending) = on_input(
-            &limits(Proto::Ws),
-            &mut phase,
-            &mut input,
-            &mut None,
-            &mut out,
-        );
+        let (_, ending) = feed(Proto::Ws, &mut phase, &mut input, &mut out);
         assert_eq!(ending, Some(Ending::CloseAnswered));
         assert_eq!(&out.replies[..4], &[0x88, out.replies[1], 0x03, 0xEA]);
     }
@@ -345,13 +331,7 @@ mod tests {
         input.extend(tcp::encode(b"abc"));
         let mut phase = Phase::Handshake;
         let mut out = Recorder::default();
-        on_input(
-            &limits(Proto::Tcp),
-            &mut phase,
-            &mut input,
-            &mut None,
-            &mut out,
-        );
+        feed(Proto::Tcp, &mut phase, &mut input, &mut out);
         let mut expected = tcp::encode(b"ok");
         expected.extend(tcp::encode(b"abc"));
         assert_eq!(out.replies, expected);
@@ -362,23 +342,11 @@ mod tests {
         let mut phase = Phase::Handshake;
         let mut out = Recorder::default();
         let mut input = tcp::encode(b"/nope");
-        let (_, ending) = on_input(
-            &limits(Proto::Tcp),
-            &mut phase,
-            &mut input,
-            &mut None,
-            &mut out,
-        );
+        let (_, ending) = feed(Proto::Tcp, &mut phase, &mut input, &mut out);
         assert_eq!(ending, Some(Ending::Rejected(404)));
         let mut phase = Phase::Open(Route::Echo);
         let mut input = tcp::header(2000).to_vec();
-        let (_, ending) = on_input(
-            &limits(Proto::Tcp),
-            &mut phase,
-            &mut input,
-            &mut None,
-            &mut out,
-        );
+        let (_, ending) = feed(Proto::Tcp, &mut phase, &mut input, &mut out);
         assert_eq!(ending, Some(Ending::Violation(1009)));
     }
 }
