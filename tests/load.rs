@@ -115,8 +115,10 @@ fn echo_closed_and_open_loop() {
         "echo --url {url} --conns 20 --send-rate 50 --duration 400ms"
     ));
     let e = open.echo.expect("echo section");
-    // 20 connections × 50/s × 0.4 s = 400 due; allow for the edges of the window.
-    assert!((300..=440).contains(&e.messages), "{} echoes", e.messages);
+    // 20 connections × 50/s × 0.4 s = 400 due. Never more (the rate holds);
+    // fewer only by replies still in flight at the end, or a starved client
+    // on a busy machine, so the lower bound is loose.
+    assert!((200..=440).contains(&e.messages), "{} echoes", e.messages);
     assert!(e.send_lag.expect("open-loop reports its lag").count >= e.messages);
 }
 
