@@ -54,19 +54,24 @@ pub fn is_fd_exhaustion(error: &io::Error) -> bool {
 
 /// This process's resident set size in bytes (VmRSS).
 pub fn resident_bytes() -> io::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .ok_or_else(|| io::Error::other("no VmRSS line in /proc/self/status"))?;
+    resident_bytes_of("self")
+}
+
+/// The resident set size of process `pid` (a number, or `self`), in bytes.
+pub fn resident_bytes_of(pid: &str) -> io::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let kib = proc_kib(&path, "VmRSS")?
+        .ok_or_else(|| io::Error::other(format!("no VmRSS line in {path}")))?;
     Ok(kib * 1024)
+}
+
+/// A `Name:   1234 kB` field of a /proc file (status, meminfo), in KiB.
+pub fn proc_kib(path: &str, field: &str) -> io::Result<Option<u64>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok()))
 }
 
 /// A CLOCK_MONOTONIC timerfd: a wake-up at an exact nanosecond, which an

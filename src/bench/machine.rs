@@ -82,11 +82,9 @@ fn git_revision() -> String {
 
 /// A `/proc/meminfo` field in KiB (0 when absent).
 pub fn meminfo_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    crate::sys::proc_kib("/proc/meminfo", field)
+        .ok()
+        .flatten()
         .unwrap_or(0)
 }
 

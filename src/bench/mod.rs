@@ -290,14 +290,10 @@ fn sample(server: &ServerProcess, is_fanout: bool) -> anyhow::Result<Sample> {
     } else {
         None
     };
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))?;
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS for the server")?;
+    let rss = crate::sys::resident_bytes_of(&server.pid().to_string())
+        .context("reading the server's resident set size")?;
     Ok(Sample {
-        rss: rss_kib * 1024,
+        rss,
         heap,
         slab: kernel::sample(),
     })
