@@ -34,9 +34,8 @@ pub struct Client {
     outbuf: Vec<u8>,
     /// Broadcast: which messages arrived.
     pub deliveries: Deliveries,
-    /// Echo: messages sent and replies received.
+    /// Echo: messages sent (the next payload's sequence number).
     pub sent: u64,
-    pub received: u64,
 }
 
 impl Client {
@@ -51,7 +50,6 @@ impl Client {
             outbuf: Vec::new(),
             deliveries: Deliveries::default(),
             sent: 0,
-            received: 0,
         }
     }
 

@@ -13,41 +13,6 @@ use crate::protocol::tcp;
 use crate::server::config::Proto;
 
 impl Shard {
-    pub(super) fn on_writable(&mut self, key: usize) {
-        let Some(client) = self.clients.get_mut(key) else {
-            return;
-        };
-        if client.phase != Phase::Connecting {
-            if let Err(e) = client.flush() {
-                self.fail_client(key, &client::failure_cause(&e));
-            }
-            return;
-        }
-        // Writable with no pending error: the connect completed (epoll
-        // reports a connecting socket writable only once it has).
-        match client.socket.take_error() {
-            Ok(Some(e)) | Err(e) => return self.fail_client(key, &client::failure_cause(&e)),
-            Ok(None) => {}
-        }
-        client.phase = Phase::Handshaking;
-        let request = match self.job.target.proto {
-            Proto::Ws => {
-                let key_text = handshake::client_key();
-                let request = handshake::client_request(
-                    &self.job.target.host,
-                    &self.job.target.path,
-                    &key_text,
-                );
-                client.key = Some(key_text.into_boxed_str());
-                request
-            }
-            Proto::Tcp => tcp::encode(self.job.target.path.as_bytes()),
-        };
-        if let Err(e) = client.send(&request) {
-            self.fail_client(key, &client::failure_cause(&e));
-        }
-    }
-
     pub(super) fn on_readable(&mut self, key: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         while let Some(client) = self.clients.get_mut(key) {

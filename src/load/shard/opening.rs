@@ -10,6 +10,9 @@ use mio::{Interest, Token};
 use super::Shard;
 use crate::load::client::{self, Client, Phase};
 use crate::load::config::{Pace, Work};
+use crate::protocol::handshake;
+use crate::protocol::tcp;
+use crate::server::config::Proto;
 
 impl Shard {
     pub(super) fn open_due(&mut self, now: u64) {
@@ -103,6 +106,41 @@ impl Shard {
             .collect();
         for key in late {
             self.fail_client(key, "timeout");
+        }
+    }
+
+    pub(super) fn on_writable(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if client.phase != Phase::Connecting {
+            if let Err(e) = client.flush() {
+                self.fail_client(key, &client::failure_cause(&e));
+            }
+            return;
+        }
+        // Writable with no pending error: the connect completed (epoll
+        // reports a connecting socket writable only once it has).
+        match client.socket.take_error() {
+            Ok(Some(e)) | Err(e) => return self.fail_client(key, &client::failure_cause(&e)),
+            Ok(None) => {}
+        }
+        client.phase = Phase::Handshaking;
+        let request = match self.job.target.proto {
+            Proto::Ws => {
+                let key_text = handshake::client_key();
+                let request = handshake::client_request(
+                    &self.job.target.host,
+                    &self.job.target.path,
+                    &key_text,
+                );
+                client.key = Some(key_text.into_boxed_str());
+                request
+            }
+            Proto::Tcp => tcp::encode(self.job.target.path.as_bytes()),
+        };
+        if let Err(e) = client.send(&request) {
+            self.fail_client(key, &client::failure_cause(&e));
         }
     }
 }

@@ -159,7 +159,6 @@ impl Shard {
                 self.result.echo.record_ns(latency);
                 self.result.echo_messages += 1;
                 self.result.echo_bytes += message.len() as u64;
-                self.clients[key].received += 1;
                 self.progress().echoed.fetch_add(1, Relaxed);
                 if open_loop_rate.is_none() && !self.job.control.stop.load(Relaxed) {
                     self.send_payload(key, now);
