@@ -136,22 +136,41 @@ impl TimerFd {
 mod tests {
     use super::*;
 
+    /// Does any fd of the calling thread's table point at `path`?
+    fn table_holds(path: &std::path::Path) -> bool {
+        std::fs::read_dir("/proc/thread-self/fd")
+            .unwrap()
+            .flatten()
+            .any(|entry| std::fs::read_link(entry.path()).is_ok_and(|target| target == path))
+    }
+
     #[test]
     fn unshared_thread_has_its_own_table() {
-        let limit = nofile_limit().unwrap();
-        assert!(limit > 0);
-        let before = open_fds_in_this_table().unwrap();
-        std::thread::spawn(|| {
+        assert!(nofile_limit().unwrap() > 0);
+        let path = std::env::temp_dir().join(format!("fanout-unshare-{}", std::process::id()));
+        std::fs::write(&path, b"x").unwrap();
+        let path = path.canonicalize().unwrap();
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let (checked_tx, checked_rx) = std::sync::mpsc::channel::<()>();
+        let thread_path = path.clone();
+        let thread = std::thread::spawn(move || {
             unshare_fd_table().unwrap();
-            // Opening a file here must not show up in the main thread's table.
-            let _file = std::fs::File::open("/proc/self/status").unwrap();
-            open_fds_in_this_table().unwrap()
-        })
-        .join()
-        .unwrap();
-        // The main table did not gain the thread's file (other tests may open
-        // fds concurrently, so only the direction is checked loosely).
-        assert!(open_fds_in_this_table().unwrap() < before + 64);
+            let file = std::fs::File::open(&thread_path).unwrap();
+            opened_tx.send(table_holds(&thread_path)).unwrap();
+            // Keep the file open until the main thread has looked.
+            checked_rx.recv().unwrap();
+            drop(file);
+        });
+        let seen_by_opener = opened_rx.recv().unwrap();
+        let seen_by_main = table_holds(&path);
+        checked_tx.send(()).unwrap();
+        thread.join().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(seen_by_opener, "the opening thread's table holds its file");
+        assert!(
+            !seen_by_main,
+            "the main table must not hold the thread's file"
+        );
     }
 
     #[test]
