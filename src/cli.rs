@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::bare::BareConfig;
 use crate::bench::BenchConfig;
 use crate::load::config::LoadConfig;
 use crate::server::config::ServeConfig;
@@ -20,13 +21,16 @@ pub struct Cli {
 pub enum Command {
     /// The main job: measure this machine end to end and write results/.
     ///
-    /// Measures the floors (bare connect + accept, bare write loop), starts
-    /// `fanout serve`, samples its memory and the kernel slab at 0 and at
-    /// --conns idle WebSocket connections, broadcasts to all of them, runs
-    /// echo and churn, prints a table and writes
-    /// results/<date>-<host>/<name>.json.
+    /// Runs each job several times on `fanout serve` and on its floor
+    /// (`fanout bare`, the least a server can do on the same machinery),
+    /// interleaved, each on a fresh server and a settled system: the room
+    /// (ramp to --conns idle members, memory as a slope from N/2 to N, one
+    /// broadcast at a time), echo (closed loop against the floor, then open
+    /// loop) and churn. Prints medians with their ranges, every ratio to its
+    /// floor (flagged when the server beats it), the kernel counters of
+    /// troubled phases, and writes results/<date>-<host>/<name>.json.
     #[command(
-        after_help = "Examples:\n  fanout bench                      # 100K connections, about two minutes here\n  fanout bench --conns 500000       # the full run (see scripts/tune.sh)\n  fanout bench --server-cmd target/release/examples/reference_server"
+        after_help = "Examples:\n  fanout bench                            # 100K connections, about two minutes here\n  fanout bench --conns 500000             # the full run (see scripts/tune.sh)\n  fanout bench --measure room --samples 5 # ramp, memory and broadcast only\n  fanout bench --server-cmd target/release/examples/reference_server"
     )]
     Bench(BenchConfig),
 
@@ -46,4 +50,22 @@ pub enum Command {
         after_help = "Examples:\n  fanout load hold --conns 10000 --duration 10s\n  fanout load broadcast --conns 10000 --count 10 --interval 500ms\n  fanout load echo --conns 1000 --send-rate 100 --size 64 --duration 10s\n  fanout load churn --rate 5000 --duration 5s --json churn.json"
     )]
     Load(LoadConfig),
+
+    /// The floor server `fanout bench` measures against: the same shard
+    /// plan as `fanout serve`, doing the least a server can.
+    ///
+    /// Accepts with serve's shard plan, fd tables and listeners, writes one
+    /// greeting byte to each connection, then writes back (echo) or to every
+    /// connection (room) exactly the bytes it reads, never parsing or
+    /// queueing. Load it with `fanout load ... --url bare://ADDR`.
+    #[command(
+        after_help = "Examples:\n  fanout bare --route room --listen 127.0.0.1:9002\n  fanout load broadcast --url bare://127.0.0.1:9002 --conns 10000 --count 5"
+    )]
+    Bare(BareConfig),
 }
+
+/// A mistake in the command line found after parsing (an impossible
+/// combination of values): reported like clap's own errors, exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -12,9 +12,11 @@ fn main() {
         Command::Bench(config) => fanout::bench::bench(config),
         Command::Serve(config) => fanout::server::serve(config),
         Command::Load(config) => fanout::load::load(config),
+        Command::Bare(config) => fanout::bench::bare::bare(config),
     };
     if let Err(error) = result {
         eprintln!("fanout: error: {error:#}");
-        std::process::exit(1);
+        let usage = error.downcast_ref::<fanout::cli::UsageError>().is_some();
+        std::process::exit(if usage { 2 } else { 1 });
     }
 }

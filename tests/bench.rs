@@ -1,100 +1,255 @@
-//! `fanout bench` end to end at small scale: the JSON result has every
-//! documented field with sane values.
+//! `fanout bench` end to end at small scale. The figures themselves are not
+//! checked (speed belongs in benchmarks); their relations are: every sample
+//! is there, spreads are ordered, every ratio is what its samples say, a
+//! ratio on the wrong side of 1 carries its verdict, deliveries add up, the
+//! kernel's TCP slab grew by two sockets per connection, and a server
+//! started through a wrapper is measured and stopped as a whole tree.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
+use fanout::bench::compare::{Better, Compared, Verdict};
+use fanout::bench::phase::Side;
 use fanout::bench::BenchResult;
+use fanout::load::spread::Spread;
+
+/// Benches wait for the machine's sockets to settle and check the kernel's
+/// slab growth: two at once would disturb each other, so they take turns.
+static ONE_BENCH_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Run `fanout bench ARGS --out DIR` and parse the result file it wrote.
+fn bench(args: &[&str], out: &Path) -> (BenchResult, String) {
+    let _turn = ONE_BENCH_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .arg("bench")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("written: "))
+        .expect("a written: line");
+    let result = serde_json::from_str(&std::fs::read_to_string(written).unwrap()).unwrap();
+    (result, stdout)
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fanout-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn assert_ordered(what: &str, s: &Spread, n: usize) {
+    assert_eq!(s.n, n, "{what}: {s:?}");
+    assert!(s.min <= s.median && s.median <= s.max, "{what}: {s:?}");
+}
+
+/// The relations every comparison must keep, whatever the machine did.
+fn assert_consistent(c: &Compared, n: usize) {
+    assert_eq!(c.measured_samples.len(), n, "{}", c.what);
+    assert_eq!(c.floor_samples.len(), n, "{}", c.what);
+    assert_ordered(&c.what, &c.measured, n);
+    assert_ordered(&c.what, &c.floor, n);
+    let r = &c.ratio;
+    assert!((r.median - c.measured.median / c.floor.median).abs() < 1e-9);
+    assert!(r.min <= r.median && r.median <= r.max, "{}: {r:?}", c.what);
+    // The floor is at least as fast, or the result says it was not.
+    let floor_beaten = match c.better {
+        Better::Higher => c.measured.median > c.floor.median,
+        Better::Lower => c.measured.median < c.floor.median,
+    };
+    let beaten_in_every_sample = match c.better {
+        Better::Higher => c.measured.min > c.floor.max,
+        Better::Lower => c.measured.max < c.floor.min,
+    };
+    let expected = match (floor_beaten, beaten_in_every_sample) {
+        (false, _) => Verdict::AtOrBelowFloor,
+        (true, false) => Verdict::WithinSpread,
+        (true, true) => Verdict::Suspect,
+    };
+    assert_eq!(r.verdict, expected, "{c:?}");
+    assert_eq!(r.suspect.is_some(), expected == Verdict::Suspect);
+}
 
 #[test]
-fn small_bench_writes_a_complete_result() {
-    let out = std::env::temp_dir().join(format!("fanout-bench-{}", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args([
-            "bench",
+fn small_bench_keeps_every_relation() {
+    let out = scratch_dir("small");
+    let (r, text) = bench(
+        &[
             "--conns",
             "2000",
             "--broadcasts",
             "3",
             "--echo-conns",
-            "50,200",
-        ])
-        .args([
+            "50",
             "--echo-duration",
             "300ms",
             "--churn-rate",
             "500",
             "--churn-duration",
             "300ms",
-        ])
-        .args(["--name", "small", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+            "--name",
+            "small",
+        ],
+        &out,
     );
-    assert!(
-        stdout.contains("fanout bench — 2000 connections"),
-        "{stdout}"
-    );
-    let written = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("written: "))
-        .expect("a written: line");
-    let result: BenchResult =
-        serde_json::from_str(&std::fs::read_to_string(written).unwrap()).unwrap();
     std::fs::remove_dir_all(&out).unwrap();
+    assert!(text.contains("fanout bench — 2,000 connections"), "{text}");
+    assert!(r.command.contains("bench") && !r.machine.git_revision.is_empty());
+    assert!(r.server.contains("fanout serve") && r.samples == 3);
+    assert_eq!(r.floor_servers.len(), 2, "a room and an echo floor");
+    assert!(r.floor_servers.iter().all(|f| f.starts_with("fanout bare")));
 
-    assert!(result.command.contains("bench"));
-    assert!(result.machine.cores >= 1 && !result.machine.git_revision.is_empty());
-    assert!(result.server.contains("fanout serve"));
-    let idle = &result.idle;
-    assert_eq!((idle.opened, idle.failed), (2000, 0));
-    assert!(idle.connect_per_s > 0.0 && idle.connect_vs_floor > 0.0);
-    assert!(idle.rss_bytes_per_conn.is_finite());
+    // Phases: room F S F S F S, echo closed F S ×3, echo open S ×3, churn.
+    let sides: Vec<Side> = r.phases.iter().filter_map(|p| p.side).collect();
+    assert_eq!(r.phases.len(), 6 + 6 + 3 + 1);
+    assert_eq!(&sides[..6], &[Side::Floor, Side::Server].repeat(3)[..]);
+    assert!(r.phases.iter().all(|p| p.settle.settled), "{:?}", r.phases);
+    let indices: Vec<usize> = r.phases.iter().map(|p| p.index).collect();
+    assert_eq!(indices, (1..=16).collect::<Vec<_>>());
+
+    let ramp = r.ramp.as_ref().expect("ramp");
+    assert_consistent(ramp, 3);
+    let b = r.broadcast.as_ref().expect("broadcast");
+    assert_consistent(&b.last_delivery_ms, 9);
+    assert_eq!(b.members, 2000);
+    // Every broadcast reached every member exactly once, and fanout's own
+    // count agrees with the clients'.
+    assert_eq!(b.tally.delivered, 3 * 3 * 2000);
+    assert_eq!(b.tally.lost() + b.tally.in_flight + b.tally.duplicated, 0);
+    assert_eq!(b.server_delivered, Some(b.tally.delivered));
+    assert!(b.cross_check.as_deref().unwrap().starts_with("ok"));
+    assert_ordered("first delivery", &b.first_delivery_ms, 9);
+    assert!(b.first_delivery_ms.median <= b.last_delivery_ms.measured.median);
+
+    assert_eq!(r.echo.len(), 2);
+    let (closed, open) = (&r.echo[0], &r.echo[1]);
+    assert_eq!((closed.conns, open.conns), (50, 50));
+    assert_consistent(
+        closed.vs_floor.as_ref().expect("closed loop has a floor"),
+        3,
+    );
+    assert!(open.vs_floor.is_none() && open.open_loop_rate.is_some());
+    assert_ordered("open-loop p99", &open.p99_us, 3);
+    assert!(open.send_lag_p99_us.is_some());
+
+    // Memory: a slope over the second half of each measured ramp.
+    let m = r.memory.as_ref().expect("memory");
+    assert_eq!(m.slopes.len(), 3);
+    assert!(m.slopes.iter().all(|s| s.conns == 1000 && s.open == 2000));
+    assert_eq!(m.slot_bytes, Some(24));
+    let slots = m.slots.as_ref().expect("slab steps");
     assert!(
-        idle.heap_bytes_per_conn
-            .is_some_and(|b| b > 0.0 && b < 1000.0),
-        "{:?}",
-        idle.heap_bytes_per_conn
+        slots.per_conn_at_n.min >= 1.0,
+        "slots hold every connection"
     );
-    assert!(idle.kernel_bytes_per_socket > 0.0);
-    let b = &result.broadcast;
-    assert_eq!((b.report.messages_sent, b.report.members), (3, 2000));
-    assert_eq!(
-        (
-            b.report.tally.delivered,
-            b.report.tally.missing,
-            b.report.tally.duplicated
-        ),
-        (6000, 0, 0)
-    );
-    assert!(b.last_delivery_us > 0.0 && b.floor_us > 0.0 && b.vs_floor > 0.0);
-    assert_eq!(result.echo.len(), 2);
-    assert!(result
-        .echo
-        .iter()
-        .all(|e| e.messages > 0 && e.latency.p99_us > 0.0));
-    let churn = result.churn.as_ref().expect("churn");
+    if std::fs::read_to_string("/proc/slabinfo").is_ok() {
+        assert!(m.kernel_check.starts_with("ok"), "{}", m.kernel_check);
+        let tcp = m.tcp_objects_per_conn.unwrap();
+        assert!((tcp.median - 2.0).abs() <= 0.1, "{tcp:?}");
+    }
+
+    let churn = r.churn.as_ref().expect("churn");
+    // Open loop: never more cycles than were due (one per shard may be due
+    // at the very start), and some completed.
     assert!(churn.completed > 0);
-    let floors = &result.floors;
-    assert_eq!(floors.conns, 2000);
-    assert!(floors.connect_per_s > 0.0 && floors.write_ns_per_socket > 0.0);
+    assert!(churn.completed as f64 <= churn.target_rate_per_s * churn.seconds + 64.0);
+    // Suspects are exactly the suspect verdicts, and the text shows them.
+    let verdicts = [ramp, &b.last_delivery_ms, closed.vs_floor.as_ref().unwrap()];
+    let suspect_count = verdicts
+        .iter()
+        .filter(|c| c.ratio.verdict == Verdict::Suspect)
+        .count();
+    assert_eq!(r.suspects.len(), suspect_count);
+    assert_eq!(text.matches("SUSPECT:").count(), suspect_count);
+    // time_utc is the start: the run's length fits between it and now.
+    assert!(r.seconds > 0.0 && r.time_utc <= fanout::bench::utc_now());
 }
 
 #[test]
-fn unreachable_targets_stop_in_preflight_with_the_reason() {
-    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args(["bench", "--conns", "100000000", "--no-write"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("cannot be reached here") && stderr.contains("memory:"),
-        "{stderr}"
+fn a_server_behind_a_wrapper_is_measured_and_stopped_as_a_tree() {
+    let fanout = PathBuf::from(env!("CARGO_BIN_EXE_fanout"));
+    let reference = fanout.parent().unwrap().join("examples/reference_server");
+    let dir = scratch_dir("wrapper");
+    let pid_file = dir.join("server.pid");
+    // Not `exec`: the shell stays, the server is its child.
+    let script = dir.join("wrapper.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\"{}\" \"$@\" &\necho $! >> \"{}\"\nwait\n",
+            reference.display(),
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let command = format!("sh {}", script.display());
+    let (r, _) = bench(
+        &[
+            "--conns",
+            "400",
+            "--measure",
+            "room",
+            "--samples",
+            "1",
+            "--broadcasts",
+            "1",
+            "--server-cmd",
+            &command,
+            "--name",
+            "wrapper",
+        ],
+        &dir,
     );
+    let pids = std::fs::read_to_string(&pid_file).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(r.server, command);
+    let m = r.memory.as_ref().unwrap();
+    // tokio-tungstenite's buffers make each connection tens of KB; a bench
+    // that measured only the shell would see next to nothing.
+    assert!(m.rss_per_conn.median > 1_000.0, "{:?}", m.rss_per_conn);
+    assert!(m.heap_per_conn.is_none() && m.slots.is_none());
+    for pid in pids.split_whitespace() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| &rest[..1])
+            .unwrap_or("gone");
+        assert!(
+            state == "gone" || state == "Z",
+            "the wrapped server {pid} outlived the bench: {stat}"
+        );
+    }
+}
+
+#[test]
+fn bad_options_are_refused_before_anything_starts() {
+    for (args, says, status) in [
+        (&["--conns", "0"][..], "--conns", 2),
+        (&["--samples", "0"], "--samples", 2),
+        (&["--conns", "100000000"], "cannot be reached here", 1),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .arg("bench")
+            .args(args)
+            .arg("--no-write")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(status), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        // Refused before the first phase.
+        assert!(!stderr.contains("[1/"), "{args:?}: {stderr}");
+    }
 }

@@ -33,6 +33,14 @@ pub fn prepare(kind: BackendKind) -> io::Result<(Prepared, Box<dyn Wake>)> {
     }
 }
 
+/// Bytes one connection's state takes in a shard's slab (a slot), for the
+/// memory report.
+pub fn slot_bytes(kind: BackendKind) -> usize {
+    match kind {
+        BackendKind::Epoll => epoll::conn::SLOT_BYTES,
+    }
+}
+
 /// Run one shard until the hub says shut down.
 pub fn run(prepared: Prepared, listener: TcpListener, setup: ShardSetup) -> io::Result<()> {
     match prepared {

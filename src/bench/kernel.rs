@@ -1,6 +1,8 @@
 //! Kernel memory: the slab total from /proc/meminfo and the caches a socket
-//! lives in from /proc/slabinfo (readable as root), sampled before and after
-//! the connections open.
+//! lives in from /proc/slabinfo (readable as root), sampled at two points of
+//! a ramp. Slab counts are approximate at small scale (SLUB counts objects
+//! in per-CPU slabs as in use), which is why per-socket figures are slopes
+//! over many thousands of sockets.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,15 @@ pub struct Slab {
     /// Bytes in use per socket-related cache (active objects × object size),
     /// when /proc/slabinfo is readable.
     pub caches: BTreeMap<String, u64>,
+    /// Objects in use per socket-related cache.
+    pub objects: BTreeMap<String, u64>,
+}
+
+/// Objects in the TCP cache now (one per IPv4 TCP socket, plus SLUB's
+/// per-CPU slack), if /proc/slabinfo is readable.
+pub fn tcp_objects() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    parse_slabinfo(&text).get("TCP").map(|cache| cache.objects)
 }
 
 pub fn sample() -> Slab {
@@ -34,11 +45,23 @@ pub fn sample() -> Slab {
         .unwrap_or_default();
     Slab {
         total_bytes: meminfo_kib("Slab") * 1024,
-        caches,
+        caches: caches
+            .iter()
+            .map(|(name, c)| (name.clone(), c.objects * c.object_size))
+            .collect(),
+        objects: caches
+            .iter()
+            .map(|(name, c)| (name.clone(), c.objects))
+            .collect(),
     }
 }
 
-fn parse_slabinfo(text: &str) -> BTreeMap<String, u64> {
+struct Cache {
+    objects: u64,
+    object_size: u64,
+}
+
+fn parse_slabinfo(text: &str) -> BTreeMap<String, Cache> {
     text.lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
@@ -46,10 +69,16 @@ fn parse_slabinfo(text: &str) -> BTreeMap<String, u64> {
             if !SOCKET_CACHES.contains(&name) {
                 return None;
             }
-            let active: u64 = fields.next()?.parse().ok()?;
+            let objects: u64 = fields.next()?.parse().ok()?;
             let _total = fields.next()?;
-            let size: u64 = fields.next()?.parse().ok()?;
-            Some((name.to_string(), active * size))
+            let object_size: u64 = fields.next()?.parse().ok()?;
+            Some((
+                name.to_string(),
+                Cache {
+                    objects,
+                    object_size,
+                },
+            ))
         })
         .collect()
 }
@@ -74,20 +103,24 @@ mod tests {
     fn parses_the_socket_caches() {
         let text = "slabinfo - version: 2.1\n# name <active_objs> ...\nTCP 104 156 2368 13 8 : tunables 0 0 0 : slabdata 12 12 0\nfilp 630 630 192 21 1 : tunables 0 0 0 : slabdata 30 30 0\nkmalloc-64 1 1 64 1 1\n";
         let caches = parse_slabinfo(text);
-        assert_eq!(caches.get("TCP"), Some(&(104 * 2368)));
-        assert_eq!(caches.get("filp"), Some(&(630 * 192)));
+        let tcp = &caches["TCP"];
+        assert_eq!((tcp.objects, tcp.object_size), (104, 2368));
+        assert_eq!(
+            caches["filp"].objects * caches["filp"].object_size,
+            630 * 192
+        );
         assert!(!caches.contains_key("kmalloc-64"));
     }
 
     #[test]
     fn growth_is_per_cache() {
         let before = Slab {
-            total_bytes: 0,
             caches: [("TCP".to_string(), 100)].into(),
+            ..Slab::default()
         };
         let after = Slab {
-            total_bytes: 0,
             caches: [("TCP".to_string(), 350)].into(),
+            ..Slab::default()
         };
         assert_eq!(growth(&before, &after).get("TCP"), Some(&250));
     }

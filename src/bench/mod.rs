@@ -1,30 +1,55 @@
-//! `fanout bench`, the main job: preflight, start the server as a child,
-//! sample its memory and the kernel's slab at 0 and at N idle connections,
-//! broadcast to all N, echo, churn, measure the floors in the same run, and
-//! print and write every figure with its ratio to its floor.
+//! `fanout bench`, the main job: every figure measured several times,
+//! floor and server interleaved, each phase on a fresh server and a settled
+//! system, with the kernel counters that explain an outlier; printed as a
+//! fixed text block and written as JSON to results/.
+//!
+//! A floor (`fanout bare`) does a strict subset of the measured work on the
+//! same machinery: the same load generator with its shards, in-flight rule
+//! and source addresses, the same server shard plan, the same N and the
+//! same "done" (the client has read what it waits for). So every ratio to a
+//! floor means what it says, and one on the wrong side of 1 is flagged.
 
-pub mod floor;
+pub mod bare;
+pub mod compare;
+pub mod echo;
 pub mod kernel;
 pub mod machine;
+pub mod memory;
+pub mod netstat;
+pub mod phase;
 pub mod preflight;
+pub mod room;
 pub mod server;
+pub mod settle;
+pub mod text;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Cli, Command as Subcommand};
-use crate::load::histogram::Summary;
-use crate::load::report::{BroadcastReport, ChurnReport, EchoReport, Report};
+use crate::load::report::ChurnReport;
+use crate::load::spread::Spread;
 use crate::units::parse_duration;
-use floor::Floors;
+use compare::Compared;
+use echo::EchoBench;
 use machine::Machine;
-use server::ServerProcess;
+use memory::Memory;
+use phase::{PhaseRecord, Phases, Side};
+use room::BroadcastBench;
+use settle::Settled;
+
+/// Jobs a bench can measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Job {
+    /// Idle members: ramp, memory, broadcasts (against the room floor).
+    Room,
+    /// Echo at each --echo-conns: closed loop against the echo floor, then open loop.
+    Echo,
+    /// Connections that open, echo once and close, at --churn-rate.
+    Churn,
+}
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchConfig {
@@ -32,30 +57,53 @@ pub struct BenchConfig {
     #[arg(long, default_value_t = 100_000)]
     pub conns: usize,
 
-    /// Broadcasts of 32 bytes to all of them, one after another.
+    /// Samples of every figure on each side: phases run floor, server,
+    /// floor, server, … Medians and ranges are reported (at least 3 for a
+    /// spread worth publishing).
+    #[arg(long, default_value_t = 3)]
+    pub samples: usize,
+
+    /// Broadcasts of 32 bytes to all members per room sample, one at a time
+    /// (each once every member has the one before).
     #[arg(long, default_value_t = 5)]
     pub broadcasts: u64,
 
-    /// Active echo connections, one run per value (comma-separated).
+    /// Active echo connections, one set of echo runs per value (comma-separated).
     #[arg(long, default_value = "1000,10000", value_delimiter = ',')]
     pub echo_conns: Vec<usize>,
 
-    /// How long each echo run lasts.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// How long each echo sample lasts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub echo_duration: Duration,
+
+    /// Open-loop echo: total messages per second, spread over the
+    /// connections. Default: a quarter of the closed loop's median at that
+    /// connection count.
+    #[arg(long)]
+    pub echo_rate: Option<f64>,
 
     /// Churn: new connections per second (open, echo once, close).
     #[arg(long, default_value_t = 10_000.0)]
     pub churn_rate: f64,
 
     /// How long the churn run lasts.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub churn_duration: Duration,
+
+    /// Which jobs to measure (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "room,echo,churn"
+    )]
+    pub measure: Vec<Job>,
 
     /// Measure another server instead of `fanout serve`: a command that
     /// listens on the address given as its last argument and prints
     /// `ready ADDR` (e.g. the tokio-tungstenite reference server,
-    /// target/release/examples/reference_server).
+    /// target/release/examples/reference_server). Its whole process tree is
+    /// measured and stopped.
     #[arg(long)]
     pub server_cmd: Option<String>,
 
@@ -72,54 +120,74 @@ pub struct BenchConfig {
     pub no_write: bool,
 }
 
+impl BenchConfig {
+    /// Everything that can be checked before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.conns < 2 {
+            return Err("--conns must be at least 2 (memory is a slope from N/2 to N)".into());
+        }
+        if self.samples == 0 {
+            return Err("--samples must be at least 1".into());
+        }
+        if !(1..=crate::load::shard::MAX_PER_MESSAGE).contains(&self.broadcasts) {
+            return Err(format!(
+                "--broadcasts must be 1 to {}",
+                crate::load::shard::MAX_PER_MESSAGE
+            ));
+        }
+        if self.echo_conns.contains(&0) {
+            return Err("--echo-conns values must be at least 1".into());
+        }
+        if self.echo_duration.is_zero() || self.churn_duration.is_zero() {
+            return Err("durations must be positive".into());
+        }
+        if self.churn_rate <= 0.0 || self.echo_rate.is_some_and(|r| r <= 0.0) {
+            return Err("rates must be positive".into());
+        }
+        if self.measure.is_empty() {
+            return Err("--measure names no job".into());
+        }
+        Ok(())
+    }
+
+    fn measures(&self, job: Job) -> bool {
+        self.measure.contains(&job)
+    }
+}
+
 /// Everything one bench run measured, as written to results/.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchResult {
     pub command: String,
+    /// When the run started.
     pub time_utc: String,
+    pub seconds: f64,
     pub machine: Machine,
+    /// The measured server's plan line (fanout) or command.
     pub server: String,
+    /// The floor servers' plan lines (one per floor: room, echo).
+    pub floor_servers: Vec<String>,
     pub conns: usize,
-    pub idle: Idle,
-    pub broadcast: BroadcastBench,
-    pub echo: Vec<EchoReport>,
+    /// Samples per figure and side.
+    pub samples: usize,
+    /// TCP sockets on the machine before the run started.
+    pub baseline: Settled,
+    pub ramp: Option<Compared>,
+    /// Connect + upgrade latency, per measured sample, ms.
+    pub connect_p50_ms: Option<Spread>,
+    pub connect_p99_ms: Option<Spread>,
+    pub memory: Option<Memory>,
+    pub broadcast: Option<BroadcastBench>,
+    pub echo: Vec<EchoBench>,
     pub churn: Option<ChurnReport>,
-    pub floors: Floors,
+    pub phases: Vec<PhaseRecord>,
+    /// Ratios on the wrong side of 1 beyond the samples' spread.
+    pub suspects: Vec<String>,
     pub warnings: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Idle {
-    pub opened: u64,
-    pub failed: u64,
-    pub failures: BTreeMap<String, u64>,
-    pub ramp_seconds: f64,
-    pub connect_per_s: f64,
-    /// connect_per_s ÷ the bare connect floor.
-    pub connect_vs_floor: f64,
-    pub connect_latency: Summary,
-    /// Server RSS growth ÷ connections.
-    pub rss_bytes_per_conn: f64,
-    /// Server allocator (jemalloc) growth ÷ connections; fanout only.
-    pub heap_bytes_per_conn: Option<f64>,
-    /// Kernel slab growth ÷ sockets (client and server ends: 2 per connection).
-    pub kernel_bytes_per_socket: f64,
-    /// Growth of each socket-related slab cache, bytes.
-    pub kernel_caches: BTreeMap<String, i64>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct BroadcastBench {
-    pub report: BroadcastReport,
-    /// Median over the broadcasts of the last delivery's latency.
-    pub last_delivery_us: f64,
-    /// The bare write loop over N sockets (from the floor), in µs.
-    pub floor_us: f64,
-    /// last_delivery_us ÷ floor_us.
-    pub vs_floor: f64,
-}
-
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
+    config.validate().map_err(crate::cli::UsageError)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let machine = machine::fingerprint();
     let preflight = preflight::check(config.conns, &machine);
@@ -138,7 +206,7 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
         );
     }
     let result = run(&config, command, machine, preflight.warnings)?;
-    print!("{}", text(&result));
+    print!("{}", text::text(&result));
     if !config.no_write {
         let path = write(&config, &result)?;
         println!("written: {}", path.display());
@@ -150,207 +218,137 @@ fn step(what: &str) {
     eprintln!("fanout bench: {what}");
 }
 
+/// How many phases the run will have, for the progress lines.
+fn phase_count(config: &BenchConfig) -> usize {
+    let room = if config.measures(Job::Room) { 2 } else { 0 };
+    let echo = if config.measures(Job::Echo) {
+        3 * config.echo_conns.len()
+    } else {
+        0
+    };
+    (room + echo) * config.samples + usize::from(config.measures(Job::Churn))
+}
+
 fn run(
     config: &BenchConfig,
     command: String,
     machine: Machine,
     mut warnings: Vec<String>,
 ) -> anyhow::Result<BenchResult> {
-    let n = config.conns;
-    step("measuring the floors (bare connect + accept, bare write loop)");
-    let sources = crate::load::sources::plan(n, crate::load::sources::ports_per_source(), None)
-        .map_err(anyhow::Error::msg)?;
-    let floors = floor::measure(n, &sources)?;
-    step("starting the server");
-    let server = start_server(config, n)?;
-    let server_name = match &config.server_cmd {
-        Some(cmd) => cmd.clone(),
-        None => server.plan.clone(),
-    };
-    let url = format!("ws://{}", server.addr);
-    std::thread::sleep(Duration::from_millis(300));
-    let before = sample(&server, config.server_cmd.is_none())?;
-
-    step(&format!(
-        "opening {n} idle /room connections, then {} broadcasts",
-        config.broadcasts
-    ));
-    let interval = Duration::from_secs_f64((n as f64 * 20e-6).max(0.2));
-    let mut at_n = None;
-    let broadcast = load(
-        &[
-            "broadcast",
-            "--url",
-            &format!("{url}/room"),
-            "--conns",
-            &n.to_string(),
-            "--count",
-            &config.broadcasts.to_string(),
-            "--interval",
-            &format!("{}ms", interval.as_millis()),
-        ],
-        &mut || at_n = Some(sample(&server, config.server_cmd.is_none())),
-    )?;
-    let after = at_n.context("the ramp ended without a sample")??;
-    let idle = idle_figures(&broadcast, &before, &after, &floors, n);
-    let broadcast = broadcast_figures(&broadcast, &floors, n)?;
-
-    let mut echo = Vec::new();
-    for &conns in &config.echo_conns {
-        step(&format!("echo with {conns} active connections"));
-        let report = load(
-            &[
-                "echo",
-                "--url",
-                &format!("{url}/echo"),
-                "--conns",
-                &conns.to_string(),
-                "--duration",
-                &format!("{}ms", config.echo_duration.as_millis()),
-            ],
-            &mut || {},
-        )?;
-        collect_warnings(&report, &mut warnings);
-        echo.extend(report.echo);
+    let time_utc = utc_now();
+    let started = Instant::now();
+    step("waiting for the machine's TCP sockets to be quiet (the baseline)");
+    let baseline = settle::wait_quiet(Duration::from_secs(1), Duration::from_secs(60));
+    if !baseline.settled {
+        warnings.push(format!(
+            "the machine's TCP sockets were still changing after {:.0} s: {} in use, {} in TIME_WAIT when the run started",
+            baseline.seconds, baseline.sockets.tcp_inuse, baseline.sockets.tcp_time_wait
+        ));
     }
-    step("churn");
-    let churn = load(
-        &[
-            "churn",
-            "--url",
-            &format!("{url}/echo"),
-            "--rate",
-            &config.churn_rate.to_string(),
-            "--duration",
-            &format!("{}ms", config.churn_duration.as_millis()),
-        ],
-        &mut || {},
-    )?;
-    collect_warnings(&churn, &mut warnings);
-    step("stopping the server");
-    stop_server(server, config.server_cmd.is_none())?;
+    if config.samples < 3 {
+        warnings.push(format!(
+            "{} sample(s) per figure: too few for a spread worth publishing (use at least 3)",
+            config.samples
+        ));
+    }
+    let mut phases = Phases::new(config, baseline.sockets, phase_count(config));
+    let slot_bytes = config
+        .server_cmd
+        .is_none()
+        .then(|| crate::backend::slot_bytes(crate::backend::BackendKind::Epoll));
+    let room = config
+        .measures(Job::Room)
+        .then(|| {
+            room::run(
+                &mut phases,
+                config.conns,
+                config.broadcasts,
+                config.samples,
+                slot_bytes,
+            )
+        })
+        .transpose()?;
+    let mut echo = Vec::new();
+    if config.measures(Job::Echo) {
+        for &conns in &config.echo_conns {
+            echo.extend(echo::run(
+                &mut phases,
+                conns,
+                config.echo_duration,
+                config.samples,
+                config.echo_rate,
+            )?);
+        }
+    }
+    let churn = config
+        .measures(Job::Churn)
+        .then(|| churn(&mut phases, config))
+        .transpose()?;
+    for record in &phases.records {
+        let label = format!(
+            "phase {} ({}, {} sample {})",
+            record.index,
+            record.job,
+            record.side.map_or("", phase::side_name),
+            record.sample
+        );
+        warnings.extend(record.warnings.iter().map(|w| format!("{label}: {w}")));
+    }
+    let mut compared: Vec<&Compared> = Vec::new();
+    if let Some(room) = &room {
+        compared.extend([&room.ramp, &room.broadcast.last_delivery_ms]);
+    }
+    compared.extend(echo.iter().filter_map(|e| e.vs_floor.as_ref()));
+    let suspects = compared
+        .iter()
+        .filter_map(|c| c.ratio.suspect.clone())
+        .collect();
     Ok(BenchResult {
         command,
-        time_utc: utc_now(),
+        time_utc,
+        seconds: started.elapsed().as_secs_f64(),
         machine,
-        server: server_name,
-        conns: n,
-        idle,
-        broadcast,
+        server: match &config.server_cmd {
+            Some(cmd) => cmd.clone(),
+            None => phases.server_plan.clone(),
+        },
+        floor_servers: phases.floor_plans.clone(),
+        conns: config.conns,
+        samples: config.samples,
+        baseline,
+        connect_p50_ms: room.as_ref().map(|r| r.connect_p50_ms),
+        connect_p99_ms: room.as_ref().map(|r| r.connect_p99_ms),
+        ramp: room.as_ref().map(|r| r.ramp.clone()),
+        memory: room.as_ref().map(|r| r.memory.clone()),
+        broadcast: room.map(|r| r.broadcast),
         echo,
-        churn: churn.churn,
-        floors,
+        churn,
+        phases: phases.records,
+        suspects,
         warnings,
     })
 }
 
-fn start_server(config: &BenchConfig, n: usize) -> anyhow::Result<ServerProcess> {
-    let command = match &config.server_cmd {
-        Some(line) => {
-            let mut words = line.split_whitespace();
-            let program = words.next().context("--server-cmd is empty")?;
-            let mut command = Command::new(program);
-            command.args(words).arg("127.0.0.1:0");
-            command
-        }
-        None => {
-            let mut command = Command::new(std::env::current_exe()?);
-            let max_conns = n + n / 100 + 100;
-            command.args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--max-conns",
-                &max_conns.to_string(),
-            ]);
-            command
-        }
-    };
-    ServerProcess::spawn(command, Duration::from_secs(30))
-}
-
-fn stop_server(server: ServerProcess, is_fanout: bool) -> anyhow::Result<()> {
-    if is_fanout {
-        let (_, status) = server.stop()?;
-        anyhow::ensure!(status.success(), "the server exited with {status}");
-    }
-    Ok(())
-}
-
-/// Server memory and kernel slab at one moment.
-struct Sample {
-    rss: u64,
-    heap: Option<u64>,
-    slab: kernel::Slab,
-}
-
-fn sample(server: &ServerProcess, is_fanout: bool) -> anyhow::Result<Sample> {
-    let heap = if is_fanout {
-        Some(server.stats()?.heap_allocated_bytes)
-    } else {
-        None
-    };
-    let rss = crate::sys::resident_bytes_of(&server.pid().to_string())
-        .context("reading the server's resident set size")?;
-    Ok(Sample {
-        rss,
-        heap,
-        slab: kernel::sample(),
-    })
-}
-
-/// Run `fanout load ARGS` in this process.
-fn load(args: &[&str], after_ramp: &mut dyn FnMut()) -> anyhow::Result<Report> {
-    let cli = Cli::try_parse_from(["fanout", "load"].iter().chain(args))?;
-    let Subcommand::Load(config) = cli.command else {
-        unreachable!("parsed as load")
-    };
-    crate::load::run_with(&config, after_ramp)
-}
-
-fn idle_figures(
-    report: &Report,
-    before: &Sample,
-    after: &Sample,
-    floors: &Floors,
-    n: usize,
-) -> Idle {
-    let opened = report.connect.opened.max(1) as f64;
-    let per_conn = |a: u64, b: u64| (b as f64 - a as f64) / opened;
-    Idle {
-        opened: report.connect.opened,
-        failed: report.connect.failed,
-        failures: report.connect.failures.clone(),
-        ramp_seconds: report.connect.ramp_seconds,
-        connect_per_s: report.connect.rate_per_s,
-        connect_vs_floor: report.connect.rate_per_s / floors.connect_per_s.max(1e-9),
-        connect_latency: report.connect.latency,
-        rss_bytes_per_conn: per_conn(before.rss, after.rss),
-        heap_bytes_per_conn: before.heap.zip(after.heap).map(|(a, b)| per_conn(a, b)),
-        kernel_bytes_per_socket: (after.slab.total_bytes as f64 - before.slab.total_bytes as f64)
-            / (2.0 * n.max(1) as f64),
-        kernel_caches: kernel::growth(&before.slab, &after.slab),
-    }
-}
-
-fn broadcast_figures(report: &Report, floors: &Floors, n: usize) -> anyhow::Result<BroadcastBench> {
-    let b = report.broadcast.clone().context("no broadcast section")?;
-    let mut lasts: Vec<f64> = b.per_message.iter().map(|m| m.last_us).collect();
-    lasts.sort_by(f64::total_cmp);
-    let last_delivery_us = lasts.get(lasts.len() / 2).copied().unwrap_or(0.0);
-    let floor_us = floors.write_loop_for(n) * 1e6;
-    Ok(BroadcastBench {
-        report: b,
-        last_delivery_us,
-        floor_us,
-        vs_floor: last_delivery_us / floor_us.max(1e-9),
-    })
-}
-
-fn collect_warnings(report: &Report, warnings: &mut Vec<String>) {
-    for warning in &report.client.warnings {
-        warnings.push(format!("{}: {warning}", report.scenario));
-    }
+/// One churn run against the server (it has no floor: its figure is
+/// whether the asked rate is met, and at what setup latency).
+fn churn(phases: &mut Phases, config: &BenchConfig) -> anyhow::Result<ChurnReport> {
+    phases.run(
+        "churn",
+        Side::Server,
+        bare::FloorRoute::Echo,
+        1,
+        |running| {
+            let mut load = crate::load::config::LoadConfig::defaults(
+                crate::load::config::ScenarioKind::Churn,
+                &running.url("/echo"),
+            );
+            load.rate = Some(config.churn_rate);
+            load.duration = config.churn_duration;
+            let report = crate::load::run(&load)?;
+            let value = report.churn.clone().context("no churn section")?;
+            Ok(phase::Outcome { value, report })
+        },
+    )
 }
 
 fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> {
@@ -373,56 +371,6 @@ fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> 
     std::fs::write(&path, serde_json::to_string_pretty(result)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
-}
-
-/// The result as the fixed text block.
-pub fn text(r: &BenchResult) -> String {
-    let i = &r.idle;
-    let b = &r.broadcast;
-    let mut out = format!(
-        "fanout bench — {} connections, {} ({} cores, {}), {}\n",
-        r.conns, r.machine.cpu_model, r.machine.cores, r.machine.kernel, r.time_utc
-    );
-    out += &format!("server: {}\n", r.server);
-    out += &format!(
-        "idle      {} open, {} failed, ramp {:.1} s at {:.0}/s = {:.2}× the bare connect floor ({:.0}/s)\n",
-        i.opened, i.failed, i.ramp_seconds, i.connect_per_s, i.connect_vs_floor, r.floors.connect_per_s
-    );
-    out += &format!(
-        "memory    user space {:.1} B/conn RSS{}; kernel {:.0} B/socket (slab, both ends)\n",
-        i.rss_bytes_per_conn,
-        i.heap_bytes_per_conn
-            .map(|h| format!(", {h:.1} B/conn allocator"))
-            .unwrap_or_default(),
-        i.kernel_bytes_per_socket
-    );
-    out += &format!(
-        "broadcast {} × {} B to {}: last delivery {:.1} ms (median of {}) = {:.2}× the bare write loop ({:.1} ms); missing {}, duplicated {}\n",
-        b.report.messages_sent, b.report.size, b.report.members, b.last_delivery_us / 1e3, b.report.per_message.len(),
-        b.vs_floor, b.floor_us / 1e3, b.report.tally.missing, b.report.tally.duplicated
-    );
-    for m in &b.report.per_message {
-        out += &format!(
-            "          #{}: first {:.2} ms, median {:.2} ms, p99 {:.2} ms, last {:.2} ms, {:.0} deliveries/s\n",
-            m.seq, m.first_us / 1e3, m.p50_us / 1e3, m.p99_us / 1e3, m.last_us / 1e3, m.deliveries_per_s
-        );
-    }
-    for e in &r.echo {
-        out += &format!(
-            "echo      {} ({} B): {:.0} msgs/s, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs\n",
-            e.mode, e.size, e.msgs_per_s, e.latency.p50_us, e.latency.p99_us, e.latency.p999_us
-        );
-    }
-    if let Some(c) = &r.churn {
-        out += &format!(
-            "churn     {:.0}/s of {:.0}/s asked; setup p50 {:.0} µs, p99 {:.0} µs\n",
-            c.rate_per_s, c.target_rate_per_s, c.setup.p50_us, c.setup.p99_us
-        );
-    }
-    for warning in &r.warnings {
-        out += &format!("warning: {warning}\n");
-    }
-    out
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
@@ -452,6 +400,16 @@ pub fn utc_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> BenchConfig {
+        #[derive(Parser)]
+        struct Args {
+            #[command(flatten)]
+            bench: BenchConfig,
+        }
+        Args::parse_from(std::iter::once("bench").chain(args.iter().copied())).bench
+    }
 
     #[test]
     fn utc_now_is_well_formed() {
@@ -460,5 +418,31 @@ mod tests {
         assert!(now.starts_with("20") && now.ends_with('Z'));
         let year: u32 = now[..4].parse().unwrap();
         assert!(year >= 2024);
+    }
+
+    #[test]
+    fn bad_options_are_refused_before_anything_runs() {
+        assert!(config(&[]).validate().is_ok());
+        for (args, says) in [
+            (&["--conns", "0"][..], "--conns"),
+            (&["--conns", "1"], "--conns"),
+            (&["--samples", "0"], "--samples"),
+            (&["--broadcasts", "0"], "--broadcasts"),
+            (&["--broadcasts", "101"], "--broadcasts"),
+            (&["--echo-conns", "0"], "--echo-conns"),
+            (&["--churn-rate", "0"], "rates"),
+        ] {
+            let error = config(args).validate().unwrap_err();
+            assert!(error.contains(says), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_phase_count_follows_the_jobs() {
+        assert_eq!(phase_count(&config(&[])), (2 + 3 * 2) * 3 + 1);
+        assert_eq!(
+            phase_count(&config(&["--measure", "room", "--samples", "5"])),
+            10
+        );
     }
 }

@@ -1,16 +1,24 @@
-//! `fanout serve` as a child process: start it, wait for `ready`, ask for
-//! `stats` lines (SIGUSR1), stop it (SIGTERM) and collect its final stats.
-//! The bench driver and the integration tests both drive the server this way.
+//! A server under test as a child process: start it in a process group of
+//! its own, wait for `ready ADDR`, ask `fanout serve` (or `fanout bare`)
+//! for `stats` lines (SIGUSR1), measure the memory of its whole process tree
+//! (a server started by a shell script, npm or a wrapper is still measured),
+//! and stop it by process group so nothing it started outlives the bench.
+//! The bench driver and the integration tests drive servers this way.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 
 use crate::server::stats::Snapshot;
+
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct ServerProcess {
     child: Child,
@@ -22,11 +30,14 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Spawn `command` (a `fanout serve ...` invocation; stdout is taken) and
-    /// wait up to `patience` for its `ready` line.
+    /// Spawn `command` (stdout is taken) in a new process group and wait up
+    /// to `patience` for its `ready ADDR` line.
     pub fn spawn(mut command: Command, patience: Duration) -> anyhow::Result<ServerProcess> {
-        command.stdout(Stdio::piped());
-        let mut child = command.spawn().context("starting fanout serve")?;
+        command.stdout(Stdio::piped()).process_group(0);
+        let program = command.get_program().to_string_lossy().to_string();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -46,9 +57,9 @@ impl ServerProcess {
         loop {
             let line = server
                 .next_line()
-                .context("waiting for the server's `ready` line")?;
+                .with_context(|| format!("waiting for {program}'s `ready ADDR` line"))?;
             if let Some(addr) = line.strip_prefix("ready ") {
-                server.addr = addr.parse().context("parsing the `ready` address")?;
+                server.addr = addr.trim().parse().context("parsing the `ready` address")?;
                 return Ok(server);
             }
             server.plan.push_str(&line);
@@ -74,7 +85,15 @@ impl ServerProcess {
         unsafe { libc::kill(self.pid(), signal) };
     }
 
-    /// Ask for a `stats` line and parse it.
+    /// Signal every process of the server's group (it leads its own group,
+    /// so these are the processes it started).
+    fn signal_group(&self, signal: i32) {
+        // SAFETY: kill() with a negative pid signals the group our child
+        // leads; ESRCH (nobody left) is harmless.
+        unsafe { libc::kill(-self.pid(), signal) };
+    }
+
+    /// Ask for a `stats` line and parse it (fanout servers only).
     pub fn stats(&self) -> anyhow::Result<Snapshot> {
         self.signal(libc::SIGUSR1);
         self.read_stats()
@@ -89,20 +108,128 @@ impl ServerProcess {
         }
     }
 
-    /// SIGTERM; the final stats and the exit status.
+    /// Resident memory of the server and every process it started.
+    pub fn tree_rss_bytes(&self) -> u64 {
+        tree_rss_bytes(self.pid() as u32)
+    }
+
+    /// SIGTERM a fanout server; its final stats and exit status.
     pub fn stop(mut self) -> anyhow::Result<(Snapshot, ExitStatus)> {
         self.signal(libc::SIGTERM);
         let stats = self.read_stats()?;
         let status = self.child.wait()?;
+        self.signal_group(libc::SIGKILL);
         Ok((stats, status))
+    }
+
+    /// Stop any server: SIGTERM to its whole group, SIGKILL to whatever is
+    /// left after a grace period. Returns the leader's exit status.
+    pub fn stop_group(mut self) -> anyhow::Result<ExitStatus> {
+        self.signal_group(libc::SIGTERM);
+        let deadline = Instant::now() + STOP_PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.signal_group(libc::SIGKILL);
+                break self.child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // A wrapper may have exited before the server it started.
+        self.signal_group(libc::SIGKILL);
+        Ok(status)
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            self.signal_group(libc::SIGKILL);
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The pids of `root` and all its descendants, from /proc/*/stat.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some(parent) = parent_of(pid) {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut tree = vec![root];
+    let mut next = 0;
+    while next < tree.len() {
+        tree.extend(children.get(&tree[next]).into_iter().flatten());
+        next += 1;
+    }
+    tree
+}
+
+/// The parent pid of `pid`: field 4 of /proc/PID/stat, after the command
+/// name in parentheses (which may itself contain spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_parent(&stat)
+}
+
+fn parse_parent(stat: &str) -> Option<u32> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident memory of `root` and its descendants (processes that exit
+/// while being read count as 0).
+pub fn tree_rss_bytes(root: u32) -> u64 {
+    process_tree(root)
+        .iter()
+        .filter_map(|pid| crate::sys::resident_bytes_of(&pid.to_string()).ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_after_a_command_name_with_spaces_and_parens() {
+        assert_eq!(parse_parent("42 (my (odd) name) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_parent("garbage"), None);
+    }
+
+    #[test]
+    fn a_tree_holds_grandchildren_and_its_memory_sums_them() {
+        // sh starts a sleep and waits: the sleep is sh's child.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let root = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tree = loop {
+            let tree = process_tree(root);
+            if tree.len() >= 2 || Instant::now() > deadline {
+                break tree;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let sleep_pid = tree[1];
+        let sleep_rss = crate::sys::resident_bytes_of(&sleep_pid.to_string()).unwrap();
+        let sh_rss = crate::sys::resident_bytes_of(&root.to_string()).unwrap();
+        let total = tree_rss_bytes(root);
+        // SAFETY: signalling processes this test started.
+        unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        assert_eq!(tree.len(), 2, "{tree:?}");
+        assert!(
+            total >= sh_rss + sleep_rss / 2 && sleep_rss > 0,
+            "{total} {sh_rss} {sleep_rss}"
+        );
     }
 }

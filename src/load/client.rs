@@ -9,15 +9,15 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Socket, Type};
 
 use super::accounting::Deliveries;
+use super::target::Wire;
 use crate::protocol::frame::{client_frame, OpCode};
 use crate::protocol::message::Fragments;
 use crate::protocol::tcp;
-use crate::server::config::Proto;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Connecting,
-    /// Request (or hello) sent; waiting for 101 (or `ok`).
+    /// Request (or hello) sent; waiting for 101 (or `ok`, or the greeting).
     Handshaking,
     Open,
 }
@@ -80,10 +80,10 @@ impl Client {
     }
 
     /// Send one data message in the connection's protocol.
-    pub fn send_message(&mut self, proto: Proto, payload: &[u8], mask: [u8; 4]) -> io::Result<()> {
-        match proto {
-            Proto::Ws => self.send(&client_frame(OpCode::Binary, payload, mask)),
-            Proto::Tcp => self.send(&tcp::encode(payload)),
+    pub fn send_message(&mut self, wire: Wire, payload: &[u8], mask: [u8; 4]) -> io::Result<()> {
+        match wire {
+            Wire::Ws => self.send(&client_frame(OpCode::Binary, payload, mask)),
+            Wire::Tcp | Wire::Bare => self.send(&tcp::encode(payload)),
         }
     }
 

@@ -10,9 +10,10 @@ use crate::units::{parse_duration, parse_size};
 pub enum ScenarioKind {
     /// Open --conns connections and hold them idle for --duration.
     Hold,
-    /// Hold --conns members of /room; one of them publishes --count messages
-    /// --interval apart (or --send-rate per second for --duration); every
-    /// member records each delivery.
+    /// Hold --conns members of /room; one of them publishes --count
+    /// messages, each once every member has the one before (then --interval),
+    /// or --send-rate per second for --duration; every member records each
+    /// delivery.
     Broadcast,
     /// --conns connections on /echo, each sending --size-byte messages,
     /// closed-loop (--window in flight) or open-loop (--send-rate per
@@ -69,15 +70,24 @@ pub struct LoadConfig {
     #[arg(long, default_value_t = 10)]
     pub count: u64,
 
-    /// Broadcast: time between messages.
+    /// Broadcast: pause between one message reaching every member and the
+    /// next being published (so broadcasts never overlap).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub interval: Duration,
 
     /// Broadcast: publish this many messages per second for --duration
-    /// (sustained mode). Echo: messages per second per connection, open-loop,
-    /// latency measured from when each was due.
+    /// (sustained mode: open loop, messages overlap). Echo: messages per
+    /// second per connection, open-loop, latency measured from when each was
+    /// due.
     #[arg(long)]
     pub send_rate: Option<f64>,
+
+    /// Broadcast: longest wait for a message to reach every member (in
+    /// sustained mode, for everything in flight after the last publish). The
+    /// wait also ends after 5 s without any new delivery. What has not
+    /// arrived then is reported as in flight (open members) or lost.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drain: Duration,
 
     /// Echo, closed-loop: messages in flight per connection.
     #[arg(long, default_value_t = 1)]
@@ -114,14 +124,27 @@ pub enum Pace {
     AsFast { inflight: usize },
 }
 
+/// How a broadcast's messages are published.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Publish {
+    /// One at a time: each once every member has the one before (or the
+    /// drain bound passed), then a pause of `gap`. Broadcasts never overlap,
+    /// so each one's figures are its own.
+    OneAtATime { gap: Duration },
+    /// Open loop at this many messages per second: sustained load.
+    Rate(f64),
+}
+
 /// What open connections do.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Work {
     Hold,
-    /// One member publishes `count` messages at `rate` per second.
+    /// One member publishes `count` messages.
     Broadcast {
         count: u64,
-        rate: f64,
+        publish: Publish,
+        /// Longest wait for a message (or the last, sustained) to arrive.
+        drain: Duration,
     },
     /// Each connection echoes: open-loop at `rate` per second, or closed-loop
     /// with `window` messages in flight.
@@ -147,6 +170,22 @@ pub struct Scenario {
 }
 
 impl LoadConfig {
+    /// The options `fanout load KIND --url URL` would have (clap's
+    /// defaults), for callers such as the bench that then set fields as
+    /// typed values.
+    pub fn defaults(kind: ScenarioKind, url: &str) -> LoadConfig {
+        use clap::{Parser, ValueEnum};
+        #[derive(Parser)]
+        struct Args {
+            #[command(flatten)]
+            load: LoadConfig,
+        }
+        let name = kind.to_possible_value().expect("every kind has a name");
+        let mut config = Args::parse_from(["load", name.get_name()]).load;
+        config.url = url.to_string();
+        config
+    }
+
     pub fn scenario(&self) -> Result<Scenario, String> {
         if self.conns == 0 {
             return Err("--conns must be at least 1".into());
@@ -165,11 +204,13 @@ impl LoadConfig {
             ScenarioKind::Broadcast => match self.send_rate {
                 Some(rate) => Work::Broadcast {
                     count: (rate * self.duration.as_secs_f64()).ceil().max(1.0) as u64,
-                    rate,
+                    publish: Publish::Rate(rate),
+                    drain: self.drain,
                 },
                 None => Work::Broadcast {
                     count: self.count.max(1),
-                    rate: 1.0 / self.interval.as_secs_f64().max(1e-6),
+                    publish: Publish::OneAtATime { gap: self.interval },
+                    drain: self.drain,
                 },
             },
             ScenarioKind::Echo => Work::Echo {

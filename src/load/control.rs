@@ -12,18 +12,29 @@ pub struct Progress {
     /// Connections open right now.
     pub alive: AtomicU64,
     pub delivered: AtomicU64,
+    /// Broadcast: the newest published count every open member of this
+    /// shard has reached (received, or skipped past as missing).
+    pub caught_up: AtomicU64,
     pub echoed: AtomicU64,
     pub churned: AtomicU64,
 }
 
 #[derive(Debug)]
 pub struct Control {
+    /// The ramp stops at half of each shard's connections until cleared
+    /// (`fanout bench` samples memory there).
+    pub hold_at_half: AtomicBool,
     /// The ramp is over: start the scenario's work.
     pub work: AtomicBool,
     /// Stop everything, close all sockets, report.
     pub stop: AtomicBool,
     /// Broadcast: messages the publisher has sent so far.
     pub published: AtomicU64,
+    /// Broadcast: how many messages the publisher may have sent by now
+    /// (raised by the orchestrator as each broadcast completes).
+    pub release: AtomicU64,
+    /// Broadcast: when the first message was published (ns; 0 before).
+    pub first_publish_ns: AtomicU64,
     /// Broadcast: the publisher has sent everything it will send.
     pub publisher_done: AtomicBool,
     pub shards: Vec<Progress>,
@@ -32,9 +43,12 @@ pub struct Control {
 impl Control {
     pub fn new(shards: usize) -> Control {
         Control {
+            hold_at_half: AtomicBool::new(false),
             work: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             published: AtomicU64::new(0),
+            release: AtomicU64::new(0),
+            first_publish_ns: AtomicU64::new(0),
             publisher_done: AtomicBool::new(false),
             shards: (0..shards).map(|_| Progress::default()).collect(),
         }
@@ -42,5 +56,12 @@ impl Control {
 
     pub fn sum(&self, field: impl Fn(&Progress) -> &AtomicU64) -> u64 {
         self.shards.iter().map(|p| field(p).load(Relaxed)).sum()
+    }
+
+    /// Has every shard's every open member reached `published` messages?
+    pub fn all_caught_up(&self, published: u64) -> bool {
+        self.shards
+            .iter()
+            .all(|p| p.caught_up.load(Relaxed) >= published)
     }
 }

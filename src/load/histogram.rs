@@ -94,6 +94,40 @@ impl Latency {
     }
 }
 
+/// Count and exact extremes of one broadcast message's deliveries: 24 bytes,
+/// cheap enough to keep for every message (percentiles are kept only for the
+/// first few: a histogram per message would not be).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extremes {
+    pub count: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Default for Extremes {
+    fn default() -> Extremes {
+        Extremes {
+            count: 0,
+            min_ns: u64::MAX,
+            max_ns: 0,
+        }
+    }
+}
+
+impl Extremes {
+    pub fn record_ns(&mut self, ns: u64) {
+        self.count += 1;
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn merge(&mut self, other: &Extremes) {
+        self.count += other.count;
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +175,26 @@ mod tests {
         a.merge(&b);
         let s = a.summary();
         assert_eq!((s.min_us, s.max_us, s.count), (123.456, 7654.321, 2));
+    }
+
+    #[test]
+    fn extremes_merge_exactly() {
+        let mut a = Extremes::default();
+        let mut b = Extremes::default();
+        a.record_ns(500);
+        a.record_ns(90);
+        b.record_ns(7_000);
+        a.merge(&b);
+        assert_eq!(
+            a,
+            Extremes {
+                count: 3,
+                min_ns: 90,
+                max_ns: 7_000
+            }
+        );
+        b.merge(&Extremes::default());
+        assert_eq!((b.count, b.min_ns, b.max_ns), (1, 7_000, 7_000));
     }
 
     #[test]

@@ -13,29 +13,45 @@ pub mod payload;
 pub mod report;
 pub mod shard;
 pub mod sources;
+pub mod spread;
 pub mod target;
 
 use std::io::IsTerminal;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::cli::UsageError;
 use crate::sys;
-use config::{LoadConfig, Pace, Scenario, Work};
+use config::{LoadConfig, Pace, Publish, Scenario, Work};
 use control::Control;
-use histogram::Latency;
+use histogram::{Extremes, Latency};
 use report::*;
 use shard::{Job, ShardResult};
+use spread::Spread;
 use target::Target;
 
 /// Fds a client fd table keeps for everything but connections.
 const TABLE_RESERVE: usize = 64;
 /// How often the orchestrator looks at progress.
 const WATCH_EVERY: Duration = Duration::from_millis(5);
-/// How long a broadcast may take to arrive after the last message was sent.
-const BROADCAST_DRAIN: Duration = Duration::from_secs(30);
+/// How often it looks while waiting for a broadcast to arrive.
+const WATCH_DELIVERY: Duration = Duration::from_millis(1);
+/// A broadcast wait also ends when no delivery has arrived for this long.
+const DELIVERY_STALL: Duration = Duration::from_secs(5);
+
+/// A point of the ramp where the caller may look at the server, with the
+/// number of connections open then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Half of every shard's connections are open (or failed); the ramp
+    /// waits until the callback returns.
+    Half { open: u64 },
+    /// Every connection is open (or failed); the work has not started.
+    Full { open: u64 },
+}
 
 /// `fanout load`: run, print the report, write the JSON if asked.
 pub fn load(config: LoadConfig) -> anyhow::Result<()> {
@@ -62,16 +78,21 @@ pub fn client_shards(
 }
 
 pub fn run(config: &LoadConfig) -> anyhow::Result<Report> {
-    run_with(config, &mut || {})
+    run_with(config, false, &mut |_| {})
 }
 
-/// Like [`run`], calling `after_ramp` once every connection is open (or has
-/// failed) and before the work starts: `fanout bench` samples the server's
-/// memory there, with every connection idle.
-pub fn run_with(config: &LoadConfig, after_ramp: &mut dyn FnMut()) -> anyhow::Result<Report> {
-    let scenario = config.scenario().map_err(anyhow::Error::msg)?;
-    let target =
-        Target::parse(&config.url, config.scenario.default_path()).map_err(anyhow::Error::msg)?;
+/// Like [`run`], calling `at` once every connection is open (or has
+/// failed), before the work starts, and, when `pause_at_half`, first once
+/// half of them are, with the ramp paused: `fanout bench` samples the
+/// server's memory at both points, with every connection idle. The ramp's
+/// time excludes the pause.
+pub fn run_with(
+    config: &LoadConfig,
+    pause_at_half: bool,
+    at: &mut dyn FnMut(Checkpoint),
+) -> anyhow::Result<Report> {
+    let scenario = config.scenario().map_err(UsageError)?;
+    let target = Target::parse(&config.url, config.scenario.default_path()).map_err(UsageError)?;
     let held = if matches!(scenario.work, Work::Churn { .. }) {
         0
     } else {
@@ -82,13 +103,15 @@ pub fn run_with(config: &LoadConfig, after_ramp: &mut dyn FnMut()) -> anyhow::Re
         .as_deref()
         .map(sources::parse_range)
         .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let source_list = sources::plan(scenario.conns, sources::ports_per_source(), given)
-        .map_err(anyhow::Error::msg)?;
+        .map_err(UsageError)?;
+    let source_list =
+        sources::plan(scenario.conns, sources::ports_per_source(), given).map_err(UsageError)?;
     let nofile = sys::nofile_limit()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (shards, private) = client_shards(config.shards, cores, scenario.conns, nofile);
     let control = Arc::new(Control::new(shards));
+    control.hold_at_half.store(pause_at_half, Relaxed);
+    let share = |id: usize| held / shards + usize::from(id < held % shards);
     let run_start = Instant::now();
     let run_start_ns = payload::now_ns();
     let threads = (0..shards)
@@ -99,7 +122,7 @@ pub fn run_with(config: &LoadConfig, after_ramp: &mut dyn FnMut()) -> anyhow::Re
             let job = Job {
                 id,
                 shards,
-                conns: held / shards + usize::from(id < held % shards),
+                conns: share(id),
                 sources,
                 target: target.clone(),
                 scenario,
@@ -125,10 +148,23 @@ pub fn run_with(config: &LoadConfig, after_ramp: &mut dyn FnMut()) -> anyhow::Re
         .collect::<std::io::Result<Vec<_>>>()?;
 
     let progress = Progress::new(config.progress || std::io::stderr().is_terminal(), held);
-    let ramp_seconds = ramp(&control, &scenario, held, config.connect_timeout, &progress);
-    after_ramp();
+    let mut ramp_seconds = 0.0;
+    if pause_at_half {
+        let half = (0..shards).map(|id| share(id) / 2).sum::<usize>();
+        ramp_seconds += ramp(&control, &scenario, half, config.connect_timeout, &progress);
+        at(Checkpoint::Half {
+            open: control.sum(|p| &p.opened),
+        });
+        control.hold_at_half.store(false, Relaxed);
+    }
+    ramp_seconds += ramp(&control, &scenario, held, config.connect_timeout, &progress);
+    at(Checkpoint::Full {
+        open: control.sum(|p| &p.opened),
+    });
     control.work.store(true, Relaxed);
-    let work_seconds = work(&control, &scenario, &progress);
+    let work_start = Instant::now();
+    let timed_out = work(&control, &scenario, &progress);
+    let work_seconds = work_start.elapsed().as_secs_f64();
     control.stop.store(true, Relaxed);
     progress.finish();
     let results: Vec<ShardResult> = threads
@@ -149,12 +185,14 @@ pub fn run_with(config: &LoadConfig, after_ramp: &mut dyn FnMut()) -> anyhow::Re
             wall,
             cores,
             published: control.published.load(Relaxed),
+            first_publish_ns: control.first_publish_ns.load(Relaxed),
+            timed_out,
         },
         results,
     ))
 }
 
-/// Wait until every connection attempt has succeeded or failed.
+/// Wait until `held` connection attempts have succeeded or failed.
 fn ramp(
     control: &Control,
     scenario: &Scenario,
@@ -181,38 +219,107 @@ fn ramp(
     start.elapsed().as_secs_f64()
 }
 
-/// Run the scenario's work until it is done; returns its duration.
-fn work(control: &Control, scenario: &Scenario, progress: &Progress) -> f64 {
+/// Run the scenario's work until it is done. Returns how many broadcast
+/// waits gave up before every member had the message.
+fn work(control: &Control, scenario: &Scenario, progress: &Progress) -> u64 {
     let start = Instant::now();
     match scenario.work {
-        Work::Broadcast { count, .. } => {
-            let members = control.sum(|p| &p.alive);
-            let mut drain_deadline = None;
-            loop {
-                progress.work(control, start);
-                let published = control.published.load(Relaxed);
-                if control.sum(|p| &p.delivered) >= published * members
-                    && control.publisher_done.load(Relaxed)
-                {
-                    break;
-                }
-                if control.publisher_done.load(Relaxed) || published >= count {
-                    let deadline = *drain_deadline.get_or_insert(Instant::now() + BROADCAST_DRAIN);
-                    if Instant::now() > deadline {
-                        break;
-                    }
-                }
-                std::thread::sleep(WATCH_EVERY / 5);
-            }
-        }
+        Work::Broadcast {
+            count,
+            publish,
+            drain,
+        } => broadcast(control, count, publish, drain, scenario.duration, progress),
         Work::Hold | Work::Echo { .. } | Work::Churn { .. } => {
             while start.elapsed() < scenario.duration {
                 progress.work(control, start);
                 std::thread::sleep(WATCH_EVERY.min(scenario.duration));
             }
+            0
         }
     }
-    start.elapsed().as_secs_f64()
+}
+
+/// Drive the publisher: one message at a time, each released once every
+/// member has the one before; or, sustained, on its schedule followed by a
+/// drain. Returns how many waits for delivery gave up.
+fn broadcast(
+    control: &Control,
+    count: u64,
+    publish: Publish,
+    drain: Duration,
+    duration: Duration,
+    progress: &Progress,
+) -> u64 {
+    let start = Instant::now();
+    let published = || control.published.load(Acquire);
+    let publisher_done = || control.publisher_done.load(Acquire);
+    let mut timed_out = 0;
+    match publish {
+        Publish::OneAtATime { gap } => {
+            for k in 1..=count {
+                control.release.store(k, Release);
+                let sent = wait_until(
+                    drain,
+                    || published() >= k || publisher_done(),
+                    || progress.work(control, start),
+                );
+                if !sent || published() < k {
+                    break; // the publisher is gone
+                }
+                if !wait_delivered(control, k, drain, &|| progress.work(control, start)) {
+                    timed_out += 1;
+                }
+                if k < count {
+                    std::thread::sleep(gap);
+                }
+            }
+        }
+        Publish::Rate(_) => {
+            control.release.store(count, Release);
+            wait_until(duration + drain, publisher_done, || {
+                progress.work(control, start)
+            });
+            if !wait_delivered(control, published(), drain, &|| {
+                progress.work(control, start)
+            }) {
+                timed_out += 1;
+            }
+        }
+    }
+    timed_out
+}
+
+/// Wait (at most `bound`) until `done`; returns whether it happened.
+fn wait_until(bound: Duration, done: impl Fn() -> bool, tick: impl Fn()) -> bool {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > bound {
+            return false;
+        }
+        tick();
+        std::thread::sleep(WATCH_DELIVERY);
+    }
+    true
+}
+
+/// Wait until every open member has `published` messages. Gives up after
+/// `bound`, or after [`DELIVERY_STALL`] without a single new delivery.
+fn wait_delivered(control: &Control, published: u64, bound: Duration, tick: &dyn Fn()) -> bool {
+    let start = Instant::now();
+    let mut last_count = control.sum(|p| &p.delivered);
+    let mut last_change = start;
+    while !control.all_caught_up(published) {
+        let count = control.sum(|p| &p.delivered);
+        if count != last_count {
+            (last_count, last_change) = (count, Instant::now());
+        }
+        if start.elapsed() > bound || last_change.elapsed() > DELIVERY_STALL {
+            return false;
+        }
+        tick();
+        std::thread::sleep(WATCH_DELIVERY);
+    }
+    true
 }
 
 struct MergeInput {
@@ -224,17 +331,14 @@ struct MergeInput {
     wall: Duration,
     cores: usize,
     published: u64,
+    first_publish_ns: u64,
+    timed_out: u64,
 }
 
-fn merge(
-    config: &LoadConfig,
-    scenario: &Scenario,
-    target: &Target,
-    input: MergeInput,
-    results: Vec<ShardResult>,
-) -> Report {
+/// Everything the shards saw, added up.
+fn sum_shards(results: &[ShardResult]) -> ShardResult {
     let mut all = ShardResult::default();
-    for result in &results {
+    for result in results {
         all.connect.merge(&result.connect);
         if all.timeline.len() < result.timeline.len() {
             all.timeline.resize(result.timeline.len(), 0);
@@ -253,7 +357,17 @@ fn merge(
         for (seq, h) in result.per_message.iter().enumerate() {
             all.per_message[seq].merge(h);
         }
+        if all.per_message_extremes.len() < result.per_message_extremes.len() {
+            all.per_message_extremes
+                .resize(result.per_message_extremes.len(), Extremes::default());
+        }
+        for (seq, e) in result.per_message_extremes.iter().enumerate() {
+            all.per_message_extremes[seq].merge(e);
+        }
         all.tally.add(&result.tally);
+        all.members += result.members;
+        all.members_closed += result.members_closed;
+        all.last_delivery_ns = all.last_delivery_ns.max(result.last_delivery_ns);
         all.echo.merge(&result.echo);
         all.echo_messages += result.echo_messages;
         all.echo_bytes += result.echo_bytes;
@@ -264,6 +378,17 @@ fn merge(
         all.closed_by_server += result.closed_by_server;
         all.cpu_ns += result.cpu_ns;
     }
+    all
+}
+
+fn merge(
+    config: &LoadConfig,
+    scenario: &Scenario,
+    target: &Target,
+    input: MergeInput,
+    results: Vec<ShardResult>,
+) -> Report {
+    let all = sum_shards(&results);
     let opened = all.connect.count();
     let failed: u64 = all.failures.values().sum();
     let connect = ConnectReport {
@@ -285,69 +410,29 @@ fn merge(
     if failed > 0 {
         warnings.push(format!("{failed} connections failed (see causes above)"));
     }
-    let broadcast = matches!(scenario.work, Work::Broadcast { .. }).then(|| {
-        let members = opened;
-        let per_message = all
-            .per_message
-            .iter()
-            .enumerate()
-            .filter(|(seq, _)| (*seq as u64) < input.published)
-            .map(|(seq, h)| {
-                let s = h.summary();
-                MessageReport {
-                    seq: seq as u64,
-                    deliveries: s.count,
-                    first_us: s.min_us,
-                    p50_us: s.p50_us,
-                    p99_us: s.p99_us,
-                    last_us: s.max_us,
-                    deliveries_per_s: s.count as f64 / (s.max_us / 1e6).max(1e-9),
-                }
-            })
-            .collect();
-        if all.tally.missing > 0 || all.tally.duplicated > 0 {
-            warnings.push(format!(
-                "{} deliveries missing, {} duplicated",
-                all.tally.missing, all.tally.duplicated
-            ));
-        }
-        BroadcastReport {
-            members,
-            messages_sent: input.published,
-            size: scenario.size,
-            latency: all.deliveries.summary(),
-            per_message,
-            tally: all.tally,
-            seconds: input.work_seconds,
-            deliveries_per_s: all.tally.delivered as f64 / input.work_seconds.max(1e-9),
-        }
-    });
+    let broadcast = match scenario.work {
+        Work::Broadcast { publish, drain, .. } => Some(broadcast_report(
+            &all,
+            scenario,
+            &input,
+            publish,
+            drain,
+            &mut warnings,
+        )),
+        _ => None,
+    };
     let echo = match scenario.work {
         Work::Echo {
             open_loop_rate,
             window,
-        } => {
-            let lag = open_loop_rate.map(|_| all.send_lag.summary());
-            if let Some(lag) = &lag {
-                if lag.p99_us > 1000.0 {
-                    warnings.push(format!("the send schedule slipped (p99 {:.0} µs late): the client could not keep the asked rate", lag.p99_us));
-                }
-            }
-            Some(EchoReport {
-                mode: match open_loop_rate {
-                    Some(rate) => format!("open-loop {rate}/s per connection"),
-                    None => format!("closed-loop, window {window}"),
-                },
-                size: scenario.size,
-                messages: all.echo_messages,
-                bytes: all.echo_bytes,
-                seconds: input.work_seconds,
-                msgs_per_s: all.echo_messages as f64 / input.work_seconds.max(1e-9),
-                bytes_per_s: all.echo_bytes as f64 / input.work_seconds.max(1e-9),
-                latency: all.echo.summary(),
-                send_lag: lag,
-            })
-        }
+        } => Some(echo_report(
+            &all,
+            scenario,
+            input.work_seconds,
+            open_loop_rate,
+            window,
+            &mut warnings,
+        )),
         _ => None,
     };
     let churn = match scenario.work {
@@ -363,15 +448,7 @@ fn merge(
     };
     Report {
         scenario: format!("{:?}", config.scenario).to_lowercase(),
-        url: format!(
-            "{}://{}{}",
-            match target.proto {
-                crate::server::config::Proto::Ws => "ws",
-                crate::server::config::Proto::Tcp => "tcp",
-            },
-            target.host,
-            target.path
-        ),
+        url: format!("{}://{}{}", target.wire.scheme(), target.host, target.path),
         conns: scenario.conns,
         client_shards: input.shards,
         private_fd_tables: input.private,
@@ -384,6 +461,136 @@ fn merge(
             cpu_share,
             warnings,
         },
+    }
+}
+
+fn broadcast_report(
+    all: &ShardResult,
+    scenario: &Scenario,
+    input: &MergeInput,
+    publish: Publish,
+    drain: Duration,
+    warnings: &mut Vec<String>,
+) -> BroadcastReport {
+    let published = input.published;
+    let per_message: Vec<MessageReport> = all
+        .per_message
+        .iter()
+        .zip(&all.per_message_extremes)
+        .take(published as usize)
+        .enumerate()
+        .map(|(seq, (h, e))| {
+            let s = h.summary();
+            MessageReport {
+                seq: seq as u64,
+                deliveries: e.count,
+                first_us: s.min_us,
+                p50_us: s.p50_us,
+                p99_us: s.p99_us,
+                last_us: s.max_us,
+                deliveries_per_s: e.count as f64 / (s.max_us / 1e6).max(1e-9),
+            }
+        })
+        .collect();
+    let arrived: Vec<&Extremes> = all
+        .per_message_extremes
+        .iter()
+        .take(published as usize)
+        .filter(|e| e.count > 0)
+        .collect();
+    let first: Vec<f64> = arrived.iter().map(|e| e.min_ns as f64 / 1e3).collect();
+    let last: Vec<f64> = arrived.iter().map(|e| e.max_ns as f64 / 1e3).collect();
+    let delivery_seconds = match publish {
+        // Broadcasts never overlap: the time spent delivering is the sum of
+        // each one's publish-to-last-delivery, without the pauses between.
+        Publish::OneAtATime { .. } => last.iter().sum::<f64>() / 1e6,
+        Publish::Rate(_) => {
+            all.last_delivery_ns.saturating_sub(input.first_publish_ns) as f64 / 1e9
+        }
+    };
+    let tally = all.tally;
+    broadcast_warnings(&tally, all.members_closed, input.timed_out, drain, warnings);
+    BroadcastReport {
+        members: all.members,
+        messages_sent: published,
+        size: scenario.size,
+        mode: match publish {
+            Publish::OneAtATime { gap } => format!(
+                "one at a time, each after every member had the one before, {} ms apart",
+                gap.as_millis()
+            ),
+            Publish::Rate(rate) => format!("sustained, {rate}/s"),
+        },
+        latency: all.deliveries.summary(),
+        first_delivery_us: Spread::of(&first),
+        last_delivery_us: Spread::of(&last),
+        per_message,
+        tally,
+        members_closed: all.members_closed,
+        timed_out: input.timed_out,
+        seconds: input.work_seconds,
+        delivery_seconds,
+        deliveries_per_s: tally.delivered as f64 / delivery_seconds.max(1e-9),
+    }
+}
+
+fn broadcast_warnings(
+    tally: &accounting::Tally,
+    members_closed: u64,
+    timed_out: u64,
+    drain: Duration,
+    warnings: &mut Vec<String>,
+) {
+    if tally.lost() > 0 || tally.duplicated > 0 {
+        warnings.push(format!(
+            "{} deliveries missing, {} lost with {members_closed} members the server closed, {} duplicated",
+            tally.missing, tally.closed, tally.duplicated
+        ));
+    }
+    if tally.in_flight > 0 {
+        warnings.push(format!(
+            "{} deliveries were still in flight when the client stopped waiting (late, not lost: no later message had reached those members)",
+            tally.in_flight
+        ));
+    }
+    if timed_out > 0 {
+        warnings.push(format!(
+            "{timed_out} waits for a broadcast to reach every member gave up (after {} s, or {} s without a delivery)",
+            drain.as_secs(),
+            DELIVERY_STALL.as_secs()
+        ));
+    }
+}
+
+fn echo_report(
+    all: &ShardResult,
+    scenario: &Scenario,
+    work_seconds: f64,
+    open_loop_rate: Option<f64>,
+    window: usize,
+    warnings: &mut Vec<String>,
+) -> EchoReport {
+    let lag = open_loop_rate.map(|_| all.send_lag.summary());
+    if let Some(lag) = &lag {
+        if lag.p99_us > 1000.0 {
+            warnings.push(format!("the send schedule slipped: sends were up to {:.1} ms late (p99), the client's thread waiting for a core; latency counts from the due time, so the lateness is inside the latency figures, not hidden", lag.p99_us / 1e3));
+        }
+    }
+    EchoReport {
+        conns: scenario.conns,
+        mode: match open_loop_rate {
+            Some(rate) => format!("open-loop {rate}/s per connection"),
+            None => format!("closed-loop, window {window}"),
+        },
+        open_loop_rate,
+        size: scenario.size,
+        messages: all.echo_messages,
+        bytes: all.echo_bytes,
+        seconds: work_seconds,
+        msgs_per_s: all.echo_messages as f64 / work_seconds.max(1e-9),
+        bytes_per_s: all.echo_bytes as f64 / work_seconds.max(1e-9),
+        latency: all.echo.summary(),
+        send_lag: lag,
     }
 }
 

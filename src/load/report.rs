@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::accounting::Tally;
 use super::histogram::Summary;
+use super::spread::Spread;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
@@ -42,15 +43,31 @@ pub struct ConnectReport {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BroadcastReport {
+    /// Members open when the work started.
     pub members: u64,
     pub messages_sent: u64,
     pub size: usize,
+    /// How messages were published: one at a time, or sustained at a rate.
+    pub mode: String,
     /// Every delivery's latency, all messages together.
     pub latency: Summary,
-    /// Per message (when at most 100 were sent).
+    /// Over messages: each one's first delivery (exact), µs.
+    pub first_delivery_us: Spread,
+    /// Over messages: each one's last delivery (exact), µs.
+    pub last_delivery_us: Spread,
+    /// Per message, with percentiles (when at most 100 were sent).
     pub per_message: Vec<MessageReport>,
     pub tally: Tally,
+    /// Members the server closed during the work.
+    pub members_closed: u64,
+    /// Waits for a message to reach every member that gave up.
+    pub timed_out: u64,
+    /// The work phase, pauses included.
     pub seconds: f64,
+    /// Time spent delivering: one at a time, the sum of each message's
+    /// publish-to-last-delivery; sustained, first publish to last delivery.
+    pub delivery_seconds: f64,
+    /// Deliveries ÷ delivery_seconds.
     pub deliveries_per_s: f64,
 }
 
@@ -68,7 +85,11 @@ pub struct MessageReport {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EchoReport {
+    /// Echo connections.
+    pub conns: usize,
     pub mode: String,
+    /// Open-loop: messages per second per connection; closed-loop: null.
+    pub open_loop_rate: Option<f64>,
     pub size: usize,
     pub messages: u64,
     pub bytes: u64,
@@ -120,6 +141,58 @@ fn latency_line(label: &str, s: &Summary) -> String {
     )
 }
 
+fn broadcast_text(out: &mut String, b: &BroadcastReport) {
+    let _ = writeln!(
+        out,
+        "broadcast {} messages of {} B to {} members, {}: {} deliveries, {:.0}/s over {:.2} s of delivery",
+        b.messages_sent,
+        b.size,
+        b.members,
+        b.mode,
+        b.tally.delivered,
+        b.deliveries_per_s,
+        b.delivery_seconds
+    );
+    let (first, last) = (&b.first_delivery_us, &b.last_delivery_us);
+    let _ = writeln!(
+        out,
+        "  over {} messages: first delivery median {} ({} – {}), last delivery median {} ({} – {})",
+        last.n,
+        ms(first.median),
+        ms(first.min),
+        ms(first.max),
+        ms(last.median),
+        ms(last.min),
+        ms(last.max)
+    );
+    let t = &b.tally;
+    let _ = writeln!(
+        out,
+        "  missing {}, duplicated {}, in flight at the end {}; closed by server {} members (with {} undelivered)",
+        t.missing, t.duplicated, t.in_flight, b.members_closed, t.closed
+    );
+    out.push_str(&latency_line("delivery", &b.latency));
+    if !b.per_message.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:>5} {:>10} {:>10} {:>10} {:>10} {:>12}",
+            "msg", "first", "median", "p99", "last", "deliveries/s"
+        );
+        for m in &b.per_message {
+            let _ = writeln!(
+                out,
+                "  {:>5} {:>10} {:>10} {:>10} {:>10} {:>12.0}",
+                m.seq,
+                ms(m.first_us),
+                ms(m.p50_us),
+                ms(m.p99_us),
+                ms(m.last_us),
+                m.deliveries_per_s
+            );
+        }
+    }
+}
+
 impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -153,46 +226,13 @@ impl Report {
             c.alive_at_end, c.closed_by_server
         );
         if let Some(b) = &self.broadcast {
-            let _ = writeln!(
-                out,
-                "broadcast {} messages of {} B to {} members: {} deliveries in {:.2} s, {:.0}/s",
-                b.messages_sent,
-                b.size,
-                b.members,
-                b.tally.delivered,
-                b.seconds,
-                b.deliveries_per_s
-            );
-            let _ = writeln!(
-                out,
-                "  missing {}, duplicated {}",
-                b.tally.missing, b.tally.duplicated
-            );
-            out.push_str(&latency_line("delivery", &b.latency));
-            if !b.per_message.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  {:>5} {:>10} {:>10} {:>10} {:>10} {:>12}",
-                    "msg", "first", "median", "p99", "last", "deliveries/s"
-                );
-                for m in &b.per_message {
-                    let _ = writeln!(
-                        out,
-                        "  {:>5} {:>10} {:>10} {:>10} {:>10} {:>12.0}",
-                        m.seq,
-                        ms(m.first_us),
-                        ms(m.p50_us),
-                        ms(m.p99_us),
-                        ms(m.last_us),
-                        m.deliveries_per_s
-                    );
-                }
-            }
+            broadcast_text(&mut out, b);
         }
         if let Some(e) = &self.echo {
             let _ = writeln!(
                 out,
-                "echo      {} ({} B): {} messages in {:.2} s: {:.0} msgs/s, {:.1} MB/s",
+                "echo      {} connections, {} ({} B): {} messages in {:.2} s: {:.0} msgs/s, {:.1} MB/s",
+                e.conns,
                 e.mode,
                 e.size,
                 e.messages,

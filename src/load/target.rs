@@ -1,14 +1,35 @@
-//! What the load generator connects to: `ws://HOST:PORT/PATH` or
-//! `tcp://HOST:PORT/PATH`, with the path defaulting to the one the scenario
-//! needs.
+//! What the load generator connects to: `ws://HOST:PORT/PATH`,
+//! `tcp://HOST:PORT/PATH` or `bare://HOST:PORT` (a floor server), with the
+//! path defaulting to the one the scenario needs.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use crate::server::config::Proto;
+/// What the client speaks on its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// WebSocket: upgrade request, 101, masked frames out, frames in.
+    Ws,
+    /// Raw TCP (docs/tcp-framing.md): a hello naming the route, then
+    /// length-prefixed messages.
+    Tcp,
+    /// A floor server (`fanout bare`): one greeting byte, then
+    /// length-prefixed messages the server does not parse.
+    Bare,
+}
+
+impl Wire {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Wire::Ws => "ws",
+            Wire::Tcp => "tcp",
+            Wire::Bare => "bare",
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    pub proto: Proto,
+    pub wire: Wire,
     pub addr: SocketAddr,
     /// HOST:PORT as written, for the Host header.
     pub host: String,
@@ -18,14 +39,18 @@ pub struct Target {
 impl Target {
     /// Parse `url`; `default_path` is used when the URL has none.
     pub fn parse(url: &str, default_path: &str) -> Result<Target, String> {
-        let (proto, rest) = if let Some(rest) = url.strip_prefix("ws://") {
-            (Proto::Ws, rest)
+        let (wire, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (Wire::Ws, rest)
         } else if let Some(rest) = url.strip_prefix("tcp://") {
-            (Proto::Tcp, rest)
+            (Wire::Tcp, rest)
+        } else if let Some(rest) = url.strip_prefix("bare://") {
+            (Wire::Bare, rest)
         } else if url.starts_with("wss://") {
             return Err("wss:// (TLS) is not supported yet; use ws://".into());
         } else {
-            return Err(format!("`{url}` must start with ws:// or tcp://"));
+            return Err(format!(
+                "`{url}` must start with ws://, tcp:// or bare:// (a `fanout bare` floor server)"
+            ));
         };
         let (host, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash..]),
@@ -49,7 +74,7 @@ impl Target {
             ));
         }
         Ok(Target {
-            proto,
+            wire,
             addr,
             host: host.to_string(),
             path: path.to_string(),
@@ -65,11 +90,13 @@ mod tests {
     fn parses_scheme_host_and_path() {
         let t = Target::parse("ws://127.0.0.1:9001/room", "/echo").unwrap();
         assert_eq!(
-            (t.proto, t.addr.port(), t.path.as_str()),
-            (Proto::Ws, 9001, "/room")
+            (t.wire, t.addr.port(), t.path.as_str()),
+            (Wire::Ws, 9001, "/room")
         );
         let t = Target::parse("tcp://127.0.0.1:9002", "/echo").unwrap();
-        assert_eq!((t.proto, t.path.as_str()), (Proto::Tcp, "/echo"));
+        assert_eq!((t.wire, t.path.as_str()), (Wire::Tcp, "/echo"));
+        let t = Target::parse("bare://127.0.0.1:9003", "/room").unwrap();
+        assert_eq!((t.wire, t.addr.port()), (Wire::Bare, 9003));
         assert!(Target::parse("http://127.0.0.1:1/", "/").is_err());
         assert!(Target::parse("wss://127.0.0.1:1/", "/")
             .unwrap_err()

@@ -2,6 +2,7 @@
 //! socket. Every backend and (later) the load generator share this code, so a
 //! protocol rule is written once and tested once.
 
+pub mod bare;
 pub mod frame;
 pub mod handshake;
 pub mod message;

@@ -23,7 +23,7 @@ use signal_hook::iterator::Signals;
 use crate::backend;
 use crate::sys;
 use config::ServeConfig;
-use hub::Hub;
+use hub::{Hub, Wake};
 use plan::{FdTables, Plan, PlanInput};
 use stats::Snapshot;
 
@@ -40,34 +40,99 @@ pub struct ShardSetup {
 }
 
 pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let plan = plan_for(&config)?;
-    let addr = listen::claim_address(config.listen)?;
+    let plan = plan_for(config.shards, config.max_conns, config.fds_per_shard)?;
+    let kind = config.backend;
+    let banner = format!(
+        "fanout serve: {} backend, {} protocol; {plan}",
+        format!("{kind:?}").to_lowercase(),
+        format!("{:?}", config.proto).to_lowercase()
+    );
+    let conn_limit = plan.conns_per_shard.unwrap_or(usize::MAX);
+    let listen = config.listen;
+    let config = Arc::new(config);
+    run_shards(
+        &plan,
+        listen,
+        banner,
+        || backend::prepare(kind),
+        move |prepared, listener, id, hub| {
+            let setup = ShardSetup {
+                id,
+                conn_limit,
+                config: config.clone(),
+                hub,
+            };
+            backend::run(prepared, listener, setup)
+        },
+    )
+}
+
+/// The plan for a server with these options on this machine.
+pub fn plan_for(
+    shards: Option<usize>,
+    max_conns: Option<usize>,
+    fds_per_shard: Option<usize>,
+) -> anyhow::Result<Plan> {
+    let nofile = sys::nofile_limit().context("reading RLIMIT_NOFILE")?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let plan = plan::plan(PlanInput {
+        cores,
+        shards,
+        max_conns,
+        nofile,
+        fds_per_shard,
+    })?;
+    Ok(plan)
+}
+
+/// The life of a server process, whatever its shards run: claim the
+/// address, make every shard's event loop (`prepare`, in this thread, so
+/// that its waker is valid in every fd table), start one thread per shard
+/// (private fd table if planned, its own SO_REUSEPORT listener, then `run`),
+/// print `banner` and `ready <addr>`, answer SIGUSR1 with a `stats` line,
+/// and stop cleanly on SIGINT or SIGTERM. `fanout serve` and the floor
+/// server (`fanout bare`) both live here.
+pub fn run_shards<P, R>(
+    plan: &Plan,
+    listen: SocketAddr,
+    banner: String,
+    prepare: impl Fn() -> std::io::Result<(P, Box<dyn Wake>)>,
+    run: R,
+) -> anyhow::Result<()>
+where
+    P: Send + 'static,
+    R: Fn(P, std::net::TcpListener, usize, Arc<Hub>) -> std::io::Result<()>
+        + Clone
+        + Send
+        + 'static,
+{
+    let addr = listen::claim_address(listen)?;
     // Made before any shard unshares, so the signal pipe is in every table.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     let (prepared, wakers): (Vec<_>, Vec<_>) = (0..plan.shards)
-        .map(|_| backend::prepare(config.backend))
+        .map(|_| prepare())
         .collect::<std::io::Result<Vec<_>>>()
         .context("creating event loops")?
         .into_iter()
         .unzip();
     let hub = Arc::new(Hub::new(wakers));
-    let config = Arc::new(config);
     let (bound_tx, bound_rx) = mpsc::channel();
+    let private = plan.fd_tables == FdTables::PerShard;
     let shards: Vec<JoinHandle<()>> = prepared
         .into_iter()
         .enumerate()
         .map(|(id, prepared)| {
-            let setup = ShardSetup {
-                id,
-                conn_limit: plan.conns_per_shard.unwrap_or(usize::MAX),
-                config: config.clone(),
-                hub: hub.clone(),
-            };
-            let private = plan.fd_tables == FdTables::PerShard;
-            let bound = bound_tx.clone();
+            let (hub, run, bound) = (hub.clone(), run.clone(), bound_tx.clone());
             std::thread::Builder::new()
                 .name(format!("shard-{id}"))
-                .spawn(move || run_shard(prepared, setup, addr, private, bound))
+                .spawn(move || {
+                    let Some(listener) = bind_shard(addr, private, bound) else {
+                        return;
+                    };
+                    if let Err(error) = run(prepared, listener, id, hub) {
+                        eprintln!("shard {id} stopped: {error}");
+                    }
+                })
         })
         .collect::<std::io::Result<_>>()
         .context("spawning shard threads")?;
@@ -81,9 +146,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
             anyhow::bail!("cannot listen on {addr}: {error}");
         }
     }
-    let backend = format!("{:?}", config.backend).to_lowercase();
-    let proto = format!("{:?}", config.proto).to_lowercase();
-    println!("fanout serve: {backend} backend, {proto} protocol; {plan}");
+    println!("{banner}");
     println!("ready {addr}");
     std::io::stdout().flush()?;
     let outcome = supervise(&mut signals, &hub, &shards);
@@ -92,46 +155,21 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     outcome
 }
 
-fn plan_for(config: &ServeConfig) -> anyhow::Result<Plan> {
-    let nofile = sys::nofile_limit().context("reading RLIMIT_NOFILE")?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let plan = plan::plan(PlanInput {
-        cores,
-        shards: config.shards,
-        max_conns: config.max_conns,
-        nofile,
-        fds_per_shard: config.fds_per_shard,
-    })?;
-    Ok(plan)
-}
-
-/// A shard thread: take a private fd table if planned, bind the listener,
-/// report, then run the event loop.
-fn run_shard(
-    prepared: backend::Prepared,
-    setup: ShardSetup,
+/// In a shard thread: take a private fd table if planned, bind the
+/// listener, and report how that went.
+fn bind_shard(
     addr: SocketAddr,
     private_fd_table: bool,
     bound: mpsc::Sender<Result<(), String>>,
-) {
+) -> Option<std::net::TcpListener> {
     let listener = (|| {
         if private_fd_table {
             sys::unshare_fd_table()?;
         }
         listen::reuseport_listener(addr)
     })();
-    let listener = match listener {
-        Ok(listener) => listener,
-        Err(error) => {
-            let _ = bound.send(Err(error.to_string()));
-            return;
-        }
-    };
-    let _ = bound.send(Ok(()));
-    let id = setup.id;
-    if let Err(error) = backend::run(prepared, listener, setup) {
-        eprintln!("fanout serve: shard {id} stopped: {error}");
-    }
+    let _ = bound.send(listener.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    listener.ok()
 }
 
 /// Wait for a signal or a shard that died; print stats on SIGUSR1.

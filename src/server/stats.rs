@@ -60,6 +60,10 @@ counters! {
     delivered,
     /// Event-loop wake-ups; a spinning loop shows here.
     wakeups,
+    /// Slots in the shards' connection slabs (a gauge, not a count: a slab
+    /// grows by doubling and keeps its size, which is why bytes per
+    /// connection step with N).
+    conn_slots,
 }
 
 pub fn bump(counter: &AtomicU64) {

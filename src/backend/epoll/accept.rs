@@ -4,6 +4,7 @@
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use mio::unix::SourceFd;
@@ -63,5 +64,7 @@ impl Shard {
         let deadline = self.clock.after(self.config.handshake_timeout);
         entry.insert(Conn::new(socket, Deadline::NONE));
         self.set_deadline(key, deadline);
+        let slots = self.conns.capacity() as u64;
+        self.counters().conn_slots.store(slots, Relaxed);
     }
 }

@@ -18,6 +18,18 @@ use crate::server::session::Phase;
 /// Most queued frames handed to one writev().
 const MAX_IOVECS: usize = 64;
 
+/// Bytes one connection takes in the shard's slab: the slab stores `enum
+/// Entry { Vacant(usize), Occupied(Conn) }` (a private type of the slab
+/// crate, mirrored below), which fits in `Conn`'s own 24 bytes.
+pub const SLOT_BYTES: usize = std::mem::size_of::<SlabEntry>();
+
+/// The slab crate's entry type, for its size.
+#[allow(dead_code)]
+enum SlabEntry {
+    Vacant(usize),
+    Occupied(Conn),
+}
+
 pub struct Conn {
     /// The socket: a 4-byte fd. A std stream, not mio's, whose debug
     /// builds add a registration check that would double this struct; it is
@@ -252,6 +264,7 @@ mod tests {
         // A slab entry is an enum of `Vacant(usize)` or the value; the
         // phase's spare values hold the tag, so it costs nothing extra.
         assert_eq!(std::mem::size_of::<Option<Conn>>(), 24);
+        assert_eq!(SLOT_BYTES, 24);
     }
 
     #[test]

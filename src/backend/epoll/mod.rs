@@ -4,7 +4,7 @@
 //! live in the connections and are swept (see `server::deadline`).
 
 mod accept;
-mod conn;
+pub mod conn;
 mod deadlines;
 mod events;
 mod room;

@@ -1,16 +1,18 @@
 //! Reading a client's socket and parsing what the server sent: the upgrade
-//! response (or TCP hello answer), then frames or length-prefixed messages.
+//! response (or TCP hello answer, or a floor server's greeting), then frames
+//! or length-prefixed messages.
 
 use std::io::{self, Read};
 
 use super::{Shard, MAX_MESSAGE};
 use crate::load::client::{self, Phase};
 use crate::load::payload::now_ns;
+use crate::load::target::Wire;
+use crate::protocol::bare;
 use crate::protocol::frame::{client_frame, OpCode, Role};
 use crate::protocol::handshake;
 use crate::protocol::message::{self, Event};
 use crate::protocol::tcp;
-use crate::server::config::Proto;
 
 impl Shard {
     pub(super) fn on_readable(&mut self, key: usize) {
@@ -52,10 +54,12 @@ impl Shard {
                 return false;
             };
             let rest = &mut inbuf[used..];
-            let parsed = match (client.phase, self.job.target.proto) {
-                (Phase::Handshaking, Proto::Ws) => self.upgrade_response(key, rest, now),
-                (_, Proto::Tcp) => self.tcp_message(key, rest, now),
-                (_, Proto::Ws) => self.ws_frame(key, rest, now),
+            let parsed = match (client.phase, self.job.target.wire) {
+                (Phase::Handshaking, Wire::Ws) => self.upgrade_response(key, rest, now),
+                (Phase::Handshaking, Wire::Tcp) => self.hello_answer(key, rest, now),
+                (Phase::Handshaking, Wire::Bare) => self.greeting(key, rest, now),
+                (_, Wire::Ws) => self.ws_frame(key, rest, now),
+                (_, Wire::Tcp | Wire::Bare) => self.tcp_message(key, rest, now),
             };
             match parsed {
                 Parsed::NeedMore => break,
@@ -86,20 +90,38 @@ impl Shard {
         }
     }
 
-    fn tcp_message(&mut self, key: usize, input: &[u8], now: u64) -> Parsed {
-        let (message, len) = match tcp::decode(input, MAX_MESSAGE) {
-            Ok(Some(found)) => found,
-            Ok(None) => return Parsed::NeedMore,
-            Err(_) => return self.refused(key, "oversized message from server"),
-        };
-        if self.clients[key].phase != Phase::Handshaking {
-            self.on_message(key, message, now);
-        } else if message == tcp::HELLO_OK {
-            self.on_opened(key, now);
-        } else {
-            return self.refused(key, "hello refused");
+    fn hello_answer(&mut self, key: usize, input: &[u8], now: u64) -> Parsed {
+        match tcp::decode(input, MAX_MESSAGE) {
+            Ok(Some((answer, len))) if answer == tcp::HELLO_OK => {
+                self.on_opened(key, now);
+                Parsed::Used(len)
+            }
+            Ok(Some(_)) => self.refused(key, "hello refused"),
+            Ok(None) => Parsed::NeedMore,
+            Err(_) => self.refused(key, "oversized message from server"),
         }
-        Parsed::Used(len)
+    }
+
+    fn greeting(&mut self, key: usize, input: &[u8], now: u64) -> Parsed {
+        match input.first() {
+            Some(&bare::GREETING) => {
+                self.on_opened(key, now);
+                Parsed::Used(1)
+            }
+            Some(_) => self.refused(key, "not a floor server (bad greeting)"),
+            None => Parsed::NeedMore,
+        }
+    }
+
+    fn tcp_message(&mut self, key: usize, input: &[u8], now: u64) -> Parsed {
+        match tcp::decode(input, MAX_MESSAGE) {
+            Ok(Some((message, len))) => {
+                self.on_message(key, message, now);
+                Parsed::Used(len)
+            }
+            Ok(None) => Parsed::NeedMore,
+            Err(_) => self.refused(key, "oversized message from server"),
+        }
     }
 
     fn ws_frame(&mut self, key: usize, input: &mut [u8], now: u64) -> Parsed {

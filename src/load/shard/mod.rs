@@ -19,11 +19,11 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::accounting::Tally;
+use super::accounting::{Deliveries, Tally};
 use super::client::{Client, Phase};
 use super::config::{Pace, Scenario, Work};
 use super::control::{Control, Progress};
-use super::histogram::Latency;
+use super::histogram::{Extremes, Latency};
 use super::pacing::Schedule;
 use super::payload::{self, now_ns};
 use super::target::Target;
@@ -36,8 +36,11 @@ const TIMER: Token = Token(usize::MAX);
 const SCRATCH_LEN: usize = 64 * 1024;
 /// Largest message a client accepts from the server.
 const MAX_MESSAGE: usize = 64 << 20;
-/// Broadcasts with more messages than this keep only the overall histogram.
+/// Broadcasts with more messages than this keep percentiles only overall.
 pub const MAX_PER_MESSAGE: u64 = 100;
+/// Messages whose count and exact first and last delivery are kept (24
+/// bytes each per shard).
+pub const MAX_EXTREMES: u64 = 100_000;
 
 /// Everything one shard needs to run.
 pub struct Job {
@@ -63,7 +66,14 @@ pub struct ShardResult {
     pub failures: BTreeMap<String, u64>,
     pub deliveries: Latency,
     pub per_message: Vec<Latency>,
+    pub per_message_extremes: Vec<Extremes>,
     pub tally: Tally,
+    /// Broadcast: members open when the work started.
+    pub members: u64,
+    /// Broadcast: members the server closed during the work.
+    pub members_closed: u64,
+    /// Broadcast: when the newest delivery arrived (ns).
+    pub last_delivery_ns: u64,
     pub echo: Latency,
     pub echo_messages: u64,
     pub echo_bytes: u64,
@@ -88,9 +98,17 @@ struct Shard {
     started: usize,
     open_schedule: Option<Schedule>,
     in_flight: usize,
-    /// Broadcast: the publishing client (shard 0 only) and its schedule.
+    /// Broadcast: the publishing client (shard 0 only), whether it still
+    /// publishes, and its schedule in sustained mode.
     publisher: Option<usize>,
-    publish: Option<(Schedule, u64)>,
+    publishing: bool,
+    publish_schedule: Option<Schedule>,
+    /// Broadcast: the published count this shard's members are checked
+    /// against, and how many open members have not reached it.
+    tracked: u64,
+    behind: usize,
+    /// Broadcast: what the members the server closed had received.
+    closed_members: Vec<Deliveries>,
     /// Echo open-loop: next send time per client.
     sends: BinaryHeap<Reverse<(u64, usize)>>,
     churn: Option<Schedule>,
@@ -131,6 +149,7 @@ pub fn run(job: Job) -> ShardResult {
         if count <= MAX_PER_MESSAGE {
             result.per_message = (0..count).map(|_| Latency::coarse()).collect();
         }
+        result.per_message_extremes = vec![Extremes::default(); count.min(MAX_EXTREMES) as usize];
     }
     let mut shard = Shard {
         rng: 0x9E37_79B9_7F4A_7C15 ^ (job.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
@@ -143,7 +162,11 @@ pub fn run(job: Job) -> ShardResult {
         open_schedule,
         in_flight: 0,
         publisher: None,
-        publish: None,
+        publishing: false,
+        publish_schedule: None,
+        tracked: 0,
+        behind: 0,
+        closed_members: Vec::new(),
         sends: BinaryHeap::new(),
         churn: None,
         working: false,
@@ -191,6 +214,7 @@ impl Shard {
             }
             if self.working {
                 self.work_due(now);
+                self.track_deliveries();
             }
             if now - last_sweep > 100_000_000 {
                 self.sweep_timeouts(now);
@@ -204,8 +228,9 @@ impl Shard {
     fn next_due(&self) -> Option<u64> {
         let sends = self.sends.peek().map(|Reverse((due, _))| *due);
         let publish = self
-            .publish
-            .map(|(schedule, _)| schedule.due(self.job.control.published.load(Relaxed)));
+            .publish_schedule
+            .filter(|_| self.publishing)
+            .map(|schedule| schedule.due(self.job.control.published.load(Relaxed)));
         let churn = self.churn.map(|schedule| schedule.due(self.started as u64));
         let open = self
             .open_schedule
@@ -216,14 +241,20 @@ impl Shard {
 
     fn finish(&mut self) {
         let published = self.job.control.published.load(Relaxed);
+        let counts = self.working && matches!(self.job.scenario.work, Work::Broadcast { .. });
         for client in self.clients.drain() {
             if client.phase == Phase::Open {
                 self.result.alive_at_end += 1;
-                if matches!(self.job.scenario.work, Work::Broadcast { .. }) {
-                    client.deliveries.finish(published, &mut self.result.tally);
+                if counts {
+                    client
+                        .deliveries
+                        .finish_open(published, &mut self.result.tally);
                 }
             }
             client.abort();
+        }
+        for member in self.closed_members.drain(..) {
+            member.finish_closed(published, &mut self.result.tally);
         }
     }
 

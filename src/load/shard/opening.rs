@@ -10,15 +10,20 @@ use mio::{Interest, Token};
 use super::Shard;
 use crate::load::client::{self, Client, Phase};
 use crate::load::config::{Pace, Work};
+use crate::load::target::Wire;
 use crate::protocol::handshake;
 use crate::protocol::tcp;
-use crate::server::config::Proto;
 
 impl Shard {
     pub(super) fn open_due(&mut self, now: u64) {
+        let share = if self.job.control.hold_at_half.load(Relaxed) {
+            self.job.conns / 2
+        } else {
+            self.job.conns
+        };
         let wanted = match self.open_schedule {
-            Some(schedule) => (schedule.due_by(now) as usize).min(self.job.conns),
-            None => self.job.conns,
+            Some(schedule) => (schedule.due_by(now) as usize).min(share),
+            None => share,
         };
         let cap = match self.job.scenario.open {
             Pace::AsFast { inflight } => inflight,
@@ -64,6 +69,7 @@ impl Shard {
             } else {
                 self.result.closed_by_server += 1;
                 self.progress().alive.fetch_sub(1, Relaxed);
+                self.member_closed(&client);
             }
             client.abort();
         }
@@ -126,8 +132,10 @@ impl Shard {
             Ok(None) => {}
         }
         client.phase = Phase::Handshaking;
-        let request = match self.job.target.proto {
-            Proto::Ws => {
+        let request = match self.job.target.wire {
+            // A floor server speaks first: its greeting.
+            Wire::Bare => return,
+            Wire::Ws => {
                 let key_text = handshake::client_key();
                 let request = handshake::client_request(
                     &self.job.target.host,
@@ -137,7 +145,7 @@ impl Shard {
                 client.key = Some(key_text.into_boxed_str());
                 request
             }
-            Proto::Tcp => tcp::encode(self.job.target.path.as_bytes()),
+            Wire::Tcp => tcp::encode(self.job.target.path.as_bytes()),
         };
         if let Err(e) = client.send(&request) {
             self.fail_client(key, &client::failure_cause(&e));

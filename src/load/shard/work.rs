@@ -2,12 +2,12 @@
 //! (closed- or open-loop), churn, and recording what comes back.
 
 use std::cmp::Reverse;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::Shard;
 use crate::load::client;
 use crate::load::client::Phase;
-use crate::load::config::Work;
+use crate::load::config::{Publish, Work};
 use crate::load::pacing::Schedule;
 use crate::load::payload::{self, now_ns};
 
@@ -15,9 +15,13 @@ impl Shard {
     pub(super) fn start_work(&mut self, now: u64) {
         self.working = true;
         match self.job.scenario.work {
-            Work::Broadcast { count, rate } => {
+            Work::Broadcast { publish, .. } => {
+                self.result.members = self.open_keys().len() as u64;
                 if self.job.id == 0 {
-                    self.publish = Some((Schedule::new(now, rate, 0.0), count));
+                    self.publishing = true;
+                    if let Publish::Rate(rate) = publish {
+                        self.publish_schedule = Some(Schedule::new(now, rate, 0.0));
+                    }
                 }
             }
             Work::Churn { rate } => {
@@ -27,15 +31,17 @@ impl Shard {
             }
             Work::Hold | Work::Echo { .. } => {}
         }
-        let keys: Vec<usize> = self
-            .clients
+        for key in self.open_keys() {
+            self.start_client_work(key, now);
+        }
+    }
+
+    fn open_keys(&self) -> Vec<usize> {
+        self.clients
             .iter()
             .filter(|(_, c)| c.phase == Phase::Open)
             .map(|(k, _)| k)
-            .collect();
-        for key in keys {
-            self.start_client_work(key, now);
-        }
+            .collect()
     }
 
     pub(super) fn start_client_work(&mut self, key: usize, now: u64) {
@@ -61,8 +67,10 @@ impl Shard {
     }
 
     pub(super) fn work_due(&mut self, now: u64) {
-        if let Some((schedule, count)) = self.publish {
-            self.publish_due(schedule, count, now);
+        if let Work::Broadcast { count, .. } = self.job.scenario.work {
+            if self.publishing {
+                self.publish_due(count, now);
+            }
         }
         if let Work::Echo {
             open_loop_rate: Some(rate),
@@ -79,31 +87,74 @@ impl Shard {
         }
     }
 
-    pub(super) fn publish_due(&mut self, schedule: Schedule, count: u64, now: u64) {
+    /// Publish what is due: by the schedule in sustained mode, else what the
+    /// orchestrator has released (one message per completed broadcast).
+    fn publish_due(&mut self, count: u64, now: u64) {
         let control = &self.job.control;
         let sent = control.published.load(Relaxed);
         let Some(publisher) = self.publisher.filter(|&key| self.clients.contains(key)) else {
-            control.publisher_done.store(true, Relaxed);
-            self.publish = None;
+            control.publisher_done.store(true, Release);
+            self.publishing = false;
             return;
         };
-        let due = schedule.due_by(now).min(count);
-        for seq in sent..due {
-            let message = payload::encode(seq, now_ns(), self.job.scenario.size);
+        let due = match self.publish_schedule {
+            Some(schedule) => schedule.due_by(now),
+            None => control.release.load(Acquire),
+        };
+        for seq in sent..due.min(count) {
+            let sent_ns = now_ns();
+            let message = payload::encode(seq, sent_ns, self.job.scenario.size);
             let mask = self.next_mask();
-            let proto = self.job.target.proto;
+            let wire = self.job.target.wire;
             if self.clients[publisher]
-                .send_message(proto, &message, mask)
+                .send_message(wire, &message, mask)
                 .is_err()
             {
                 break;
             }
-            self.job.control.published.store(seq + 1, Relaxed);
+            if seq == 0 {
+                self.job.control.first_publish_ns.store(sent_ns, Relaxed);
+            }
+            self.job.control.published.store(seq + 1, Release);
         }
         if self.job.control.published.load(Relaxed) >= count {
-            self.job.control.publisher_done.store(true, Relaxed);
-            self.publish = None;
+            self.job.control.publisher_done.store(true, Release);
+            self.publishing = false;
         }
+    }
+
+    /// Broadcast: tell the orchestrator when every open member of this shard
+    /// has the newest published message. A new publish is checked against
+    /// every member once; after that each arrival or close counts down.
+    pub(super) fn track_deliveries(&mut self) {
+        if !matches!(self.job.scenario.work, Work::Broadcast { .. }) {
+            return;
+        }
+        let published = self.job.control.published.load(Acquire);
+        if published > self.tracked {
+            self.tracked = published;
+            self.behind = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.phase == Phase::Open && c.deliveries.through() < published)
+                .count();
+        }
+        if self.behind == 0 {
+            self.progress().caught_up.store(self.tracked, Relaxed);
+        }
+    }
+
+    /// A broadcast member is gone (closed by the server): what it missed is
+    /// counted against it at the end, and it no longer holds up a broadcast.
+    pub(super) fn member_closed(&mut self, client: &client::Client) {
+        if !self.working || !matches!(self.job.scenario.work, Work::Broadcast { .. }) {
+            return;
+        }
+        if client.deliveries.through() < self.tracked {
+            self.behind = self.behind.saturating_sub(1);
+        }
+        self.closed_members.push(client.deliveries);
+        self.result.members_closed += 1;
     }
 
     pub(super) fn echo_sends_due(&mut self, rate: f64, now: u64) {
@@ -127,12 +178,12 @@ impl Shard {
     /// time, or in open-loop mode the time it was due).
     pub(super) fn send_payload(&mut self, key: usize, stamp_ns: u64) {
         let mask = self.next_mask();
-        let proto = self.job.target.proto;
+        let wire = self.job.target.wire;
         let size = self.job.scenario.size;
         let client = &mut self.clients[key];
         let message = payload::encode(client.sent, stamp_ns, size);
         client.sent += 1;
-        if let Err(e) = client.send_message(proto, &message, mask) {
+        if let Err(e) = client.send_message(wire, &message, mask) {
             self.fail_client(key, &client::failure_cause(&e));
         }
     }
@@ -143,18 +194,7 @@ impl Shard {
         };
         let latency = now.saturating_sub(sent_ns);
         match self.job.scenario.work {
-            Work::Broadcast { .. } => {
-                let client = &mut self.clients[key];
-                if client.deliveries.receive(seq, &mut self.result.tally) {
-                    self.result.deliveries.record_ns(latency);
-                    if let Some(h) = self.result.per_message.get_mut(seq as usize) {
-                        h.record_ns(latency);
-                    }
-                    self.job.control.shards[self.job.id]
-                        .delivered
-                        .fetch_add(1, Relaxed);
-                }
-            }
+            Work::Broadcast { .. } => self.on_delivery(key, seq, latency, now),
             Work::Echo { open_loop_rate, .. } => {
                 self.result.echo.record_ns(latency);
                 self.result.echo_messages += 1;
@@ -173,5 +213,25 @@ impl Shard {
             }
             Work::Hold => {}
         }
+    }
+
+    fn on_delivery(&mut self, key: usize, seq: u64, latency: u64, now: u64) {
+        let client = &mut self.clients[key];
+        let before = client.deliveries.through();
+        if !client.deliveries.receive(seq, &mut self.result.tally) {
+            return;
+        }
+        if before < self.tracked && client.deliveries.through() >= self.tracked {
+            self.behind -= 1;
+        }
+        self.result.deliveries.record_ns(latency);
+        if let Some(h) = self.result.per_message.get_mut(seq as usize) {
+            h.record_ns(latency);
+        }
+        if let Some(e) = self.result.per_message_extremes.get_mut(seq as usize) {
+            e.record_ns(latency);
+        }
+        self.result.last_delivery_ns = self.result.last_delivery_ns.max(now);
+        self.progress().delivered.fetch_add(1, Relaxed);
     }
 }

@@ -1,0 +1,337 @@
+//! One phase of a bench: one sample of one job against one server, floor or
+//! measured. Every phase starts a fresh server process, waits for a settled
+//! system first (the last phase's sockets gone), reads the kernel's TCP
+//! counters before and after, and stops the server — by process group, so
+//! nothing a wrapper started survives. A floor server that fails, or a floor
+//! phase that did not complete, is an error: a broken floor must never turn
+//! into a figure.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use super::bare::FloorRoute;
+use super::netstat;
+use super::server::ServerProcess;
+use super::settle::{self, Settled, Sockets};
+use super::BenchConfig;
+use crate::load::report::Report;
+use crate::server::stats::Snapshot;
+
+/// Longest wait for the system to settle before a phase.
+const SETTLE_BOUND: Duration = Duration::from_secs(60);
+/// Longest wait for a server's `ready` line.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// `fanout bare`: the floor.
+    Floor,
+    /// The server being measured.
+    Server,
+}
+
+/// What the results keep of every phase.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub index: usize,
+    /// `room`, `echo 1000 closed-loop`, `echo 1000 open-loop`, `churn`.
+    pub job: String,
+    pub side: Option<Side>,
+    /// Which sample of its job and side this phase was (from 1).
+    pub sample: usize,
+    /// The wait for a settled system before the phase.
+    pub settle: Settled,
+    pub seconds: f64,
+    /// Kernel counters that changed during the phase.
+    pub netstat: netstat::Counters,
+    /// Counters that mean drops, overflows or retransmits, e.g.
+    /// "ListenOverflows +12": the phase's figures are flagged by them.
+    pub trouble: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A running phase: its server and what it ran on.
+pub struct Running {
+    pub server: ServerProcess,
+    pub side: Side,
+    /// Does the server answer `stats` (fanout serve or fanout bare)?
+    pub fanout: bool,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        let scheme = match self.side {
+            Side::Floor => "bare",
+            Side::Server => "ws",
+        };
+        format!("{scheme}://{}{path}", self.server.addr)
+    }
+}
+
+/// What a phase's job hands back besides its own result.
+pub struct Outcome<T> {
+    pub value: T,
+    /// The load report, whose warnings join the phase's.
+    pub report: Report,
+}
+
+/// Runs phases in order and keeps their records.
+pub struct Phases<'a> {
+    config: &'a BenchConfig,
+    max_conns: usize,
+    baseline: Sockets,
+    pub records: Vec<PhaseRecord>,
+    /// Plan lines of the servers, as they printed them (one per floor route).
+    pub server_plan: String,
+    pub floor_plans: Vec<String>,
+    total: usize,
+}
+
+impl<'a> Phases<'a> {
+    pub fn new(config: &'a BenchConfig, baseline: Sockets, total: usize) -> Phases<'a> {
+        Phases {
+            config,
+            max_conns: config.conns + config.conns / 100 + 100,
+            baseline,
+            records: Vec::new(),
+            server_plan: String::new(),
+            floor_plans: Vec::new(),
+            total,
+        }
+    }
+
+    /// Run one phase: settle, start the server for `side` (a floor for
+    /// `route`), run `job`, read the counters, stop the server.
+    pub fn run<T>(
+        &mut self,
+        job: &str,
+        side: Side,
+        route: FloorRoute,
+        sample: usize,
+        body: impl FnOnce(&Running) -> anyhow::Result<Outcome<T>>,
+    ) -> anyhow::Result<T> {
+        let index = self.records.len() + 1;
+        let label = format!("{job}, {} sample {sample}", side_name(side));
+        eprintln!("fanout bench: [{index}/{}] {label}", self.total);
+        let settle = settle::wait_back_to(&self.baseline, SETTLE_BOUND);
+        let before = netstat::read();
+        let started = Instant::now();
+        let running = self.start(side, route)?;
+        let outcome = body(&running);
+        let after = netstat::read();
+        let stopped = stop(running);
+        let outcome = outcome.with_context(|| format!("phase {index} ({label})"))?;
+        stopped.with_context(|| format!("phase {index} ({label}): stopping the server"))?;
+        let netstat = netstat::delta(&before, &after);
+        let mut warnings: Vec<String> = outcome.report.client.warnings.clone();
+        if !settle.settled {
+            warnings.push(format!(
+                "the system had not settled after {:.0} s ({} TCP sockets in use, {} in TIME_WAIT; {} and {} before the run)",
+                settle.seconds,
+                settle.sockets.tcp_inuse,
+                settle.sockets.tcp_time_wait,
+                self.baseline.tcp_inuse,
+                self.baseline.tcp_time_wait
+            ));
+        }
+        self.records.push(PhaseRecord {
+            index,
+            job: job.to_string(),
+            side: Some(side),
+            sample,
+            settle,
+            seconds: started.elapsed().as_secs_f64(),
+            trouble: netstat::trouble(&netstat),
+            netstat,
+            warnings,
+        });
+        Ok(outcome.value)
+    }
+
+    /// "server sample 2 (phase 4): ListenOverflows +130" for every phase of
+    /// `job` whose kernel counters show trouble.
+    pub fn trouble_in(&self, job: &str) -> Vec<String> {
+        self.records
+            .iter()
+            .filter(|r| r.job == job && !r.trouble.is_empty())
+            .map(|r| {
+                format!(
+                    "{} sample {} (phase {}): {}",
+                    r.side.map_or("", side_name),
+                    r.sample,
+                    r.index,
+                    r.trouble.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    fn start(&mut self, side: Side, route: FloorRoute) -> anyhow::Result<Running> {
+        let fanout = side == Side::Floor || self.config.server_cmd.is_none();
+        let command = match (side, &self.config.server_cmd) {
+            (Side::Floor, _) => {
+                let mut command = Command::new(std::env::current_exe()?);
+                command.args(["bare", "--listen", "127.0.0.1:0", "--route"]);
+                command.arg(match route {
+                    FloorRoute::Room => "room",
+                    FloorRoute::Echo => "echo",
+                });
+                command.args(["--max-conns", &self.max_conns.to_string()]);
+                command
+            }
+            (Side::Server, None) => {
+                let mut command = Command::new(std::env::current_exe()?);
+                command.args(["serve", "--listen", "127.0.0.1:0"]);
+                command.args(["--max-conns", &self.max_conns.to_string()]);
+                command
+            }
+            (Side::Server, Some(line)) => {
+                let mut words = line.split_whitespace();
+                let program = words.next().context("--server-cmd is empty")?;
+                let mut command = Command::new(program);
+                command.args(words).arg("127.0.0.1:0");
+                command
+            }
+        };
+        let server = ServerProcess::spawn(command, START_PATIENCE)?;
+        match side {
+            Side::Floor if !self.floor_plans.contains(&server.plan) => {
+                self.floor_plans.push(server.plan.clone())
+            }
+            Side::Floor => {}
+            Side::Server => self.server_plan = server.plan.clone(),
+        }
+        Ok(Running {
+            server,
+            side,
+            fanout,
+        })
+    }
+}
+
+/// Stop a phase's server. A fanout server (or floor) must exit cleanly.
+fn stop(running: Running) -> anyhow::Result<Option<Snapshot>> {
+    if !running.fanout {
+        running.server.stop_group()?;
+        return Ok(None);
+    }
+    let side = running.side;
+    let (stats, status) = running.server.stop()?;
+    if !status.success() {
+        match side {
+            Side::Floor => bail!("the floor server failed ({status}); see its error above"),
+            Side::Server => bail!("the server exited with {status}"),
+        }
+    }
+    Ok(Some(stats))
+}
+
+pub fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Floor => "floor",
+        Side::Server => "server",
+    }
+}
+
+/// A floor phase must have done all of its work: every connection open,
+/// nothing lost, nothing left in flight. Otherwise its time is not a floor.
+pub fn check_floor_complete(report: &Report, conns: usize) -> anyhow::Result<()> {
+    let c = &report.connect;
+    let mut problems = Vec::new();
+    if c.opened != conns as u64 || c.failed > 0 {
+        let causes: Vec<String> = c
+            .failures
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        problems.push(format!(
+            "{} of {conns} connections opened ({})",
+            c.opened,
+            causes.join(", ")
+        ));
+    }
+    if c.closed_by_server > 0 {
+        problems.push(format!(
+            "{} connections closed by the floor server",
+            c.closed_by_server
+        ));
+    }
+    if let Some(b) = &report.broadcast {
+        let t = &b.tally;
+        if t.lost() + t.in_flight + t.duplicated + b.timed_out > 0 {
+            problems.push(format!(
+                "deliveries: {} missing, {} lost with closed members, {} in flight, {} duplicated, {} broadcasts timed out",
+                t.missing, t.closed, t.in_flight, t.duplicated, b.timed_out
+            ));
+        }
+    }
+    if let Some(e) = &report.echo {
+        if e.messages == 0 {
+            problems.push("no echo came back".into());
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "the floor did not complete its work, so it is not a floor: {}",
+            problems.join("; ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::report::{BroadcastReport, ClientReport, ConnectReport};
+
+    fn report(opened: u64, missing: u64) -> Report {
+        Report {
+            scenario: "broadcast".into(),
+            url: "bare://127.0.0.1:1/room".into(),
+            conns: 100,
+            client_shards: 2,
+            private_fd_tables: false,
+            sources: vec![],
+            connect: ConnectReport {
+                opened,
+                failed: 100 - opened,
+                ..ConnectReport::default()
+            },
+            broadcast: Some(BroadcastReport {
+                tally: crate::load::accounting::Tally {
+                    missing,
+                    ..Default::default()
+                },
+                ..BroadcastReport::default()
+            }),
+            echo: None,
+            churn: None,
+            client: ClientReport::default(),
+        }
+    }
+
+    #[test]
+    fn a_complete_floor_passes() {
+        assert!(check_floor_complete(&report(100, 0), 100).is_ok());
+    }
+
+    #[test]
+    fn failed_connections_or_lost_deliveries_make_a_floor_an_error() {
+        let error = check_floor_complete(&report(97, 0), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("97 of 100 connections") && error.contains("not a floor"),
+            "{error}"
+        );
+        let error = check_floor_complete(&report(100, 3), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("3 missing"), "{error}");
+    }
+}

@@ -1,0 +1,282 @@
+//! The room job: N idle members opened (ramp), memory read at N/2 and N,
+//! then broadcasts one at a time, each once every member has the one
+//! before. Sampled on the floor and on the server, interleaved; gives the
+//! ramp and broadcast comparisons, the memory slopes and the delivery
+//! accounting.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::bare::FloorRoute;
+use super::compare::{compare, Better, Compared};
+use super::kernel;
+use super::memory::{self, Memory, Point, Slope};
+use super::phase::{check_floor_complete, Outcome, Phases, Running, Side};
+use crate::load::accounting::Tally;
+use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::report::Report;
+use crate::load::spread::Spread;
+use crate::load::{self, Checkpoint};
+
+/// The pause between one broadcast reaching everyone and the next.
+const BROADCAST_GAP: Duration = Duration::from_millis(100);
+
+/// One room phase's figures.
+#[derive(Clone, Debug, Default)]
+pub struct RoomSample {
+    pub ramp_per_s: f64,
+    pub connect_p50_us: f64,
+    pub connect_p99_us: f64,
+    /// Per broadcast, ms.
+    pub first_ms: Vec<f64>,
+    pub p50_ms: Vec<f64>,
+    pub p99_ms: Vec<f64>,
+    pub last_ms: Vec<f64>,
+    /// Per broadcast: deliveries ÷ its last delivery's latency.
+    pub deliveries_per_s: Vec<f64>,
+    pub members: u64,
+    pub size: usize,
+    pub tally: Tally,
+    pub members_closed: u64,
+    pub timed_out: u64,
+    pub slope: Option<Slope>,
+    /// fanout's own count of room frames handed to members.
+    pub server_delivered: Option<u64>,
+}
+
+/// The broadcast figures over every measured room phase.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BroadcastBench {
+    pub members: u64,
+    pub size: usize,
+    /// Broadcasts per room phase.
+    pub per_sample: u64,
+    pub last_delivery_ms: Compared,
+    pub first_delivery_ms: Spread,
+    pub median_delivery_ms: Spread,
+    pub p99_delivery_ms: Spread,
+    /// Per broadcast: members ÷ last delivery.
+    pub deliveries_per_s: Spread,
+    /// Summed over the measured phases.
+    pub tally: Tally,
+    pub members_closed: u64,
+    pub timed_out: u64,
+    /// fanout's own count of frames handed to members, summed (fanout only).
+    pub server_delivered: Option<u64>,
+    /// Does the server's count agree with what the clients received?
+    pub cross_check: Option<String>,
+}
+
+/// Ramp, memory and broadcast, from the interleaved room phases.
+pub struct RoomResults {
+    pub ramp: Compared,
+    pub connect_p50_ms: Spread,
+    pub connect_p99_ms: Spread,
+    pub memory: Memory,
+    pub broadcast: BroadcastBench,
+}
+
+/// Floor, server, floor, server, …: `samples` of each.
+pub fn run(
+    phases: &mut Phases,
+    conns: usize,
+    broadcasts: u64,
+    samples: usize,
+    slot_bytes: Option<usize>,
+) -> anyhow::Result<RoomResults> {
+    let (mut floor, mut server) = (Vec::new(), Vec::new());
+    for sample in 1..=samples {
+        for side in [Side::Floor, Side::Server] {
+            let result = phases.run("room", side, FloorRoute::Room, sample, |running| {
+                room_phase(running, conns, broadcasts)
+            })?;
+            match side {
+                Side::Floor => floor.push(result),
+                Side::Server => server.push(result),
+            }
+        }
+    }
+    Ok(summarise(phases, &floor, &server, broadcasts, slot_bytes))
+}
+
+fn room_phase(
+    running: &Running,
+    conns: usize,
+    broadcasts: u64,
+) -> anyhow::Result<Outcome<RoomSample>> {
+    let mut config = LoadConfig::defaults(ScenarioKind::Broadcast, &running.url("/room"));
+    config.conns = conns;
+    config.count = broadcasts;
+    config.interval = BROADCAST_GAP;
+    let measured = running.side == Side::Server;
+    let mut points: Vec<anyhow::Result<Point>> = Vec::new();
+    let report = load::run_with(&config, true, &mut |checkpoint| {
+        if measured {
+            let open = match checkpoint {
+                Checkpoint::Half { open } | Checkpoint::Full { open } => open,
+            };
+            points.push(read_point(running, open));
+        }
+    })?;
+    if running.side == Side::Floor {
+        check_floor_complete(&report, conns)?;
+    }
+    let points = points.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let slope = match points.as_slice() {
+        [half, full] => Some(memory::slope(half, full)),
+        _ => None,
+    };
+    let server_delivered = if running.fanout && measured {
+        Some(running.server.stats()?.totals.delivered)
+    } else {
+        None
+    };
+    Ok(Outcome {
+        value: sample_of(&report, slope, server_delivered)?,
+        report,
+    })
+}
+
+/// The server's memory and the kernel's slab, with every connection idle.
+fn read_point(running: &Running, open: u64) -> anyhow::Result<Point> {
+    let stats = if running.fanout {
+        Some(running.server.stats()?)
+    } else {
+        None
+    };
+    Ok(Point {
+        open,
+        rss: running.server.tree_rss_bytes(),
+        heap: stats.as_ref().map(|s| s.heap_allocated_bytes),
+        slots: stats.as_ref().map(|s| s.totals.conn_slots),
+        slab: kernel::sample(),
+    })
+}
+
+fn sample_of(
+    report: &Report,
+    slope: Option<Slope>,
+    server_delivered: Option<u64>,
+) -> anyhow::Result<RoomSample> {
+    let b = report
+        .broadcast
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the load report has no broadcast section"))?;
+    let ms = |us: f64| us / 1e3;
+    Ok(RoomSample {
+        ramp_per_s: report.connect.rate_per_s,
+        connect_p50_us: report.connect.latency.p50_us,
+        connect_p99_us: report.connect.latency.p99_us,
+        first_ms: b.per_message.iter().map(|m| ms(m.first_us)).collect(),
+        p50_ms: b.per_message.iter().map(|m| ms(m.p50_us)).collect(),
+        p99_ms: b.per_message.iter().map(|m| ms(m.p99_us)).collect(),
+        last_ms: b.per_message.iter().map(|m| ms(m.last_us)).collect(),
+        deliveries_per_s: b.per_message.iter().map(|m| m.deliveries_per_s).collect(),
+        members: b.members,
+        size: b.size,
+        tally: b.tally,
+        members_closed: b.members_closed,
+        timed_out: b.timed_out,
+        slope,
+        server_delivered,
+    })
+}
+
+fn summarise(
+    phases: &Phases,
+    floor: &[RoomSample],
+    server: &[RoomSample],
+    broadcasts: u64,
+    slot_bytes: Option<usize>,
+) -> RoomResults {
+    let each = |samples: &[RoomSample], f: &dyn Fn(&RoomSample) -> Vec<f64>| -> Vec<f64> {
+        samples.iter().flat_map(f).collect()
+    };
+    let mut ramp = compare(
+        "ramp, connections/s",
+        Better::Higher,
+        &each(server, &|s| vec![s.ramp_per_s]),
+        &each(floor, &|s| vec![s.ramp_per_s]),
+    );
+    ramp.flagged_samples = phases.trouble_in("room");
+    let mut last = compare(
+        "broadcast last delivery, ms",
+        Better::Lower,
+        &each(server, &|s| s.last_ms.clone()),
+        &each(floor, &|s| s.last_ms.clone()),
+    );
+    last.flagged_samples = ramp.flagged_samples.clone();
+    let mut tally = Tally::default();
+    server.iter().for_each(|s| tally.add(&s.tally));
+    let server_delivered = server
+        .iter()
+        .map(|s| s.server_delivered)
+        .sum::<Option<u64>>();
+    let broadcast = BroadcastBench {
+        members: server.first().map_or(0, |s| s.members),
+        size: server.first().map_or(0, |s| s.size),
+        per_sample: broadcasts,
+        first_delivery_ms: Spread::of(&each(server, &|s| s.first_ms.clone())),
+        median_delivery_ms: Spread::of(&each(server, &|s| s.p50_ms.clone())),
+        p99_delivery_ms: Spread::of(&each(server, &|s| s.p99_ms.clone())),
+        deliveries_per_s: Spread::of(&each(server, &|s| s.deliveries_per_s.clone())),
+        last_delivery_ms: last,
+        tally,
+        members_closed: server.iter().map(|s| s.members_closed).sum(),
+        timed_out: server.iter().map(|s| s.timed_out).sum(),
+        cross_check: server_delivered.map(|count| cross_check(count, &tally)),
+        server_delivered,
+    };
+    RoomResults {
+        ramp,
+        connect_p50_ms: Spread::of(&each(server, &|s| vec![s.connect_p50_us / 1e3])),
+        connect_p99_ms: Spread::of(&each(server, &|s| vec![s.connect_p99_us / 1e3])),
+        memory: memory::summarise(
+            server.iter().filter_map(|s| s.slope.clone()).collect(),
+            slot_bytes,
+        ),
+        broadcast,
+    }
+}
+
+/// The server's own delivery count against the clients': frames it handed
+/// to members either arrived, are still in flight, or went with a member
+/// the server closed.
+pub fn cross_check(server_delivered: u64, tally: &Tally) -> String {
+    let received = tally.delivered;
+    if server_delivered == received {
+        format!("ok: the server handed {server_delivered} frames to members and the clients received {received}")
+    } else if server_delivered > received {
+        format!(
+            "the server handed {server_delivered} frames to members, the clients received {received}: {} not received ({} in flight at the end, {} with members the server closed)",
+            server_delivered - received,
+            tally.in_flight,
+            tally.closed
+        )
+    } else {
+        format!("MISMATCH: the clients received {received} deliveries but the server handed only {server_delivered} frames to members")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cross_check_explains_every_difference() {
+        let tally = Tally {
+            delivered: 90,
+            in_flight: 6,
+            closed: 4,
+            ..Tally::default()
+        };
+        assert!(cross_check(90, &tally).starts_with("ok"));
+        let short = cross_check(100, &tally);
+        assert!(
+            short.contains("10 not received") && short.contains("6 in flight"),
+            "{short}"
+        );
+        assert!(cross_check(80, &tally).starts_with("MISMATCH"));
+    }
+}
