@@ -1,5 +1,5 @@
 //! A small tokio-tungstenite server that speaks the benchmark protocol
-//! (`/echo`, `/room`; see PROTOCOL.md): the baseline `fanout load` and
+//! (`/echo`, `/room`; see docs/protocol.md): the baseline `fanout load` and
 //! `fanout bench` compare against, and proof that the load generator works
 //! against a server that is not ours.
 //!
@@ -50,7 +50,7 @@ async fn main() -> std::io::Result<()> {
 
 async fn serve(stream: TcpStream, room: broadcast::Sender<Message>) {
     // Subscribed before the 101 goes out, so a message sent after the client
-    // has read its 101 cannot be missed (PROTOCOL.md).
+    // has read its 101 cannot be missed (docs/protocol.md).
     let inbox = room.subscribe();
     let mut route = None;
     // The callback's signature is tungstenite's; its error type is large by design.

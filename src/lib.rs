@@ -9,6 +9,7 @@
 //! - [`bench`]: `fanout bench` — the main job: floors, server child,
 //!   memory at 0 and N, broadcast, echo, churn, results/.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
+//! - [`netstat`]: the kernel's TCP counters, the evidence behind an outlier.
 
 #[macro_use]
 pub mod sys;
@@ -17,6 +18,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod load;
+pub mod netstat;
 pub mod protocol;
 pub mod server;
 pub mod units;

@@ -15,7 +15,6 @@ pub mod echo;
 pub mod kernel;
 pub mod machine;
 pub mod memory;
-pub mod netstat;
 pub mod phase;
 pub mod preflight;
 pub mod room;

@@ -13,11 +13,11 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
-use super::netstat;
 use super::server::ServerProcess;
 use super::settle::{self, Settled, Sockets};
 use super::BenchConfig;
 use crate::load::report::Report;
+use crate::netstat;
 use crate::server::stats::Snapshot;
 
 /// Longest wait for the system to settle before a phase.
@@ -51,6 +51,8 @@ pub struct PhaseRecord {
     /// Counters that mean drops, overflows or retransmits, e.g.
     /// "ListenOverflows +12": the phase's figures are flagged by them.
     pub trouble: Vec<String>,
+    /// What that trouble usually means.
+    pub causes: Vec<String>,
     pub warnings: Vec<String>,
 }
 
@@ -146,6 +148,7 @@ impl<'a> Phases<'a> {
             settle,
             seconds: started.elapsed().as_secs_f64(),
             trouble: netstat::trouble(&netstat),
+            causes: netstat::explain(&netstat),
             netstat,
             warnings,
         });
@@ -312,6 +315,9 @@ mod tests {
             echo: None,
             churn: None,
             client: ClientReport::default(),
+            kernel_counters: Default::default(),
+            kernel_trouble: Vec::new(),
+            kernel_causes: Vec::new(),
         }
     }
 

@@ -230,6 +230,9 @@ fn evidence(out: &mut String, r: &BenchResult) {
             phase.sample,
             phase.trouble.join(", ")
         );
+        for cause in &phase.causes {
+            let _ = writeln!(out, "  {cause}");
+        }
     }
     for suspect in &r.suspects {
         let _ = writeln!(out, "SUSPECT: {suspect}");

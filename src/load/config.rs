@@ -84,7 +84,7 @@ pub struct LoadConfig {
 
     /// Broadcast: longest wait for a message to reach every member (in
     /// sustained mode, for everything in flight after the last publish). The
-    /// wait also ends after 5 s without any new delivery. What has not
+    /// wait also ends after 10 s without any new delivery. What has not
     /// arrived then is reported as in flight (open members) or lost.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub drain: Duration,

@@ -39,8 +39,9 @@ const TABLE_RESERVE: usize = 64;
 const WATCH_EVERY: Duration = Duration::from_millis(5);
 /// How often it looks while waiting for a broadcast to arrive.
 const WATCH_DELIVERY: Duration = Duration::from_millis(1);
-/// A broadcast wait also ends when no delivery has arrived for this long.
-const DELIVERY_STALL: Duration = Duration::from_secs(5);
+/// A broadcast wait also ends when no delivery has arrived for this long
+/// (longer than TCP's retransmission backoff usually reaches on loopback).
+const DELIVERY_STALL: Duration = Duration::from_secs(10);
 
 /// A point of the ramp where the caller may look at the server, with the
 /// number of connections open then.
@@ -112,6 +113,7 @@ pub fn run_with(
     let control = Arc::new(Control::new(shards));
     control.hold_at_half.store(pause_at_half, Relaxed);
     let share = |id: usize| held / shards + usize::from(id < held % shards);
+    let counters_before = crate::netstat::read();
     let run_start = Instant::now();
     let run_start_ns = payload::now_ns();
     let threads = (0..shards)
@@ -163,7 +165,7 @@ pub fn run_with(
     });
     control.work.store(true, Relaxed);
     let work_start = Instant::now();
-    let timed_out = work(&control, &scenario, &progress);
+    let gave_up = work(&control, &scenario, &progress);
     let work_seconds = work_start.elapsed().as_secs_f64();
     control.stop.store(true, Relaxed);
     progress.finish();
@@ -172,6 +174,7 @@ pub fn run_with(
         .map(|t| t.join().expect("load shard panicked"))
         .collect();
     let wall = run_start.elapsed();
+    let kernel = crate::netstat::delta(&counters_before, &crate::netstat::read());
     Ok(merge(
         config,
         &scenario,
@@ -186,7 +189,8 @@ pub fn run_with(
             cores,
             published: control.published.load(Relaxed),
             first_publish_ns: control.first_publish_ns.load(Relaxed),
-            timed_out,
+            gave_up,
+            kernel,
         },
         results,
     ))
@@ -219,9 +223,9 @@ fn ramp(
     start.elapsed().as_secs_f64()
 }
 
-/// Run the scenario's work until it is done. Returns how many broadcast
-/// waits gave up before every member had the message.
-fn work(control: &Control, scenario: &Scenario, progress: &Progress) -> u64 {
+/// Run the scenario's work until it is done. Returns the broadcast waits
+/// that gave up before every member had the message, and why.
+fn work(control: &Control, scenario: &Scenario, progress: &Progress) -> Vec<String> {
     let start = Instant::now();
     match scenario.work {
         Work::Broadcast {
@@ -234,14 +238,14 @@ fn work(control: &Control, scenario: &Scenario, progress: &Progress) -> u64 {
                 progress.work(control, start);
                 std::thread::sleep(WATCH_EVERY.min(scenario.duration));
             }
-            0
+            Vec::new()
         }
     }
 }
 
 /// Drive the publisher: one message at a time, each released once every
 /// member has the one before; or, sustained, on its schedule followed by a
-/// drain. Returns how many waits for delivery gave up.
+/// drain. Returns the waits for delivery that gave up, and why.
 fn broadcast(
     control: &Control,
     count: u64,
@@ -249,11 +253,11 @@ fn broadcast(
     drain: Duration,
     duration: Duration,
     progress: &Progress,
-) -> u64 {
+) -> Vec<String> {
     let start = Instant::now();
     let published = || control.published.load(Acquire);
     let publisher_done = || control.publisher_done.load(Acquire);
-    let mut timed_out = 0;
+    let mut gave_up = Vec::new();
     match publish {
         Publish::OneAtATime { gap } => {
             for k in 1..=count {
@@ -266,8 +270,10 @@ fn broadcast(
                 if !sent || published() < k {
                     break; // the publisher is gone
                 }
-                if !wait_delivered(control, k, drain, &|| progress.work(control, start)) {
-                    timed_out += 1;
+                if let Err(why) =
+                    wait_delivered(control, k, drain, &|| progress.work(control, start))
+                {
+                    gave_up.push(format!("message {}: {why}", k - 1));
                 }
                 if k < count {
                     std::thread::sleep(gap);
@@ -279,14 +285,14 @@ fn broadcast(
             wait_until(duration + drain, publisher_done, || {
                 progress.work(control, start)
             });
-            if !wait_delivered(control, published(), drain, &|| {
+            if let Err(why) = wait_delivered(control, published(), drain, &|| {
                 progress.work(control, start)
             }) {
-                timed_out += 1;
+                gave_up.push(format!("after the last publish: {why}"));
             }
         }
     }
-    timed_out
+    gave_up
 }
 
 /// Wait (at most `bound`) until `done`; returns whether it happened.
@@ -302,9 +308,14 @@ fn wait_until(bound: Duration, done: impl Fn() -> bool, tick: impl Fn()) -> bool
     true
 }
 
-/// Wait until every open member has `published` messages. Gives up after
-/// `bound`, or after [`DELIVERY_STALL`] without a single new delivery.
-fn wait_delivered(control: &Control, published: u64, bound: Duration, tick: &dyn Fn()) -> bool {
+/// Wait until every open member has `published` messages. Gives up, saying
+/// why, after `bound`, or after [`DELIVERY_STALL`] without a new delivery.
+fn wait_delivered(
+    control: &Control,
+    published: u64,
+    bound: Duration,
+    tick: &dyn Fn(),
+) -> Result<(), String> {
     let start = Instant::now();
     let mut last_count = control.sum(|p| &p.delivered);
     let mut last_change = start;
@@ -313,13 +324,21 @@ fn wait_delivered(control: &Control, published: u64, bound: Duration, tick: &dyn
         if count != last_count {
             (last_count, last_change) = (count, Instant::now());
         }
-        if start.elapsed() > bound || last_change.elapsed() > DELIVERY_STALL {
-            return false;
+        if start.elapsed() > bound {
+            return Err(format!(
+                "not every member had it after the drain bound of {bound:?}"
+            ));
+        }
+        if last_change.elapsed() > DELIVERY_STALL {
+            return Err(format!(
+                "no delivery at all for {DELIVERY_STALL:?} ({:.1} s after it was published)",
+                start.elapsed().as_secs_f64()
+            ));
         }
         tick();
         std::thread::sleep(WATCH_DELIVERY);
     }
-    true
+    Ok(())
 }
 
 struct MergeInput {
@@ -332,7 +351,10 @@ struct MergeInput {
     cores: usize,
     published: u64,
     first_publish_ns: u64,
-    timed_out: u64,
+    /// Broadcast waits that gave up, and why.
+    gave_up: Vec<String>,
+    /// The kernel's TCP counters that changed during the run.
+    kernel: crate::netstat::Counters,
 }
 
 /// Everything the shards saw, added up.
@@ -410,13 +432,13 @@ fn merge(
     if failed > 0 {
         warnings.push(format!("{failed} connections failed (see causes above)"));
     }
+
     let broadcast = match scenario.work {
-        Work::Broadcast { publish, drain, .. } => Some(broadcast_report(
+        Work::Broadcast { publish, .. } => Some(broadcast_report(
             &all,
             scenario,
             &input,
             publish,
-            drain,
             &mut warnings,
         )),
         _ => None,
@@ -461,6 +483,9 @@ fn merge(
             cpu_share,
             warnings,
         },
+        kernel_trouble: crate::netstat::trouble(&input.kernel),
+        kernel_causes: crate::netstat::explain(&input.kernel),
+        kernel_counters: input.kernel,
     }
 }
 
@@ -469,7 +494,6 @@ fn broadcast_report(
     scenario: &Scenario,
     input: &MergeInput,
     publish: Publish,
-    drain: Duration,
     warnings: &mut Vec<String>,
 ) -> BroadcastReport {
     let published = input.published;
@@ -509,7 +533,7 @@ fn broadcast_report(
         }
     };
     let tally = all.tally;
-    broadcast_warnings(&tally, all.members_closed, input.timed_out, drain, warnings);
+    broadcast_warnings(&tally, all.members_closed, &input.gave_up, warnings);
     BroadcastReport {
         members: all.members,
         messages_sent: published,
@@ -527,7 +551,7 @@ fn broadcast_report(
         per_message,
         tally,
         members_closed: all.members_closed,
-        timed_out: input.timed_out,
+        timed_out: input.gave_up.len() as u64,
         seconds: input.work_seconds,
         delivery_seconds,
         deliveries_per_s: tally.delivered as f64 / delivery_seconds.max(1e-9),
@@ -537,8 +561,7 @@ fn broadcast_report(
 fn broadcast_warnings(
     tally: &accounting::Tally,
     members_closed: u64,
-    timed_out: u64,
-    drain: Duration,
+    gave_up: &[String],
     warnings: &mut Vec<String>,
 ) {
     if tally.lost() > 0 || tally.duplicated > 0 {
@@ -553,11 +576,10 @@ fn broadcast_warnings(
             tally.in_flight
         ));
     }
-    if timed_out > 0 {
+    if let Some(first) = gave_up.first() {
         warnings.push(format!(
-            "{timed_out} waits for a broadcast to reach every member gave up (after {} s, or {} s without a delivery)",
-            drain.as_secs(),
-            DELIVERY_STALL.as_secs()
+            "{} waits for a broadcast to reach every member gave up; the first, {first}",
+            gave_up.len()
         ));
     }
 }

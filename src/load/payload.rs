@@ -1,4 +1,4 @@
-//! The bench payload of PROTOCOL.md: sequence number and send time (both u64
+//! The bench payload of docs/protocol.md: sequence number and send time (both u64
 //! little-endian), then padding, and the host clock that stamps it.
 
 /// Bytes of the payload header: sequence number + send time.

@@ -23,6 +23,13 @@ pub struct Report {
     pub echo: Option<EchoReport>,
     pub churn: Option<ChurnReport>,
     pub client: ClientReport,
+    /// The kernel's TCP counters that changed during the run (system-wide:
+    /// other programs' traffic counts too).
+    pub kernel_counters: crate::netstat::Counters,
+    /// Those of them that mean drops, overflows or retransmits.
+    pub kernel_trouble: Vec<String>,
+    /// What those usually mean.
+    pub kernel_causes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -261,6 +268,12 @@ impl Report {
         );
         for warning in &self.client.warnings {
             let _ = writeln!(out, "  warning: {warning}");
+        }
+        if !self.kernel_trouble.is_empty() {
+            let _ = writeln!(out, "kernel    {}", self.kernel_trouble.join(", "));
+        }
+        for cause in &self.kernel_causes {
+            let _ = writeln!(out, "  {cause}");
         }
         out
     }

@@ -1,7 +1,8 @@
 //! The kernel's TCP counters (`/proc/net/netstat` TcpExt, `/proc/net/snmp`
-//! Tcp), read before and after every phase: the evidence that explains an
-//! outlier. A phase whose counters show drops, overflows or retransmits is
-//! flagged, and the report says which counter moved.
+//! Tcp), read before and after a load run or a bench phase: the evidence
+//! that explains an outlier. A run whose counters show drops, overflows or
+//! retransmits is flagged, the report says which counter moved, and the
+//! well-known causes are named.
 
 use std::collections::BTreeMap;
 
@@ -136,6 +137,33 @@ pub fn trouble(delta: &Counters) -> Vec<String> {
     found
 }
 
+/// What the usual troublemakers mean, for a report's warnings.
+pub fn explain(delta: &Counters) -> Vec<String> {
+    let rose = |names: &[&str]| names.iter().any(|n| delta.get(*n).is_some_and(|v| *v > 0));
+    let mut causes = Vec::new();
+    if rose(&[
+        "TcpExt.TCPMemoryPressures",
+        "TcpExt.PruneCalled",
+        "TcpExt.TCPRcvQDrop",
+    ]) {
+        causes.push("TCP memory pressure: the sockets' buffers together passed net.ipv4.tcp_mem, so the kernel dropped received data and TCP is retransmitting it (late, not lost); fewer bytes in flight, or a larger tcp_mem, avoids it".to_string());
+    }
+    if rose(&["TcpExt.ListenOverflows", "TcpExt.ListenDrops"]) {
+        causes.push("the accept queue overflowed (net.core.somaxconn, or a server that did not accept fast enough): those connections waited for a SYN or ACK retry, a second or more".to_string());
+    }
+    if rose(&[
+        "TcpExt.TCPReqQFullDrop",
+        "TcpExt.TCPReqQFullDoCookies",
+        "TcpExt.SyncookiesSent",
+    ]) {
+        causes.push("the SYN queue filled (net.ipv4.tcp_max_syn_backlog): connections were dropped or answered with SYN cookies".to_string());
+    }
+    if rose(&["TcpExt.TCPBacklogDrop"]) {
+        causes.push("packets were dropped because a socket's backlog was full while its owner held it (a busy receiving thread)".to_string());
+    }
+    causes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +216,15 @@ mod tests {
                 "(TCPLossProbes +40)".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn known_troublemakers_are_named() {
+        let pressure = Counters::from([("TcpExt.TCPRcvQDrop".to_string(), 900)]);
+        assert!(explain(&pressure)[0].contains("tcp_mem"));
+        let overflow = Counters::from([("TcpExt.ListenOverflows".to_string(), 3)]);
+        assert!(explain(&overflow)[0].contains("somaxconn"));
+        assert!(explain(&Counters::from([("Tcp.ActiveOpens".to_string(), 9)])).is_empty());
     }
 
     #[test]
