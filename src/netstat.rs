@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub type Counters = BTreeMap<String, i64>;
 
 /// What a phase's deltas are read for.
-const WATCHED: [&str; 28] = [
+const WATCHED: [&str; 35] = [
     "TcpExt.ListenOverflows",
     "TcpExt.ListenDrops",
     "TcpExt.TCPBacklogDrop",
@@ -32,6 +32,13 @@ const WATCHED: [&str; 28] = [
     "TcpExt.TCPLossProbeRecovery",
     "TcpExt.TCPDSACKRecv",
     "TcpExt.TCPSpuriousRTOs",
+    "TcpExt.DelayedACKs",
+    "TcpExt.TCPPureAcks",
+    "TcpExt.TCPHPAcks",
+    "TcpExt.TCPAutoCorking",
+    "TcpExt.TCPOrigDataSent",
+    "Tcp.InSegs",
+    "Tcp.OutSegs",
     "Tcp.ActiveOpens",
     "Tcp.PassiveOpens",
     "Tcp.AttemptFails",

@@ -28,9 +28,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::report::ChurnReport;
 use crate::load::spread::Spread;
 use crate::units::parse_duration;
+use bare::FloorRoute;
 use compare::Compared;
 use echo::EchoBench;
 use machine::Machine;
@@ -331,23 +333,14 @@ fn run(
 /// One churn run against the server (it has no floor: its figure is
 /// whether the asked rate is met, and at what setup latency).
 fn churn(phases: &mut Phases, config: &BenchConfig) -> anyhow::Result<ChurnReport> {
-    phases.run(
-        "churn",
-        Side::Server,
-        bare::FloorRoute::Echo,
-        1,
-        |running| {
-            let mut load = crate::load::config::LoadConfig::defaults(
-                crate::load::config::ScenarioKind::Churn,
-                &running.url("/echo"),
-            );
-            load.rate = Some(config.churn_rate);
-            load.duration = config.churn_duration;
-            let report = crate::load::run(&load)?;
-            let value = report.churn.clone().context("no churn section")?;
-            Ok(phase::Outcome { value, report })
-        },
-    )
+    phases.run("churn", Side::Server, FloorRoute::Echo, 1, |running| {
+        let mut load = LoadConfig::defaults(ScenarioKind::Churn, &running.url("/echo"));
+        load.rate = Some(config.churn_rate);
+        load.duration = config.churn_duration;
+        let report = crate::load::run(&load)?;
+        let value = report.churn.clone().context("no churn section")?;
+        Ok(phase::Outcome { value, report })
+    })
 }
 
 fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> {

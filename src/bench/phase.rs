@@ -316,6 +316,7 @@ mod tests {
             churn: None,
             client: ClientReport::default(),
             kernel_counters: Default::default(),
+            kernel_counters_work: Default::default(),
             kernel_trouble: Vec::new(),
             kernel_causes: Vec::new(),
         }

@@ -26,6 +26,8 @@ pub struct Report {
     /// The kernel's TCP counters that changed during the run (system-wide:
     /// other programs' traffic counts too).
     pub kernel_counters: crate::netstat::Counters,
+    /// The same from the end of the ramp to the end of the run: the work's own.
+    pub kernel_counters_work: crate::netstat::Counters,
     /// Those of them that mean drops, overflows or retransmits.
     pub kernel_trouble: Vec<String>,
     /// What those usually mean.

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Headline figures of several `fanout bench` result files side by side, and
+their run-to-run spread, as a Markdown table. The figures are read from the
+files, never typed in.
+
+    python3 scripts/runs-table.py results/2026-11-29-vm/bench-fanout-100000-run*.json
+"""
+
+import json
+import sys
+
+
+def spread(s, scale=1.0, digits=0):
+    return f"{s['median'] * scale:,.{digits}f} ({s['min'] * scale:,.{digits}f}–{s['max'] * scale:,.{digits}f})"
+
+
+def ratio(c):
+    r = c["ratio"]
+    mark = {"at_or_below_floor": "", "within_spread": " (noise)", "suspect": " SUSPECT"}[r["verdict"]]
+    return f"{r['median']:.2f}× ({r['min']:.2f}–{r['max']:.2f}){mark}"
+
+
+def echo(result, conns, loop):
+    for e in result["echo"]:
+        if e["conns"] == conns and e["mode"].startswith(loop):
+            return e
+    return None
+
+
+def rows(result):
+    """(label, text, median) for every headline figure of one result."""
+    out = []
+    ramp = result.get("ramp")
+    if ramp:
+        out.append(("ramp, connections/s", spread(ramp["measured"]), ramp["measured"]["median"]))
+        out.append(("ramp floor, connections/s", spread(ramp["floor"]), ramp["floor"]["median"]))
+        out.append(("ramp ÷ floor", ratio(ramp), ramp["ratio"]["median"]))
+    b = result.get("broadcast")
+    if b:
+        last = b["last_delivery_ms"]
+        out.append(("broadcast last delivery, ms", spread(last["measured"]), last["measured"]["median"]))
+        out.append(("broadcast floor, ms", spread(last["floor"]), last["floor"]["median"]))
+        out.append(("broadcast ÷ floor", ratio(last), last["ratio"]["median"]))
+        out.append(("broadcast deliveries/s", spread(b["deliveries_per_s"]), b["deliveries_per_s"]["median"]))
+        t = b["tally"]
+        out.append(("deliveries: delivered / lost / in flight",
+                    f"{t['delivered']:,} / {t['missing'] + t['closed']} / {t['in_flight']}", None))
+    m = result.get("memory")
+    if m:
+        if m.get("heap_per_conn"):
+            out.append(("user space, allocator B/conn (slope)", spread(m["heap_per_conn"], digits=1), m["heap_per_conn"]["median"]))
+        out.append(("user space, RSS B/conn (slope)", spread(m["rss_per_conn"], digits=1), m["rss_per_conn"]["median"]))
+        out.append(("kernel B/socket (slope)", spread(m["kernel_per_socket"]), m["kernel_per_socket"]["median"]))
+        if m.get("tcp_objects_per_conn"):
+            out.append(("TCP slab objects per connection", spread(m["tcp_objects_per_conn"], digits=3), m["tcp_objects_per_conn"]["median"]))
+    for conns in sorted({e["conns"] for e in result["echo"]}):
+        closed = echo(result, conns, "closed")
+        if closed:
+            out.append((f"echo {conns:,} closed loop, msgs/s", spread(closed["msgs_per_s"]), closed["msgs_per_s"]["median"]))
+            if closed.get("vs_floor"):
+                out.append((f"echo {conns:,} ÷ floor", ratio(closed["vs_floor"]), closed["vs_floor"]["ratio"]["median"]))
+            out.append((f"echo {conns:,} closed loop p99, ms", spread(closed["p99_us"], 1e-3, 1), closed["p99_us"]["median"] / 1e3))
+        opened = echo(result, conns, "open")
+        if opened:
+            label = f"echo {conns:,} open loop: msgs/s asked, latency p50 / p99 (ms)"
+            text = (f"{opened['open_loop_rate']:,.0f}/s: {opened['p50_us']['median'] / 1e3:.3f} / "
+                    f"{opened['p99_us']['median'] / 1e3:.1f}")
+            out.append((label, text, None))
+    c = result.get("churn")
+    if c:
+        out.append(("churn, cycles/s (of 10,000 asked)", f"{c['rate_per_s']:,.0f}", c["rate_per_s"]))
+    return out
+
+
+def main(paths):
+    results = [json.load(open(p)) for p in paths]
+    per_run = [rows(r) for r in results]
+    names = [label for label, _, _ in per_run[0]]
+    print("| figure | " + " | ".join(f"run {i + 1}" for i in range(len(results))) + " | run-to-run: max ÷ min of the medians |")
+    print("|---|" + "---|" * (len(results) + 1))
+    for label in names:
+        cells, medians = [], []
+        for run in per_run:
+            found = next(((text, median) for l, text, median in run if l == label), ("–", None))
+            cells.append(found[0])
+            if found[1] is not None:
+                medians.append(found[1])
+        change = ""
+        if len(medians) == len(results) and min(medians) > 0:
+            change = f"{max(medians) / min(medians):.2f}"
+        print(f"| {label} | " + " | ".join(cells) + f" | {change} |")
+    print()
+    for path, r in zip(paths, results):
+        print(f"- {path}: started {r['time_utc']}, {r['seconds']:.0f} s, `{r['command']}`, revision {r['machine']['git_revision']}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
