@@ -4,6 +4,7 @@ their run-to-run spread, as a Markdown table. The figures are read from the
 files, never typed in.
 
     python3 scripts/runs-table.py results/2026-11-29-vm/bench-fanout-100000-run*.json
+    python3 scripts/runs-table.py --versus A.json B.json    # last column: A ÷ B
 """
 
 import json
@@ -72,11 +73,14 @@ def rows(result):
     return out
 
 
-def main(paths):
+def main(paths, versus=False):
     results = [json.load(open(p)) for p in paths]
     per_run = [rows(r) for r in results]
     names = [label for label, _, _ in per_run[0]]
-    print("| figure | " + " | ".join(f"run {i + 1}" for i in range(len(results))) + " | run-to-run: max ÷ min of the medians |")
+    for run in per_run[1:]:
+        names += [label for label, _, _ in run if label not in names]
+    last = "first ÷ second (medians)" if versus else "run-to-run: max ÷ min of the medians"
+    print("| figure | " + " | ".join(f"run {i + 1}" for i in range(len(results))) + f" | {last} |")
     print("|---|" + "---|" * (len(results) + 1))
     for label in names:
         cells, medians = [], []
@@ -87,7 +91,7 @@ def main(paths):
                 medians.append(found[1])
         change = ""
         if len(medians) == len(results) and min(medians) > 0:
-            change = f"{max(medians) / min(medians):.2f}"
+            change = f"{medians[0] / medians[1]:.2f}" if versus else f"{max(medians) / min(medians):.2f}"
         print(f"| {label} | " + " | ".join(cells) + f" | {change} |")
     print()
     for path, r in zip(paths, results):
@@ -95,6 +99,9 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    versus = "--versus" in args
+    files = [a for a in args if a != "--versus"]
+    if not files or (versus and len(files) != 2):
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    main(files, versus)

@@ -90,8 +90,14 @@ fn ratio(what: &str, better: Better, m: &Spread, f: &Spread) -> Ratio {
     };
     let suspect = (verdict == Verdict::Suspect).then(|| {
         format!(
-            "{what}: every server sample ({:.4}–{:.4}) beat every floor sample ({:.4}–{:.4}); a floor the server beats is not a floor here — look at these phases' kernel counters before publishing the ratio",
-            m.min, m.max, f.min, f.max
+            "{what}: every server sample ({:.4}–{:.4}) beat every floor sample ({:.4}–{:.4}); a floor the server beats is not a floor here — look at these phases' kernel counters before publishing the ratio. If the two were equally fast, chance alone would order {} and {} samples like this 1 time in {}: more --samples tell chance from cause",
+            m.min,
+            m.max,
+            f.min,
+            f.max,
+            m.n,
+            f.n,
+            orderings(m.n, f.n)
         )
     });
     Ratio {
@@ -101,6 +107,13 @@ fn ratio(what: &str, better: Better, m: &Spread, f: &Spread) -> Ratio {
         verdict,
         suspect,
     }
+}
+
+/// In how many ways `a` and `b` samples can interleave, C(a + b, a): if
+/// both come from one distribution, every ordering is equally likely, so
+/// all of `a` beating all of `b` has probability 1 / this.
+fn orderings(a: usize, b: usize) -> u128 {
+    (1..=b as u128).fold(1, |acc, k| acc * (a as u128 + k) / k)
 }
 
 impl Compared {
@@ -176,6 +189,21 @@ mod tests {
         // The same for a rate.
         let r = compare("ramp", Better::Higher, &[140.0, 150.0], &[100.0, 110.0]);
         assert_eq!(r.ratio.verdict, Verdict::Suspect);
+    }
+
+    #[test]
+    fn the_suspect_text_says_how_often_chance_alone_would_do_it() {
+        assert_eq!(orderings(3, 3), 20);
+        assert_eq!(orderings(5, 5), 252);
+        assert_eq!(orderings(15, 15), 155_117_520);
+        let c = compare(
+            "ramp",
+            Better::Higher,
+            &[140.0, 150.0, 145.0],
+            &[100.0, 110.0, 105.0],
+        );
+        let why = c.ratio.suspect.unwrap();
+        assert!(why.contains("1 time in 20"), "{why}");
     }
 
     #[test]
