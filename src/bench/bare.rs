@@ -219,12 +219,8 @@ impl FloorShard {
     /// Hand this turn's room bytes to the other shards, then write them and
     /// what other shards sent us to every connection here.
     fn deliver_room_frames(&mut self) -> io::Result<()> {
-        if !self.published.is_empty() {
-            self.hub.publish(self.id, &self.published);
-        }
         let mut frames = std::mem::take(&mut self.frames);
-        self.hub.take_inbox(self.id, &mut frames);
-        frames.append(&mut self.published);
+        self.hub.exchange(self.id, &mut self.published, &mut frames);
         if !frames.is_empty() {
             let slices: Vec<IoSlice> = frames.iter().map(|f| IoSlice::new(f)).collect();
             let mut gone = Vec::new();

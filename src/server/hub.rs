@@ -97,7 +97,7 @@ impl Hub {
     /// Hand `frames` to every other shard that has room members. A shard is
     /// woken only when its inbox goes from empty to not empty: a non-empty
     /// inbox already has a wake-up on its way.
-    pub fn publish(&self, from: usize, frames: &[Bytes]) {
+    fn publish(&self, from: usize, frames: &[Bytes]) {
         for (shard, mailbox) in self.mailboxes.iter().enumerate() {
             if shard == from || mailbox.members.load(Ordering::Acquire) == 0 {
                 continue;
@@ -115,8 +115,20 @@ impl Hub {
         }
     }
 
+    /// One turn's room hand-off for `shard`: give the frames its members
+    /// published (`published`, emptied) to the other shards, and collect in
+    /// `frames` (emptied first) everything this shard must write to its own
+    /// members: what other shards sent, then its own.
+    pub fn exchange(&self, shard: usize, published: &mut Vec<Bytes>, frames: &mut Vec<Bytes>) {
+        if !published.is_empty() {
+            self.publish(shard, published);
+        }
+        self.take_inbox(shard, frames);
+        frames.append(published);
+    }
+
     /// Move everything waiting for `shard` into `frames` (which is emptied first).
-    pub fn take_inbox(&self, shard: usize, frames: &mut Vec<Bytes>) {
+    fn take_inbox(&self, shard: usize, frames: &mut Vec<Bytes>) {
         frames.clear();
         std::mem::swap(&mut *self.mailboxes[shard].inbox.lock().unwrap(), frames);
     }
@@ -153,5 +165,57 @@ fn flush_this_threads_allocator_cache() {
     unsafe {
         let _ = tikv_jemalloc_ctl::raw::write(name, false);
         let _ = tikv_jemalloc_ctl::raw::write(name, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Wake for Counted {
+        fn wake(&self) -> std::io::Result<()> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_published_frame_reaches_its_own_shard_and_every_shard_with_members_once() {
+        let wakes: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::default()).collect();
+        let hub = Hub::new(
+            wakes
+                .iter()
+                .map(|w| Box::new(Counted(w.clone())) as Box<dyn Wake>)
+                .collect(),
+        );
+        hub.join_room(1); // shard 2 has no members
+        let (mut published, mut frames) = (vec![Bytes::from_static(b"a")], Vec::new());
+        hub.exchange(0, &mut published, &mut frames);
+        assert!(published.is_empty());
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(b"a")],
+            "our own members get it"
+        );
+        let mut published = vec![Bytes::from_static(b"b")];
+        hub.exchange(0, &mut published, &mut frames);
+        // Shard 1 was woken once (its inbox was empty only the first time)
+        // and gets both, in order, before its own.
+        let mut own = vec![Bytes::from_static(b"c")];
+        let mut frames = Vec::new();
+        hub.exchange(1, &mut own, &mut frames);
+        assert_eq!(
+            frames,
+            [&b"a"[..], b"b", b"c"].map(Bytes::from_static).to_vec()
+        );
+        assert_eq!(wakes[1].load(Ordering::Relaxed), 1);
+        assert_eq!(wakes[2].load(Ordering::Relaxed), 0);
+        // Shard 2 has no members: nothing was handed to it.
+        let mut none = Vec::new();
+        hub.exchange(2, &mut Vec::new(), &mut none);
+        assert!(none.is_empty());
     }
 }

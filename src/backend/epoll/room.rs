@@ -19,12 +19,8 @@ impl Shard {
     /// them and the frames other shards sent us to our own members: one pass
     /// over the slab and one writev per member, however many frames.
     pub(super) fn deliver_room_frames(&mut self) {
-        if !self.published.is_empty() {
-            self.hub.publish(self.id, &self.published);
-        }
         let mut frames = std::mem::take(&mut self.inbox);
-        self.hub.take_inbox(self.id, &mut frames);
-        frames.append(&mut self.published);
+        self.hub.exchange(self.id, &mut self.published, &mut frames);
         if !frames.is_empty() {
             self.deliver_to_members(&frames);
         }
