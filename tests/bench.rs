@@ -112,7 +112,7 @@ fn small_bench_keeps_every_relation() {
     assert!(r.floor_servers.iter().all(|f| f.starts_with("fanout bare")));
 
     // Phases: room F S F S F S, echo closed F S ×3, echo open S ×3, churn.
-    let sides: Vec<Side> = r.phases.iter().filter_map(|p| p.side).collect();
+    let sides: Vec<Side> = r.phases.iter().map(|p| p.side).collect();
     assert_eq!(r.phases.len(), 6 + 6 + 3 + 1);
     assert_eq!(&sides[..6], &[Side::Floor, Side::Server].repeat(3)[..]);
     assert!(r.phases.iter().all(|p| p.settle.settled), "{:?}", r.phases);

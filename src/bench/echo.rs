@@ -55,19 +55,9 @@ pub fn run(
     open_loop_rate: Option<f64>,
 ) -> anyhow::Result<Vec<EchoBench>> {
     let job = format!("echo {conns} closed-loop");
-    let (mut floor, mut server) = (Vec::new(), Vec::new());
-    for sample in 1..=samples {
-        for side in [Side::Floor, Side::Server] {
-            let result = phases.run(&job, side, FloorRoute::Echo, sample, |running| {
-                let url = running.url("/echo");
-                echo_phase(&url, side, conns, duration, None)
-            })?;
-            match side {
-                Side::Floor => floor.push(result),
-                Side::Server => server.push(result),
-            }
-        }
-    }
+    let (floor, server) = phases.interleave(&job, FloorRoute::Echo, samples, |running| {
+        echo_phase(&running.url("/echo"), running.side, conns, duration, None)
+    })?;
     let mut closed = summarise(
         conns,
         "closed-loop, window 1".into(),

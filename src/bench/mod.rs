@@ -121,6 +121,12 @@ pub struct BenchConfig {
     pub no_write: bool,
 }
 
+/// The capacity a bench asks of a server (and of its floor) for `conns`
+/// connections: 1 % and 100 more, for the publisher and stragglers.
+pub fn server_max_conns(conns: usize) -> usize {
+    conns + conns / 100 + 100
+}
+
 impl BenchConfig {
     /// Everything that can be checked before anything starts.
     pub fn validate(&self) -> Result<(), String> {
@@ -286,13 +292,7 @@ fn run(
         .then(|| churn(&mut phases, config))
         .transpose()?;
     for record in &phases.records {
-        let label = format!(
-            "phase {} ({}, {} sample {})",
-            record.index,
-            record.job,
-            record.side.map_or("", phase::side_name),
-            record.sample
-        );
+        let label = record.label();
         warnings.extend(record.warnings.iter().map(|w| format!("{label}: {w}")));
     }
     let mut compared: Vec<&Compared> = Vec::new();

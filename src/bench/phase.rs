@@ -18,7 +18,6 @@ use super::settle::{self, Settled, Sockets};
 use super::BenchConfig;
 use crate::load::report::Report;
 use crate::netstat;
-use crate::server::stats::Snapshot;
 
 /// Longest wait for the system to settle before a phase.
 const SETTLE_BOUND: Duration = Duration::from_secs(60);
@@ -35,12 +34,12 @@ pub enum Side {
 }
 
 /// What the results keep of every phase.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhaseRecord {
     pub index: usize,
     /// `room`, `echo 1000 closed-loop`, `echo 1000 open-loop`, `churn`.
     pub job: String,
-    pub side: Option<Side>,
+    pub side: Side,
     /// Which sample of its job and side this phase was (from 1).
     pub sample: usize,
     /// The wait for a settled system before the phase.
@@ -54,6 +53,17 @@ pub struct PhaseRecord {
     /// What that trouble usually means.
     pub causes: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+impl PhaseRecord {
+    /// `phase 4 (room, server sample 2)`.
+    pub fn label(&self) -> String {
+        phase_label(self.index, &self.job, self.side, self.sample)
+    }
+}
+
+fn phase_label(index: usize, job: &str, side: Side, sample: usize) -> String {
+    format!("phase {index} ({job}, {} sample {sample})", side_name(side))
 }
 
 /// A running phase: its server and what it ran on.
@@ -97,7 +107,7 @@ impl<'a> Phases<'a> {
     pub fn new(config: &'a BenchConfig, baseline: Sockets, total: usize) -> Phases<'a> {
         Phases {
             config,
-            max_conns: config.conns + config.conns / 100 + 100,
+            max_conns: super::server_max_conns(config.conns),
             baseline,
             records: Vec::new(),
             server_plan: String::new(),
@@ -117,7 +127,7 @@ impl<'a> Phases<'a> {
         body: impl FnOnce(&Running) -> anyhow::Result<Outcome<T>>,
     ) -> anyhow::Result<T> {
         let index = self.records.len() + 1;
-        let label = format!("{job}, {} sample {sample}", side_name(side));
+        let label = phase_label(index, job, side, sample);
         eprintln!("fanout bench: [{index}/{}] {label}", self.total);
         let settle = settle::wait_back_to(&self.baseline, SETTLE_BOUND);
         let before = netstat::read();
@@ -126,8 +136,8 @@ impl<'a> Phases<'a> {
         let outcome = body(&running);
         let after = netstat::read();
         let stopped = stop(running);
-        let outcome = outcome.with_context(|| format!("phase {index} ({label})"))?;
-        stopped.with_context(|| format!("phase {index} ({label}): stopping the server"))?;
+        let outcome = outcome.with_context(|| label.clone())?;
+        stopped.with_context(|| format!("{label}: stopping the server"))?;
         let netstat = netstat::delta(&before, &after);
         let mut warnings: Vec<String> = outcome.report.client.warnings.clone();
         if !settle.settled {
@@ -143,7 +153,7 @@ impl<'a> Phases<'a> {
         self.records.push(PhaseRecord {
             index,
             job: job.to_string(),
-            side: Some(side),
+            side,
             sample,
             settle,
             seconds: started.elapsed().as_secs_f64(),
@@ -155,6 +165,23 @@ impl<'a> Phases<'a> {
         Ok(outcome.value)
     }
 
+    /// `samples` phases of `job` on each side, floor first, alternating:
+    /// floor, server, floor, server, … Returns (floor, server) results.
+    pub fn interleave<T>(
+        &mut self,
+        job: &str,
+        route: FloorRoute,
+        samples: usize,
+        body: impl Fn(&Running) -> anyhow::Result<Outcome<T>>,
+    ) -> anyhow::Result<(Vec<T>, Vec<T>)> {
+        let (mut floor, mut server) = (Vec::new(), Vec::new());
+        for sample in 1..=samples {
+            floor.push(self.run(job, Side::Floor, route, sample, &body)?);
+            server.push(self.run(job, Side::Server, route, sample, &body)?);
+        }
+        Ok((floor, server))
+    }
+
     /// "server sample 2 (phase 4): ListenOverflows +130" for every phase of
     /// `job` whose kernel counters show trouble.
     pub fn trouble_in(&self, job: &str) -> Vec<String> {
@@ -164,7 +191,7 @@ impl<'a> Phases<'a> {
             .map(|r| {
                 format!(
                     "{} sample {} (phase {}): {}",
-                    r.side.map_or("", side_name),
+                    side_name(r.side),
                     r.sample,
                     r.index,
                     r.trouble.join(", ")
@@ -217,20 +244,20 @@ impl<'a> Phases<'a> {
 }
 
 /// Stop a phase's server. A fanout server (or floor) must exit cleanly.
-fn stop(running: Running) -> anyhow::Result<Option<Snapshot>> {
+fn stop(running: Running) -> anyhow::Result<()> {
     if !running.fanout {
         running.server.stop_group()?;
-        return Ok(None);
+        return Ok(());
     }
     let side = running.side;
-    let (stats, status) = running.server.stop()?;
+    let (_, status) = running.server.stop()?;
     if !status.success() {
         match side {
             Side::Floor => bail!("the floor server failed ({status}); see its error above"),
             Side::Server => bail!("the server exited with {status}"),
         }
     }
-    Ok(Some(stats))
+    Ok(())
 }
 
 pub fn side_name(side: Side) -> &'static str {

@@ -27,7 +27,7 @@ pub fn check(conns: usize, machine: &Machine) -> Preflight {
     match plan::plan(PlanInput {
         cores,
         shards: None,
-        max_conns: Some(conns + conns / 100 + 100),
+        max_conns: Some(super::server_max_conns(conns)),
         nofile,
         fds_per_shard: None,
     }) {

@@ -85,18 +85,9 @@ pub fn run(
     samples: usize,
     slot_bytes: Option<usize>,
 ) -> anyhow::Result<RoomResults> {
-    let (mut floor, mut server) = (Vec::new(), Vec::new());
-    for sample in 1..=samples {
-        for side in [Side::Floor, Side::Server] {
-            let result = phases.run("room", side, FloorRoute::Room, sample, |running| {
-                room_phase(running, conns, broadcasts)
-            })?;
-            match side {
-                Side::Floor => floor.push(result),
-                Side::Server => server.push(result),
-            }
-        }
-    }
+    let (floor, server) = phases.interleave("room", FloorRoute::Room, samples, |running| {
+        room_phase(running, conns, broadcasts)
+    })?;
     Ok(summarise(phases, &floor, &server, broadcasts, slot_bytes))
 }
 

@@ -223,11 +223,8 @@ fn evidence(out: &mut String, r: &BenchResult) {
     for phase in r.phases.iter().filter(|p| !p.trouble.is_empty()) {
         let _ = writeln!(
             out,
-            "kernel evidence: phase {} ({}, {} sample {}): {}",
-            phase.index,
-            phase.job,
-            phase.side.map_or("", super::phase::side_name),
-            phase.sample,
+            "kernel evidence: {}: {}",
+            phase.label(),
             phase.trouble.join(", ")
         );
         for cause in &phase.causes {

@@ -253,6 +253,7 @@ impl Shard {
             }
             client.abort();
         }
+        self.result.members_closed = self.closed_members.len() as u64;
         for member in self.closed_members.drain(..) {
             member.finish_closed(published, &mut self.result.tally);
         }

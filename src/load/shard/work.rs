@@ -154,7 +154,6 @@ impl Shard {
             self.behind = self.behind.saturating_sub(1);
         }
         self.closed_members.push(client.deliveries);
-        self.result.members_closed += 1;
     }
 
     pub(super) fn echo_sends_due(&mut self, rate: f64, now: u64) {
