@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::bench::bare::BareConfig;
 use crate::bench::BenchConfig;
 use crate::load::config::LoadConfig;
-use crate::server::config::ServeConfig;
+use crate::serve::ServeConfig;
 
 /// fanout — how many sockets can this box hold, what does each one cost, and
 /// how fast can it talk to all of them?

@@ -2,8 +2,11 @@
 //! how fast can it talk to all of them?
 //!
 //! - [`protocol`]: sans-io WebSocket and raw-TCP codecs, shared by everything.
-//! - [`server`]: `fanout serve` — planning, shards, the room hub, sessions.
-//! - [`backend`]: the event loops (epoll via mio) behind one seam.
+//! - [`server`]: the shard core (connections, sessions, the room, deadlines,
+//!   free of I/O), the hub, the shard plan, the process skeleton.
+//! - [`backend`]: the event loops under the core, I/O only (epoll via mio).
+//! - [`serve`]: `fanout serve` — options, plan, backend, shards.
+//! - [`process`]: a server as a child process, for the bench and the tests.
 //! - [`load`]: `fanout load` — the client side: many connections, paced
 //!   scenarios, latency histograms, the report.
 //! - [`bench`]: `fanout bench` — the main job: floors, server child,
@@ -19,6 +22,8 @@ pub mod bench;
 pub mod cli;
 pub mod load;
 pub mod netstat;
+pub mod process;
 pub mod protocol;
+pub mod serve;
 pub mod server;
 pub mod units;

@@ -10,7 +10,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(config) => fanout::bench::bench(config),
-        Command::Serve(config) => fanout::server::serve(config),
+        Command::Serve(config) => fanout::serve::serve(config),
         Command::Load(config) => fanout::load::load(config),
         Command::Bare(config) => fanout::bench::bare::bare(config),
     };

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{tcp_connect, PATIENCE};
-use fanout::bench::server::ServerProcess;
+use fanout::process::ServerProcess;
 use fanout::protocol::bare::GREETING;
 
 fn start(args: &[&str]) -> ServerProcess {

@@ -1,7 +1,32 @@
-//! Event-loop backends behind one seam. A backend owns sockets and readiness
-//! (or completions); it feeds received bytes to `server::session` and sends
-//! what the session decides. Nothing outside this folder knows which backend
-//! runs: `serve` picks one here, once, by [`BackendKind`].
+//! Event-loop backends: the I/O under the shard core, and nothing else.
+//!
+//! # The contract
+//!
+//! A shard's [`Core`](crate::server::core::Core) owns every decision: the
+//! connections and their phases, the session, queues and backpressure, the
+//! room and its backlog limit, deadlines, the goodbye, the counters. A
+//! backend owns the sockets and the loop, and does two things:
+//!
+//! - **Reports events** to the core: a connection was accepted
+//!   ([`Core::admit`](crate::server::core::Core::admit)), accepting failed
+//!   (`accept_failed`), bytes arrived (`received`), the socket can take
+//!   bytes again (`writable`, readiness backends) or a send finished (`sent`,
+//!   completion backends), the peer hung up or the socket failed
+//!   (`hung_up`), and the turn is over (`end_turn`), then at shutdown
+//!   `say_goodbye`.
+//! - **Carries out actions** the core asks through
+//!   [`Io`](crate::server::core::Io): write now, send the queue, shut the
+//!   write side, close (keeping buffers of an unfinished send alive), pause
+//!   and resume reading, pause and resume accepting.
+//!
+//! A backend never parses, never decides to close, and never queues bytes
+//! of its own. It asks the core, before accepting, whether to accept
+//! (`accepting`) and, before reading, whether input is wanted
+//! (`wants_input`). [`BackendKind`] picks one, once, at start.
+//!
+//! Each backend also tells the shard plan which fds a shard holds
+//! ([`fd_use`]) and what one connection costs in the core's slab
+//! ([`slot_bytes`]).
 
 pub mod epoll;
 
@@ -9,18 +34,49 @@ use std::io;
 use std::net::TcpListener;
 
 use crate::server::hub::Wake;
-use crate::server::ShardSetup;
+use crate::server::{FdUse, ShardSetup};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
-    /// Readiness-based, via mio (epoll on Linux).
+    /// Readiness: edge-triggered epoll via mio, writes straight from the
+    /// shard's thread.
     Epoll,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Epoll => "epoll",
+        }
+    }
 }
 
 /// A shard's backend state made in the main thread, before any shard thread
 /// unshares its fd table, so that its waker is valid in every table.
 pub enum Prepared {
     Epoll(epoll::Prepared),
+}
+
+/// Whether this kernel can run the backend; the error names what is missing.
+pub fn probe(kind: BackendKind) -> Result<(), Missing> {
+    match kind {
+        BackendKind::Epoll => Ok(()),
+    }
+}
+
+/// What a backend needs and the kernel lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("the {backend} backend cannot run here: {missing}")]
+pub struct Missing {
+    pub backend: &'static str,
+    pub missing: String,
+}
+
+/// The fds one shard of this backend holds besides its connections.
+pub fn fd_use(kind: BackendKind) -> FdUse {
+    match kind {
+        BackendKind::Epoll => epoll::FD_USE,
+    }
 }
 
 /// Create one shard's event loop and the handle other threads wake it with.
@@ -37,7 +93,7 @@ pub fn prepare(kind: BackendKind) -> io::Result<(Prepared, Box<dyn Wake>)> {
 /// memory report.
 pub fn slot_bytes(kind: BackendKind) -> usize {
     match kind {
-        BackendKind::Epoll => epoll::conn::SLOT_BYTES,
+        BackendKind::Epoll => epoll::SLOT_BYTES,
     }
 }
 

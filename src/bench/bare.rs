@@ -22,15 +22,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::backend::epoll::{self, WAKER};
 use crate::protocol::bare::GREETING;
 use crate::server::hub::{Hub, Wake};
 use crate::server::stats::{bump, ShardCounters};
 
 const LISTENER: Token = Token(usize::MAX);
-const WAKER: Token = Token(usize::MAX - 1);
 const SCRATCH_LEN: usize = 64 * 1024;
 
 /// Which job's floor to serve.
@@ -62,7 +62,7 @@ pub struct BareConfig {
 }
 
 pub fn bare(config: BareConfig) -> anyhow::Result<()> {
-    let plan = crate::server::plan_for(config.shards, config.max_conns, None)?;
+    let plan = crate::server::plan_for(config.shards, config.max_conns, None, epoll::FD_USE)?;
     let banner = format!(
         "fanout bare: {} floor (greeting byte, then raw bytes {}); {plan}",
         format!("{:?}", config.route).to_lowercase(),
@@ -81,10 +81,10 @@ pub fn bare(config: BareConfig) -> anyhow::Result<()> {
     )
 }
 
+/// The floor's event loop is epoll's: the same poll and waker.
 fn prepare() -> io::Result<(Poll, Box<dyn Wake>)> {
-    let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
-    Ok((poll, Box::new(waker)))
+    let (prepared, waker) = epoll::prepare()?;
+    Ok((prepared.poll, waker))
 }
 
 struct FloorShard {

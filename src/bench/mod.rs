@@ -18,7 +18,6 @@ pub mod memory;
 pub mod phase;
 pub mod preflight;
 pub mod room;
-pub mod server;
 pub mod settle;
 pub mod text;
 

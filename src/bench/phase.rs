@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
-use super::server::ServerProcess;
+use crate::process::ServerProcess;
 use super::settle::{self, Settled, Sockets};
 use super::BenchConfig;
 use crate::load::report::Report;

@@ -30,6 +30,7 @@ pub fn check(conns: usize, machine: &Machine) -> Preflight {
         max_conns: Some(super::server_max_conns(conns)),
         nofile,
         fds_per_shard: None,
+        fd_use: crate::backend::fd_use(crate::backend::BackendKind::Epoll),
     }) {
         Ok(plan) => out.lines.push(format!("server: {plan}")),
         Err(e) => out

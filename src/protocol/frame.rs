@@ -80,8 +80,8 @@ pub enum FrameError {
 impl FrameError {
     pub fn close_code(self) -> u16 {
         match self {
-            FrameError::TooBig => super::message::close_code::MESSAGE_TOO_BIG,
-            _ => super::message::close_code::PROTOCOL_ERROR,
+            FrameError::TooBig => super::close_code::MESSAGE_TOO_BIG,
+            _ => super::close_code::PROTOCOL_ERROR,
         }
     }
 }

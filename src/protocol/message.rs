@@ -5,23 +5,8 @@
 //! The only state kept between calls is [`Fragments`], which exists only while
 //! a fragmented message is in flight, so an idle connection carries none.
 
+use super::close_code;
 use super::frame::{apply_mask, decode_header, FrameError, OpCode, Role};
-
-/// Close status codes (RFC 6455 §7.4.1) used by this crate.
-pub mod close_code {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    pub const POLICY_VIOLATION: u16 = 1008;
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-
-    /// Codes a peer may put on the wire: registered ones and the 3000–4999
-    /// ranges. 1004–1006 and 1015 are reserved and must never be sent.
-    pub fn is_valid_on_wire(code: u16) -> bool {
-        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-    }
-}
 
 /// A message being reassembled; exists only between its first and last frame.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 //! protocol rule is written once and tested once.
 
 pub mod bare;
+pub mod close_code;
 pub mod frame;
 pub mod handshake;
 pub mod message;
@@ -27,4 +28,13 @@ impl Route {
             _ => None,
         }
     }
+}
+
+/// Which wire protocol a server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Proto {
+    /// WebSocket (RFC 6455): `GET /echo` and `GET /room`.
+    Ws,
+    /// Length-prefixed raw TCP (docs/tcp-framing.md): a hello names the route.
+    Tcp,
 }

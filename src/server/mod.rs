@@ -1,13 +1,16 @@
-//! `fanout serve`: plan the shards, start them, print the plan and the
-//! `ready <addr>` line, then turn signals into `stats` lines (SIGUSR1) and a
-//! clean shutdown (SIGINT, SIGTERM).
+//! The server side, free of any event loop: the shard core (connections,
+//! sessions, the room, deadlines), the hub where shards meet, the shard
+//! plan, and the process skeleton that starts shards, prints `ready <addr>`,
+//! turns SIGUSR1 into `stats` lines and stops cleanly on SIGINT or SIGTERM.
+//! Backends (`crate::backend`) build on this; nothing here knows them.
 
-pub mod config;
+pub mod core;
 pub mod deadline;
 pub mod hub;
 pub mod listen;
 pub mod plan;
 pub mod session;
+pub mod settings;
 pub mod stats;
 
 use std::io::Write;
@@ -20,10 +23,9 @@ use anyhow::Context;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use crate::backend;
 use crate::sys;
-use config::ServeConfig;
 use hub::{Hub, Wake};
+pub use plan::FdUse;
 use plan::{FdTables, Plan, PlanInput};
 use stats::Snapshot;
 
@@ -35,36 +37,8 @@ pub struct ShardSetup {
     pub id: usize,
     /// Connections this shard may hold before it pauses accepting.
     pub conn_limit: usize,
-    pub config: Arc<ServeConfig>,
+    pub settings: Arc<settings::Settings>,
     pub hub: Arc<Hub>,
-}
-
-pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let plan = plan_for(config.shards, config.max_conns, config.fds_per_shard)?;
-    let kind = config.backend;
-    let banner = format!(
-        "fanout serve: {} backend, {} protocol; {plan}",
-        format!("{kind:?}").to_lowercase(),
-        format!("{:?}", config.proto).to_lowercase()
-    );
-    let conn_limit = plan.conns_per_shard.unwrap_or(usize::MAX);
-    let listen = config.listen;
-    let config = Arc::new(config);
-    run_shards(
-        &plan,
-        listen,
-        banner,
-        || backend::prepare(kind),
-        move |prepared, listener, id, hub| {
-            let setup = ShardSetup {
-                id,
-                conn_limit,
-                config: config.clone(),
-                hub,
-            };
-            backend::run(prepared, listener, setup)
-        },
-    )
 }
 
 /// The plan for a server with these options on this machine.
@@ -72,6 +46,7 @@ pub fn plan_for(
     shards: Option<usize>,
     max_conns: Option<usize>,
     fds_per_shard: Option<usize>,
+    fd_use: FdUse,
 ) -> anyhow::Result<Plan> {
     let nofile = sys::nofile_limit().context("reading RLIMIT_NOFILE")?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -81,6 +56,7 @@ pub fn plan_for(
         max_conns,
         nofile,
         fds_per_shard,
+        fd_use,
     })?;
     Ok(plan)
 }

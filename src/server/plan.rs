@@ -11,11 +11,20 @@ use std::fmt;
 
 /// Fds every table holds besides connections: stdio, the signal pipe, spares.
 const FIXED_RESERVE: usize = 16;
-/// Fds every table holds per shard: its poll and its waker (made before any
-/// thread unshares, so every table has all of them).
-const PER_SHARD_RESERVE: usize = 2;
 /// Most shards the plan will propose before saying the target is out of reach.
 const MAX_SHARDS: usize = 4096;
+
+/// The fds a backend's shard holds besides its connections; the backend
+/// says (`backend::fd_use`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdUse {
+    /// Made in the main thread before any shard unshares (a waker, and for
+    /// epoll its poll): every fd table holds one set per shard.
+    pub in_every_table: usize,
+    /// Made by the shard itself (its listener, an io_uring ring): in its own
+    /// table only.
+    pub own: usize,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FdTables {
@@ -56,6 +65,7 @@ pub struct PlanInput {
     pub max_conns: Option<usize>,
     pub nofile: usize,
     pub fds_per_shard: Option<usize>,
+    pub fd_use: FdUse,
 }
 
 pub fn plan(input: PlanInput) -> Result<Plan, PlanError> {
@@ -63,7 +73,8 @@ pub fn plan(input: PlanInput) -> Result<Plan, PlanError> {
     if wanted == 0 {
         return Err(PlanError::ZeroShards);
     }
-    let shared_capacity = shared_table_capacity(input.nofile, wanted);
+    let fd_use = input.fd_use;
+    let shared_capacity = shared_table_capacity(input.nofile, wanted, fd_use);
     let max_conns = input.max_conns.unwrap_or(shared_capacity);
     if input.fds_per_shard.is_none() && max_conns <= shared_capacity {
         return Ok(Plan {
@@ -78,9 +89,15 @@ pub fn plan(input: PlanInput) -> Result<Plan, PlanError> {
     }
     let limit = input.fds_per_shard.unwrap_or(input.nofile);
     let shards = (wanted..=MAX_SHARDS)
-        .find(|&shards| fits(max_conns, shards, private_table_capacity(limit, shards)))
+        .find(|&shards| {
+            fits(
+                max_conns,
+                shards,
+                private_table_capacity(limit, shards, fd_use),
+            )
+        })
         .ok_or(PlanError::OutOfReach { limit, max_conns })?;
-    let per_shard = private_table_capacity(limit, shards);
+    let per_shard = private_table_capacity(limit, shards, fd_use);
     Ok(Plan {
         shards,
         fd_tables: FdTables::PerShard,
@@ -92,16 +109,15 @@ pub fn plan(input: PlanInput) -> Result<Plan, PlanError> {
     })
 }
 
-/// Connections one shared table holds: every shard's poll, waker and listener
-/// live in it too.
-fn shared_table_capacity(limit: usize, shards: usize) -> usize {
-    limit.saturating_sub(FIXED_RESERVE + (PER_SHARD_RESERVE + 1) * shards)
+/// Connections one shared table holds: every shard's fds live in it too.
+fn shared_table_capacity(limit: usize, shards: usize, fd_use: FdUse) -> usize {
+    limit.saturating_sub(FIXED_RESERVE + (fd_use.in_every_table + fd_use.own) * shards)
 }
 
-/// Connections one private table holds: the inherited polls and wakers of all
-/// shards, plus its own listener.
-fn private_table_capacity(limit: usize, shards: usize) -> usize {
-    limit.saturating_sub(FIXED_RESERVE + PER_SHARD_RESERVE * shards + 1)
+/// Connections one private table holds: the inherited fds of all shards,
+/// plus this shard's own.
+fn private_table_capacity(limit: usize, shards: usize, fd_use: FdUse) -> usize {
+    limit.saturating_sub(FIXED_RESERVE + fd_use.in_every_table * shards + fd_use.own)
 }
 
 /// Will `shards` shards of `capacity` each take `conns` hashed connections
@@ -156,8 +172,15 @@ mod tests {
             max_conns,
             nofile: 20000,
             fds_per_shard: None,
+            fd_use: EPOLL,
         }
     }
+
+    /// A poll and a waker made before unsharing, a listener made after.
+    const EPOLL: FdUse = FdUse {
+        in_every_table: 2,
+        own: 1,
+    };
 
     #[test]
     fn default_is_one_shared_table_with_a_shard_per_core() {
@@ -179,7 +202,11 @@ mod tests {
         assert!(share + 4 * (share as f64).sqrt() as usize <= per_shard);
         // And one shard fewer would not have fitted.
         let fewer = plan.shards - 1;
-        assert!(!fits(500_000, fewer, private_table_capacity(20000, fewer)));
+        assert!(!fits(
+            500_000,
+            fewer,
+            private_table_capacity(20000, fewer, EPOLL)
+        ));
         assert!(plan.capacity >= 500_000);
         assert!(plan.to_string().contains("raised from 2 shards"));
     }

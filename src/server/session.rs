@@ -5,10 +5,11 @@
 
 use bytes::Bytes;
 
-use super::config::Proto;
+use crate::protocol::close_code;
 use crate::protocol::frame::{self, encode_header, OpCode, Role, MAX_HEADER_LEN};
 use crate::protocol::handshake::{self, Parsed};
-use crate::protocol::message::{self, close_code, Event, Fragments};
+use crate::protocol::message::{self, Event, Fragments};
+use crate::protocol::Proto;
 use crate::protocol::{tcp, Route};
 
 /// Where a connection is in its life.

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fanout::bench::server::ServerProcess;
+use fanout::process::ServerProcess;
 use fanout::server::stats::Snapshot;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};

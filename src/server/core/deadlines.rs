@@ -3,14 +3,14 @@
 
 use std::time::Instant;
 
-use super::Shard;
+use super::{send, Core, Io};
 use crate::protocol::handshake::Rejection;
-use crate::server::config::Proto;
+use crate::protocol::Proto;
 use crate::server::deadline::{Deadline, SWEEP_EVERY};
 use crate::server::session::Phase;
 use crate::server::stats::bump;
 
-impl Shard {
+impl<S> Core<S> {
     pub(super) fn set_deadline(&mut self, key: usize, deadline: Deadline) {
         let conn = &mut self.conns[key];
         match (conn.deadline.is_set(), deadline.is_set()) {
@@ -24,8 +24,9 @@ impl Shard {
         }
     }
 
-    /// Close connections whose handshake or close outlived its deadline.
-    pub(super) fn sweep_deadlines(&mut self) {
+    /// Close connections whose handshake or close outlived its deadline; a
+    /// WebSocket handshake that timed out gets a 408 first (best effort).
+    pub(super) fn sweep_deadlines<I: Io<Socket = S>>(&mut self, io: &mut I) {
         let now = Instant::now();
         if self.next_sweep.is_none_or(|at| at > now) {
             return;
@@ -39,12 +40,12 @@ impl Shard {
         for key in expired {
             let conn = &mut self.conns[key];
             if conn.phase == Phase::Handshake {
-                if self.config.proto == Proto::Ws && conn.queued_bytes() == 0 {
-                    let _ = conn.send_parts(&[&Rejection::Timeout.response()]);
+                if self.settings.proto == Proto::Ws && conn.can_write_directly() {
+                    let _ = send(conn, io, key, &[&Rejection::Timeout.response()[..]]);
                 }
                 bump(&self.counters().handshake_timeouts);
             }
-            self.close(key);
+            self.close(io, key);
         }
         self.next_sweep = (self.timed > 0).then(|| now + SWEEP_EVERY);
     }

@@ -1,4 +1,4 @@
-//! The room on this shard: hand published frames to the hub, and write every
+//! The room on this shard: hand published frames to the hub, and send every
 //! frame (ours and other shards') to this shard's members, closing the ones
 //! that fall more than --max-backlog behind.
 
@@ -6,29 +6,26 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-use super::events::ConnOutbox;
-use super::Shard;
-use crate::protocol::message::close_code;
-use crate::protocol::Route;
-use crate::server::config::Proto;
+use super::{send, ConnOutbox, Core, Io};
+use crate::protocol::{close_code, Proto, Route};
 use crate::server::session::{self, AfterFlush, Phase};
 use crate::server::stats::bump;
 
-impl Shard {
-    /// Hand this turn's published frames to the other shards, then write
+impl<S> Core<S> {
+    /// Hand this turn's published frames to the other shards, then send
     /// them and the frames other shards sent us to our own members: one pass
-    /// over the slab and one writev per member, however many frames.
-    pub(super) fn deliver_room_frames(&mut self) {
+    /// over the slab and one send per member, however many frames.
+    pub(super) fn deliver_room_frames<I: Io<Socket = S>>(&mut self, io: &mut I) {
         let mut frames = std::mem::take(&mut self.inbox);
         self.hub.exchange(self.id, &mut self.published, &mut frames);
         if !frames.is_empty() {
-            self.deliver_to_members(&frames);
+            self.deliver_to_members(io, &frames);
         }
         frames.clear();
         self.inbox = frames;
     }
 
-    fn deliver_to_members(&mut self, frames: &[Bytes]) {
+    fn deliver_to_members<I: Io<Socket = S>>(&mut self, io: &mut I, frames: &[Bytes]) {
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         let mut delivered = 0;
@@ -37,29 +34,32 @@ impl Shard {
                 continue;
             }
             delivered += frames.len() as u64;
-            match conn.send_shared(frames) {
-                Ok(()) if conn.queued_bytes() > self.config.max_backlog => slow.push(key),
+            match send(conn, io, key, frames) {
+                Ok(()) if conn.queued_bytes() > self.settings.max_backlog => slow.push(key),
                 Ok(()) => {}
                 Err(_) => gone.push(key),
             }
         }
         self.counters().delivered.fetch_add(delivered, Relaxed);
-        slow.into_iter().for_each(|key| self.close_slow_member(key));
-        gone.into_iter().for_each(|key| self.close(key));
+        slow.into_iter()
+            .for_each(|key| self.close_slow_member(io, key));
+        gone.into_iter().for_each(|key| self.close(io, key));
     }
 
-    /// A member fell more than --max-backlog behind: keep only the frame being
-    /// written, queue a 1008 close after it, and close once that is out (or
-    /// at the close deadline if the member never reads again).
-    pub(super) fn close_slow_member(&mut self, key: usize) {
+    /// A member fell more than --max-backlog behind: keep only the frames
+    /// being written, queue a 1008 close after them, and close once that is
+    /// out (or at the close deadline if the member never reads again).
+    fn close_slow_member<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
         bump(&self.counters().backlog_closes);
         self.hub.leave_room(self.id);
         let conn = &mut self.conns[key];
         conn.drop_queue_tail();
         conn.phase = Phase::Closing(AfterFlush::Drain);
-        if self.config.proto == Proto::Ws {
+        if self.settings.proto == Proto::Ws {
             let mut out = ConnOutbox {
                 conn,
+                io,
+                key,
                 published: &mut self.published,
                 counters: self.hub.counters(self.id),
                 failed: false,
@@ -70,10 +70,10 @@ impl Shard {
                 "too slow: backlog limit exceeded",
             );
             if out.failed {
-                self.close(key);
+                self.close(io, key);
                 return;
             }
         }
-        self.start_closing(key);
+        self.start_closing(io, key);
     }
 }

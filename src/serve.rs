@@ -1,20 +1,16 @@
-//! Everything `fanout serve` can be told, with the defaults a capacity
-//! benchmark wants. Parsed by clap; read by every shard.
+//! `fanout serve`: everything it can be told, with the defaults a capacity
+//! benchmark wants; the plan, the backend, and the process around the shards
+//! (`server::run_shards`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::BackendKind;
+use crate::backend::{self, BackendKind};
+use crate::protocol::Proto;
+use crate::server::settings::Settings;
+use crate::server::{plan_for, run_shards, ShardSetup};
 use crate::units::{parse_duration, parse_size};
-
-/// Which wire protocol the server speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Proto {
-    /// WebSocket (RFC 6455): `GET /echo` and `GET /room`.
-    Ws,
-    /// Length-prefixed raw TCP (docs/tcp-framing.md): a hello names the route.
-    Tcp,
-}
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServeConfig {
@@ -68,4 +64,52 @@ pub struct ServeConfig {
     /// before it is dropped.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub close_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// The part of the options every shard core reads.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            proto: self.proto,
+            max_message: self.max_message,
+            max_backlog: self.max_backlog,
+            max_handshake: self.max_handshake,
+            handshake_timeout: self.handshake_timeout,
+            close_timeout: self.close_timeout,
+        }
+    }
+}
+
+pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let kind = config.backend;
+    backend::probe(kind).map_err(|missing| crate::cli::UsageError(missing.to_string()))?;
+    let fd_use = backend::fd_use(kind);
+    let plan = plan_for(
+        config.shards,
+        config.max_conns,
+        config.fds_per_shard,
+        fd_use,
+    )?;
+    let banner = format!(
+        "fanout serve: {} backend, {} protocol; {plan}",
+        kind.name(),
+        format!("{:?}", config.proto).to_lowercase()
+    );
+    let conn_limit = plan.conns_per_shard.unwrap_or(usize::MAX);
+    let settings = Arc::new(config.settings());
+    run_shards(
+        &plan,
+        config.listen,
+        banner,
+        || backend::prepare(kind),
+        move |prepared, listener, id, hub| {
+            let setup = ShardSetup {
+                id,
+                conn_limit,
+                settings: settings.clone(),
+                hub,
+            };
+            backend::run(prepared, listener, setup)
+        },
+    )
 }

@@ -1,0 +1,615 @@
+//! The shard core: everything a shard does with its connections that is not
+//! I/O, written once for every backend. It owns the connections (a slab of
+//! [`Conn`]s), runs the session over what they receive, queues what they
+//! send, and keeps the close protocol, echo backpressure, room delivery with
+//! the backlog limit, deadlines, the goodbye and the counters.
+//!
+//! A backend owns the sockets and the event loop. It tells the core what
+//! happened ([`Core::admit`], [`Core::received`], [`Core::writable`] or
+//! [`Core::sent`], [`Core::hung_up`], [`Core::end_turn`]) and carries out
+//! what the core asks through [`Io`]. The contract is spelled out in
+//! `backend/mod.rs`.
+
+mod conn;
+mod deadlines;
+mod room;
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use slab::Slab;
+
+pub use conn::{Busy, Conn, Position};
+
+use super::deadline::{Clock, Deadline};
+use super::hub::Hub;
+use super::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
+use super::settings::Settings;
+use super::stats::{bump, ShardCounters};
+use crate::protocol::{close_code, frame, Proto, Route};
+
+/// What a backend does for the core. Two write models meet here: a
+/// readiness backend (epoll) writes in [`Io::write_now`] and reports
+/// [`Core::writable`]; a completion backend (io_uring) writes nothing now,
+/// submits the queue in [`Io::send_queue`] and reports [`Core::sent`].
+pub trait Io {
+    /// The backend's per-connection handle, stored in the core's slab.
+    type Socket;
+
+    /// Write as much of `parts` as the socket takes without blocking and
+    /// return how many bytes that was. A backend that cannot write borrowed
+    /// bytes (its sends complete later) returns 0: the core queues them.
+    fn write_now<T: AsRef<[u8]>>(
+        &mut self,
+        socket: &Self::Socket,
+        parts: &[T],
+    ) -> io::Result<usize>;
+
+    /// The connection's queue has bytes and none of them is being sent.
+    fn send_queue(
+        &mut self,
+        key: usize,
+        socket: &mut Self::Socket,
+        queue: &[Bytes],
+    ) -> io::Result<QueuedSend>;
+
+    /// Shut the write side (our FIN); reading goes on.
+    fn shutdown_write(&mut self, socket: &Self::Socket);
+
+    /// The connection is gone from the core: close its socket. `unsent` is
+    /// what was still queued; buffers a send is using must outlive it.
+    fn close(&mut self, key: usize, socket: Self::Socket, unsent: VecDeque<Bytes>);
+
+    /// Stop taking input from this connection until [`Io::resume_reading`].
+    fn pause_reading(&mut self, key: usize, socket: &mut Self::Socket);
+
+    /// Input is wanted again; a readiness backend must read now, since the
+    /// edge that announced waiting bytes has passed.
+    fn resume_reading(&mut self, key: usize, socket: &mut Self::Socket);
+
+    /// Stop accepting until [`Io::resume_accepting`].
+    fn pause_accepting(&mut self);
+
+    fn resume_accepting(&mut self);
+}
+
+/// What a backend did with a connection's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueuedSend {
+    /// Nothing yet: the backend reports [`Core::writable`] when it can write.
+    AwaitWritable,
+    /// The first `buffers` of the queue are being sent; [`Core::sent`] follows.
+    Submitted { buffers: usize },
+}
+
+/// How soon a paused accept (fd table or shard full) tries again if no
+/// connection closes first.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+pub struct Core<S> {
+    id: usize,
+    conns: Slab<Conn<S>>,
+    /// Connections this shard holds before it pauses accepting.
+    conn_limit: usize,
+    settings: Arc<Settings>,
+    limits: Limits,
+    hub: Arc<Hub>,
+    clock: Clock,
+    /// Connections with a deadline set; the core sweeps while there are any.
+    timed: usize,
+    next_sweep: Option<Instant>,
+    /// When accepting paused (fd table or shard full), the time to retry.
+    accept_retry_at: Option<Instant>,
+    /// Frames this shard's connections published during the current turn.
+    published: Vec<Bytes>,
+    /// Frames other shards sent us.
+    inbox: Vec<Bytes>,
+}
+
+impl<S> Core<S> {
+    pub fn new(id: usize, conn_limit: usize, settings: Arc<Settings>, hub: Arc<Hub>) -> Core<S> {
+        let limits = Limits {
+            proto: settings.proto,
+            max_message: settings.max_message,
+            max_handshake: settings.max_handshake,
+        };
+        Core {
+            id,
+            conns: Slab::new(),
+            conn_limit,
+            settings,
+            limits,
+            hub,
+            clock: Clock::new(),
+            timed: 0,
+            next_sweep: None,
+            accept_retry_at: None,
+            published: Vec::new(),
+            inbox: Vec::new(),
+        }
+    }
+
+    pub fn counters(&self) -> &ShardCounters {
+        self.hub.counters(self.id)
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.hub.shutting_down()
+    }
+
+    pub fn socket(&self, key: usize) -> Option<&S> {
+        self.conns.get(key).map(|conn| &conn.socket)
+    }
+
+    pub fn socket_mut(&mut self, key: usize) -> Option<&mut S> {
+        self.conns.get_mut(key).map(|conn| &mut conn.socket)
+    }
+
+    /// Whether the connection is open and wants its input read.
+    pub fn wants_input(&self, key: usize) -> bool {
+        self.conns.get(key).is_some_and(|conn| !conn.read_paused())
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The key the next admitted connection will get (a readiness backend
+    /// registers the socket under it first).
+    pub fn next_key(&self) -> usize {
+        self.conns.vacant_key()
+    }
+
+    /// Whether to accept now. Pauses accepting (and says so to `io`) when the
+    /// shard holds its planned maximum.
+    pub fn accepting(&mut self, io: &mut impl Io) -> bool {
+        if self.accept_retry_at.is_some() {
+            return false;
+        }
+        if self.conns.len() >= self.conn_limit {
+            bump(&self.counters().accept_pauses_full);
+            self.pause_accepting(io);
+            return false;
+        }
+        true
+    }
+
+    /// Accepting failed. Running out of fds pauses it (retrying at once would
+    /// fail again and spin) until a connection closes or the retry timer.
+    pub fn accept_failed(&mut self, io: &mut impl Io, error: &io::Error) {
+        if crate::sys::is_fd_exhaustion(error) {
+            bump(&self.counters().accept_pauses_fd_limit);
+            self.pause_accepting(io);
+        }
+        // Otherwise the peer gave up before we accepted (ECONNABORTED) and the like.
+    }
+
+    fn pause_accepting(&mut self, io: &mut impl Io) {
+        if self.accept_retry_at.is_none() {
+            io.pause_accepting();
+        }
+        self.accept_retry_at = Some(Instant::now() + ACCEPT_RETRY);
+    }
+
+    /// A backend could not take an accepted connection (e.g. registering it
+    /// failed); it closed it.
+    pub fn refused(&mut self) {
+        bump(&self.counters().accepted);
+        bump(&self.counters().closed);
+    }
+
+    /// A new connection: it starts its handshake, with a deadline.
+    pub fn admit(&mut self, socket: S) -> usize {
+        bump(&self.counters().accepted);
+        let key = self.conns.insert(Conn::new(socket));
+        let deadline = self.clock.after(self.settings.handshake_timeout);
+        self.set_deadline(key, deadline);
+        let slots = self.conns.capacity() as u64;
+        self.counters().conn_slots.store(slots, Relaxed);
+        key
+    }
+
+    /// The peer hung up, or the socket failed: the connection is over.
+    pub fn hung_up<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        self.close(io, key);
+    }
+
+    /// Run the session over newly received bytes (joined to any partial
+    /// frame left from before). Returns whether the connection is still open.
+    pub fn received<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize, data: &mut [u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let before = conn.phase;
+        let mut phase = before;
+        let (mut pending, mut fragments) = conn.take_input();
+        let mut out = ConnOutbox {
+            conn,
+            io,
+            key,
+            published: &mut self.published,
+            counters: self.hub.counters(self.id),
+            failed: false,
+        };
+        let ending = if pending.is_empty() {
+            let (used, ending) =
+                session::on_input(&self.limits, &mut phase, data, &mut fragments, &mut out);
+            pending.extend_from_slice(&data[used..]);
+            ending
+        } else {
+            pending.extend_from_slice(data);
+            let (used, ending) = session::on_input(
+                &self.limits,
+                &mut phase,
+                &mut pending,
+                &mut fragments,
+                &mut out,
+            );
+            pending.drain(..used);
+            ending
+        };
+        let failed = out.failed;
+        let conn = &mut self.conns[key];
+        conn.phase = phase;
+        conn.put_input(pending, fragments);
+        if failed {
+            self.close(io, key);
+            return false;
+        }
+        self.on_phase_change(io, key, before, ending);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false; // closed while finishing its close
+        };
+        if conn.phase == Phase::Open(Route::Echo) && conn.queued_bytes() > 0 && !conn.read_paused()
+        {
+            // Echo backpressure: read no more from a client that is not
+            // reading its replies; resume when the queue drains.
+            conn.set_read_paused(true);
+            io.pause_reading(key, &mut conn.socket);
+            bump(&self.hub.counters(self.id).read_pauses);
+        }
+        conn.release_if_idle();
+        true
+    }
+
+    /// A readiness backend can write again: write the queue.
+    pub fn writable<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.write_queue_now(io) {
+            Ok(true) => self.after_drain(io, key),
+            Ok(false) => {}
+            Err(_) => self.close(io, key),
+        }
+    }
+
+    /// A completion backend's send of the queue's front finished.
+    pub fn sent<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize, result: io::Result<usize>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.set_in_flight(0);
+        let written = match result {
+            Ok(0) | Err(_) => return self.close(io, key),
+            Ok(written) => written,
+        };
+        if conn.consume(written) {
+            return self.after_drain(io, key);
+        }
+        if conn.start_queue(io, key).is_err() {
+            self.close(io, key);
+        }
+    }
+
+    /// The outbound queue just emptied: finish a close, or resume reading.
+    fn after_drain<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        let conn = &mut self.conns[key];
+        match conn.phase {
+            Phase::Closing(AfterFlush::HangUp) => return self.close(io, key),
+            Phase::Closing(AfterFlush::Drain) => {
+                io.shutdown_write(&conn.socket);
+                conn.phase = Phase::Draining;
+            }
+            _ => {}
+        }
+        if conn.read_paused() {
+            conn.set_read_paused(false);
+            io.resume_reading(key, &mut conn.socket);
+        }
+        conn.release_if_idle();
+    }
+
+    /// Keep room membership and counters in step with what the session did.
+    fn on_phase_change<I: Io<Socket = S>>(
+        &mut self,
+        io: &mut I,
+        key: usize,
+        before: Phase,
+        ending: Option<Ending>,
+    ) {
+        let after = self.conns[key].phase;
+        // A request and a close can arrive in one read: the session then goes
+        // from Handshake straight to Closing, having upgraded in between.
+        let upgraded = before == Phase::Handshake
+            && (matches!(after, Phase::Open(_))
+                || matches!(ending, Some(Ending::PeerClosed | Ending::Violation(_))));
+        if upgraded {
+            bump(&self.counters().upgraded);
+            self.set_deadline(key, Deadline::NONE);
+        }
+        let member_before = before == Phase::Open(Route::Room);
+        let member_after = after == Phase::Open(Route::Room);
+        if member_after && !member_before {
+            self.hub.join_room(self.id);
+        }
+        if member_before && !member_after {
+            self.hub.leave_room(self.id);
+        }
+        let Some(ending) = ending else {
+            return;
+        };
+        match ending {
+            Ending::Rejected(_) => bump(&self.counters().rejected),
+            Ending::Violation(_) => bump(&self.counters().protocol_errors),
+            Ending::PeerClosed => {}
+            Ending::CloseAnswered => return self.close(io, key),
+        }
+        self.start_closing(io, key);
+    }
+
+    /// Our last bytes are queued: arm the close deadline and, if they are
+    /// already written, shut the write side now.
+    fn start_closing<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        let deadline = self.clock.after(self.settings.close_timeout);
+        self.set_deadline(key, deadline);
+        if self.conns[key].queued_bytes() == 0 {
+            self.after_drain(io, key);
+        }
+    }
+
+    fn close<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        if conn.phase == Phase::Open(Route::Room) {
+            self.hub.leave_room(self.id);
+        }
+        if conn.deadline.is_set() {
+            self.timed -= 1;
+        }
+        bump(&self.counters().closed);
+        let unsent = conn.take_queue();
+        io.close(key, conn.socket, unsent);
+        if self.accept_retry_at.is_some() {
+            // A slot is free: retry accepting at the end of this turn.
+            self.accept_retry_at = Some(Instant::now());
+        }
+    }
+
+    /// The end of one turn of the event loop: carry out a cache-flush
+    /// request, deliver the room's frames, sweep deadlines, resume accepting
+    /// when it is time.
+    pub fn end_turn<I: Io<Socket = S>>(&mut self, io: &mut I) {
+        self.hub.serve_flush_request(self.id);
+        self.deliver_room_frames(io);
+        self.sweep_deadlines(io);
+        if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
+            self.accept_retry_at = None;
+            io.resume_accepting();
+        }
+    }
+
+    /// When the event loop must wake even if nothing happens.
+    pub fn next_wake(&self) -> Option<Instant> {
+        match (self.next_sweep, self.accept_retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// At shutdown, tell open WebSocket clients we are going away (best
+    /// effort, no waiting), then close every connection.
+    pub fn say_goodbye<I: Io<Socket = S>>(&mut self, io: &mut I) {
+        if self.settings.proto == Proto::Ws {
+            let goodbye =
+                frame::server_frame(frame::OpCode::Close, &close_code::GOING_AWAY.to_be_bytes());
+            for (key, conn) in self.conns.iter_mut() {
+                if matches!(conn.phase, Phase::Open(_)) && conn.can_write_directly() {
+                    let _ = send(conn, io, key, std::slice::from_ref(&goodbye));
+                }
+            }
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(io, key);
+        }
+    }
+}
+
+/// Send `parts` on `conn` in order: straight to the socket when nothing is
+/// queued and the backend writes now, the rest queued (shared frames by
+/// reference, borrowed bytes copied), then the queue handed to the backend.
+fn send<S, I: Io<Socket = S>, T: Part>(
+    conn: &mut Conn<S>,
+    io: &mut I,
+    key: usize,
+    parts: &[T],
+) -> io::Result<()> {
+    let written = if conn.can_write_directly() {
+        io.write_now(&conn.socket, parts)?
+    } else {
+        0
+    };
+    let at = Position::START.advance(parts, written);
+    if at.index < parts.len() {
+        T::enqueue_rest(conn, &parts[at.index..], at.offset);
+    }
+    conn.start_queue(io, key)
+}
+
+/// Bytes the core can send: borrowed parts (copied when queued) or shared
+/// frames (queued by reference).
+trait Part: AsRef<[u8]> + Sized {
+    fn enqueue_rest<S>(conn: &mut Conn<S>, rest: &[Self], offset: usize);
+}
+
+impl Part for &[u8] {
+    fn enqueue_rest<S>(conn: &mut Conn<S>, rest: &[Self], offset: usize) {
+        let mut copy = Vec::with_capacity(rest.iter().map(|p| p.len()).sum::<usize>() - offset);
+        for (i, part) in rest.iter().enumerate() {
+            copy.extend_from_slice(&part[if i == 0 { offset } else { 0 }..]);
+        }
+        conn.enqueue(Bytes::from(copy));
+    }
+}
+
+impl Part for Bytes {
+    fn enqueue_rest<S>(conn: &mut Conn<S>, rest: &[Self], offset: usize) {
+        conn.enqueue(rest[0].slice(offset..));
+        for frame in &rest[1..] {
+            conn.enqueue(frame.clone());
+        }
+    }
+}
+
+/// The session's [`Outbox`] for one connection of this shard.
+struct ConnOutbox<'a, S, I> {
+    conn: &'a mut Conn<S>,
+    io: &'a mut I,
+    key: usize,
+    published: &'a mut Vec<Bytes>,
+    counters: &'a ShardCounters,
+    /// A write failed: the connection is dead and must be closed.
+    failed: bool,
+}
+
+impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
+    fn reply(&mut self, parts: &[&[u8]]) {
+        if !self.failed && send(self.conn, self.io, self.key, parts).is_err() {
+            self.failed = true;
+        }
+    }
+
+    fn echo(&mut self, parts: &[&[u8]]) {
+        bump(&self.counters.echoed);
+        self.reply(parts);
+    }
+
+    fn publish(&mut self, frame: Bytes) {
+        bump(&self.counters.published);
+        self.published.push(frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::tcp;
+    use crate::server::hub::Wake;
+    use std::time::Duration;
+
+    struct NoWake;
+
+    impl Wake for NoWake {
+        fn wake(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A readiness backend whose socket takes `budget` bytes per writable
+    /// event, recording what reached the wire and what the core asked.
+    #[derive(Default)]
+    struct TrickleIo {
+        budget: usize,
+        wire: Vec<u8>,
+        paused: usize,
+        resumed: usize,
+        closed: usize,
+    }
+
+    impl Io for TrickleIo {
+        type Socket = ();
+
+        fn write_now<T: AsRef<[u8]>>(&mut self, _: &(), parts: &[T]) -> io::Result<usize> {
+            let mut written = 0;
+            for part in parts {
+                let take = part.as_ref().len().min(self.budget - written);
+                self.wire.extend_from_slice(&part.as_ref()[..take]);
+                written += take;
+            }
+            self.budget -= written;
+            Ok(written)
+        }
+
+        fn send_queue(&mut self, _: usize, _: &mut (), _: &[Bytes]) -> io::Result<QueuedSend> {
+            Ok(QueuedSend::AwaitWritable)
+        }
+
+        fn shutdown_write(&mut self, _: &()) {}
+
+        fn close(&mut self, _: usize, _: (), _: VecDeque<Bytes>) {
+            self.closed += 1;
+        }
+
+        fn pause_reading(&mut self, _: usize, _: &mut ()) {
+            self.paused += 1;
+        }
+
+        fn resume_reading(&mut self, _: usize, _: &mut ()) {
+            self.resumed += 1;
+        }
+
+        fn pause_accepting(&mut self) {}
+
+        fn resume_accepting(&mut self) {}
+    }
+
+    fn core(proto: Proto) -> Core<()> {
+        let settings = Settings {
+            proto,
+            max_message: 1 << 20,
+            max_backlog: 1 << 20,
+            max_handshake: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+        };
+        let hub = Arc::new(Hub::new(vec![Box::new(NoWake)]));
+        Core::new(0, usize::MAX, Arc::new(settings), hub)
+    }
+
+    /// Echo through a socket that takes 7 bytes per writable event: every
+    /// byte arrives once and in order, reading pauses while replies wait and
+    /// resumes when they are out, and the queue is freed.
+    #[test]
+    fn a_slow_socket_gets_every_byte_in_order_with_reading_paused_meanwhile() {
+        let mut core = core(Proto::Tcp);
+        let mut io = TrickleIo::default();
+        let key = core.admit(());
+        let mut input = tcp::encode(b"/echo");
+        let mut expected = tcp::encode(tcp::HELLO_OK);
+        for i in 0..20u8 {
+            let message = tcp::encode(&[i; 10]);
+            input.extend_from_slice(&message);
+            expected.extend_from_slice(&message);
+        }
+        assert!(core.received(&mut io, key, &mut input));
+        assert_eq!(io.paused, 1);
+        assert!(!core.wants_input(key));
+        while io.wire.len() < expected.len() {
+            io.budget = 7;
+            core.writable(&mut io, key);
+        }
+        assert_eq!(io.wire, expected);
+        assert_eq!(io.resumed, 1);
+        assert!(core.wants_input(key));
+        assert!(
+            core.conns[key].busy.is_none(),
+            "an idle connection holds no buffers"
+        );
+    }
+}
