@@ -11,116 +11,143 @@ use common::*;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
 
-#[test]
-fn private_fd_tables_hold_more_than_one_shard_can() {
-    const CONNS: usize = 120;
-    let server = Server::start(&["--fds-per-shard", "64", "--max-conns", "120"]);
-    assert!(server.plan.contains("private fd table"), "{}", server.plan);
-    let mut clients: Vec<Ws> = (0..CONNS).map(|_| ws_connect(&server, "/echo")).collect();
-    for (i, ws) in clients.iter_mut().enumerate() {
-        assert_echo(ws, Message::text(format!("client {i}")));
+every_backend! {
+    fn private_fd_tables_hold_more_than_one_shard_can(backend: Backend) {
+        const CONNS: usize = 120;
+        let server = Server::start(backend, &["--fds-per-shard", "64", "--max-conns", "120"]);
+        assert!(server.plan.contains("private fd table"), "{}", server.plan);
+        let mut clients: Vec<Ws> = (0..CONNS).map(|_| ws_connect(&server, "/echo")).collect();
+        for (i, ws) in clients.iter_mut().enumerate() {
+            assert_echo(ws, Message::text(format!("client {i}")));
+        }
+        let stats = server.stats();
+        assert_eq!(stats.open, CONNS as u64);
+        let per_shard_limit = 64;
+        assert!(
+            stats.open_per_shard.iter().all(|&n| n < per_shard_limit),
+            "{:?}",
+            stats.open_per_shard
+        );
+        assert!(stats.open_per_shard.iter().filter(|&&n| n > 0).count() >= 2);
+        // The sockets live in the shards' private tables, not the main one.
+        let main_table = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .unwrap()
+            .count();
+        assert!(main_table < CONNS, "main fd table holds {main_table} fds");
     }
-    let stats = server.stats();
-    assert_eq!(stats.open, CONNS as u64);
-    let per_shard_limit = 64;
-    assert!(
-        stats.open_per_shard.iter().all(|&n| n < per_shard_limit),
-        "{:?}",
-        stats.open_per_shard
-    );
-    assert!(stats.open_per_shard.iter().filter(|&&n| n > 0).count() >= 2);
-    // The sockets live in the shards' private tables, not the main one.
-    let main_table = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
-        .unwrap()
-        .count();
-    assert!(main_table < CONNS, "main fd table holds {main_table} fds");
-}
 
-#[test]
-fn a_full_fd_table_pauses_accepting_without_spinning_and_resumes() {
-    // The child's own RLIMIT_NOFILE is lowered to 64 (lowering needs no privilege).
-    let server = Server::start_with(&["--shards", "1"], |command| {
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child before exec.
-        unsafe {
-            command.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: 64,
-                    rlim_max: 64,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
-    // More connections than the table has room for; the kernel completes TCP
-    // for all of them, the server can accept only some.
-    let streams: Vec<_> = (0..80).map(|_| tcp_connect(server.addr)).collect();
-    let stats = server.wait_for_stats("accept to pause on EMFILE", |s| {
-        s.totals.accept_pauses_fd_limit > 0
-    });
-    assert!(stats.open < 64);
-    // Over half a second a paused loop wakes a handful of times (retry
-    // timer); a spinning one would wake hundreds of thousands of times.
-    let before = server.stats().totals.wakeups;
-    std::thread::sleep(Duration::from_millis(500));
-    let woke = server.stats().totals.wakeups - before;
-    assert!(
-        woke < 200,
-        "event loop woke {woke} times in 0.5 s while paused"
-    );
-    // Freeing fds lets the waiting connections in.
-    let opened_before = stats.totals.accepted;
-    drop(streams);
-    let mut ws = ws_connect(&server, "/echo");
-    assert_echo(&mut ws, Message::text("in after the pause"));
-    let stats = server.stats();
-    assert!(stats.totals.accepted > opened_before);
-}
-
-#[test]
-fn a_slow_room_member_is_closed_with_1008_and_others_are_unharmed() {
-    let server = Server::start(&["--max-backlog", "64KiB", "--shards", "1"]);
-    // A small receive buffer keeps the kernel from absorbing the backlog.
-    let slow_stream = {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.connect(&server.addr.into()).unwrap();
-        let stream: std::net::TcpStream = socket.into();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream
-    };
-    let (mut slow, _) = tungstenite::client(server.url("/room"), slow_stream).unwrap();
-    let mut publisher = ws_connect(&server, "/room");
-    let payload = vec![7u8; 32 * 1024];
-    for _ in 0..400 {
-        publisher.send(Message::binary(payload.clone())).unwrap();
-        // The publisher reads its own copy, so it never falls behind.
-        assert_eq!(read_data(&mut publisher), Message::binary(payload.clone()));
-        if server.stats().totals.backlog_closes > 0 {
-            break;
-        }
+    fn a_full_fd_table_pauses_accepting_without_spinning_and_resumes(backend: Backend) {
+        // The child's own RLIMIT_NOFILE is lowered to 64 (lowering needs no privilege).
+        let server = Server::start_with(backend, &["--shards", "1"], |command| {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child before exec.
+            unsafe {
+                command.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: 64,
+                        rlim_max: 64,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        });
+        // More connections than the table has room for; the kernel completes TCP
+        // for all of them, the server can accept only some.
+        let streams: Vec<_> = (0..80).map(|_| tcp_connect(server.addr)).collect();
+        let stats = server.wait_for_stats("accept to pause on EMFILE", |s| {
+            s.totals.accept_pauses_fd_limit > 0
+        });
+        assert!(stats.open < 64);
+        // Over half a second a paused loop wakes a handful of times (retry
+        // timer); a spinning one would wake hundreds of thousands of times.
+        let before = server.stats().totals.wakeups;
+        std::thread::sleep(Duration::from_millis(500));
+        let woke = server.stats().totals.wakeups - before;
+        assert!(
+            woke < 200,
+            "event loop woke {woke} times in 0.5 s while paused"
+        );
+        // Freeing fds lets the waiting connections in.
+        let opened_before = stats.totals.accepted;
+        drop(streams);
+        let mut ws = ws_connect(&server, "/echo");
+        assert_echo(&mut ws, Message::text("in after the pause"));
+        let stats = server.stats();
+        assert!(stats.totals.accepted > opened_before);
     }
-    assert_eq!(server.stats().totals.backlog_closes, 1);
-    // The slow member finds data, then a 1008 close, then the end.
-    let close = loop {
-        match slow.read() {
-            Ok(Message::Binary(_)) => continue,
-            Ok(Message::Close(frame)) => break frame,
-            other => panic!("expected data then a close, got {other:?}"),
+
+    fn a_slow_room_member_is_closed_with_1008_and_others_are_unharmed(backend: Backend) {
+        let server = Server::start(backend, &["--max-backlog", "64KiB", "--shards", "1"]);
+        // A small receive buffer keeps the kernel from absorbing the backlog.
+        let slow_stream = {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&server.addr.into()).unwrap();
+            let stream: std::net::TcpStream = socket.into();
+            stream.set_read_timeout(Some(PATIENCE)).unwrap();
+            stream
+        };
+        let (mut slow, _) = tungstenite::client(server.url("/room"), slow_stream).unwrap();
+        let mut publisher = ws_connect(&server, "/room");
+        let payload = vec![7u8; 32 * 1024];
+        for _ in 0..400 {
+            publisher.send(Message::binary(payload.clone())).unwrap();
+            // The publisher reads its own copy, so it never falls behind.
+            assert_eq!(read_data(&mut publisher), Message::binary(payload.clone()));
+            if server.stats().totals.backlog_closes > 0 {
+                break;
+            }
         }
-    };
-    assert_eq!(close.unwrap().code, CloseCode::Policy);
-    // tungstenite answers the close on its next call; the server then hangs up.
-    assert!(matches!(
-        slow.read(),
-        Err(tungstenite::Error::ConnectionClosed)
-    ));
-    publisher.send(Message::text("still delivering")).unwrap();
-    assert_eq!(read_data(&mut publisher), Message::text("still delivering"));
-    server.wait_for_stats("the slow member to be freed", |s| s.open == 1);
+        assert_eq!(server.stats().totals.backlog_closes, 1);
+        // The slow member finds data, then a 1008 close, then the end.
+        let close = loop {
+            match slow.read() {
+                Ok(Message::Binary(_)) => continue,
+                Ok(Message::Close(frame)) => break frame,
+                other => panic!("expected data then a close, got {other:?}"),
+            }
+        };
+        assert_eq!(close.unwrap().code, CloseCode::Policy);
+        // tungstenite answers the close on its next call; the server then hangs up.
+        assert!(matches!(
+            slow.read(),
+            Err(tungstenite::Error::ConnectionClosed)
+        ));
+        publisher.send(Message::text("still delivering")).unwrap();
+        assert_eq!(read_data(&mut publisher), Message::text("still delivering"));
+        server.wait_for_stats("the slow member to be freed", |s| s.open == 1);
+    }
+
+    fn an_echo_client_that_does_not_read_is_paused_not_killed(backend: Backend) {
+        const MESSAGES: usize = 256;
+        let server = Server::start(backend, &["--max-backlog", "64KiB"]);
+        let mut raw = RawWs::connect(&server, "/echo");
+        // 16 MiB of echo requests, more than the socket buffers hold, written
+        // while nobody reads the replies: the server must stop reading from us
+        // rather than queue replies without bound or close us.
+        let frame = raw_frame(0x82, &[1u8; 64 * 1024]);
+        let mut writer = raw.stream.try_clone().unwrap();
+        writer.set_write_timeout(None).unwrap();
+        let writing = std::thread::spawn(move || {
+            for _ in 0..MESSAGES {
+                std::io::Write::write_all(&mut writer, &frame).unwrap();
+            }
+        });
+        server.wait_for_stats("reading to pause", |s| s.totals.read_pauses > 0);
+        for i in 0..MESSAGES {
+            let (opcode, payload) = raw.read_frame().expect("every echo arrives");
+            assert_eq!((opcode, payload.len()), (0x2, 64 * 1024), "reply {i}");
+        }
+        writing.join().unwrap();
+        let stats = server.stats();
+        assert_eq!(
+            (stats.totals.echoed, stats.totals.backlog_closes),
+            (MESSAGES as u64, 0)
+        );
+    }
 }
 
 #[test]
@@ -138,7 +165,7 @@ fn a_listen_address_in_use_is_a_clear_error() {
         "{stderr}"
     );
     // Another fanout on the same port, which would otherwise share it silently.
-    let server = Server::start(&[]);
+    let server = Server::start(Backend::Epoll, &[]);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
         .args(["serve", "--listen", &server.addr.to_string()])
         .output()
@@ -163,33 +190,4 @@ fn bad_arguments_are_usage_errors() {
         assert!(!output.status.success(), "{args:?}");
         assert!(!output.stderr.is_empty(), "{args:?} explains itself");
     }
-}
-
-#[test]
-fn an_echo_client_that_does_not_read_is_paused_not_killed() {
-    const MESSAGES: usize = 256;
-    let server = Server::start(&["--max-backlog", "64KiB"]);
-    let mut raw = RawWs::connect(&server, "/echo");
-    // 16 MiB of echo requests, more than the socket buffers hold, written
-    // while nobody reads the replies: the server must stop reading from us
-    // rather than queue replies without bound or close us.
-    let frame = raw_frame(0x82, &[1u8; 64 * 1024]);
-    let mut writer = raw.stream.try_clone().unwrap();
-    writer.set_write_timeout(None).unwrap();
-    let writing = std::thread::spawn(move || {
-        for _ in 0..MESSAGES {
-            std::io::Write::write_all(&mut writer, &frame).unwrap();
-        }
-    });
-    server.wait_for_stats("reading to pause", |s| s.totals.read_pauses > 0);
-    for i in 0..MESSAGES {
-        let (opcode, payload) = raw.read_frame().expect("every echo arrives");
-        assert_eq!((opcode, payload.len()), (0x2, 64 * 1024), "reply {i}");
-    }
-    writing.join().unwrap();
-    let stats = server.stats();
-    assert_eq!(
-        (stats.totals.echoed, stats.totals.backlog_closes),
-        (MESSAGES as u64, 0)
-    );
 }

@@ -49,7 +49,7 @@ fn assert_all_opened(report: &Report, conns: u64) {
 
 #[test]
 fn hold_opens_every_connection_and_keeps_it() {
-    let server = Server::start(&[]);
+    let server = Server::start(Backend::Epoll, &[]);
     let url = server.url("/room");
     let report = load(&format!("hold --url {url} --conns 300 --duration 200ms"));
     assert_all_opened(&report, 300);
@@ -61,7 +61,7 @@ fn hold_opens_every_connection_and_keeps_it() {
 
 #[test]
 fn broadcast_reaches_every_member_exactly_once() {
-    let server = Server::start(&["--shards", "2"]);
+    let server = Server::start(Backend::Epoll, &["--shards", "2"]);
     let url = server.url("/room");
     let report = load(&format!(
         "broadcast --url {url} --conns 200 --count 5 --interval 20ms"
@@ -90,7 +90,7 @@ fn broadcast_reaches_every_member_exactly_once() {
 
 #[test]
 fn more_broadcasts_than_per_message_tables_still_report_every_message() {
-    let server = Server::start(&[]);
+    let server = Server::start(Backend::Epoll, &[]);
     let url = server.url("/room");
     let report = load(&format!(
         "broadcast --url {url} --conns 20 --count 150 --interval 0ms"
@@ -203,7 +203,7 @@ fn late_lost_and_closed_deliveries_are_told_apart() {
 
 #[test]
 fn sustained_broadcast_publishes_at_its_rate() {
-    let server = Server::start(&[]);
+    let server = Server::start(Backend::Epoll, &[]);
     let url = server.url("/room");
     let report = load(&format!(
         "broadcast --url {url} --conns 50 --send-rate 100 --duration 300ms"
@@ -220,7 +220,7 @@ fn sustained_broadcast_publishes_at_its_rate() {
 
 #[test]
 fn echo_closed_and_open_loop() {
-    let server = Server::start(&[]);
+    let server = Server::start(Backend::Epoll, &[]);
     let url = server.url("/echo");
     let closed = load(&format!(
         "echo --url {url} --conns 20 --window 4 --duration 300ms --size 100"
@@ -245,7 +245,7 @@ fn echo_closed_and_open_loop() {
 
 #[test]
 fn churn_opens_echoes_and_closes() {
-    let server = Server::start(&[]);
+    let server = Server::start(Backend::Epoll, &[]);
     let url = server.url("/echo");
     let report = load(&format!("churn --url {url} --rate 400 --duration 500ms"));
     let churn = report.churn.expect("churn section");
@@ -257,7 +257,7 @@ fn churn_opens_echoes_and_closes() {
 
 #[test]
 fn raw_tcp_hold_broadcast_and_echo() {
-    let server = Server::start(&["--proto", "tcp"]);
+    let server = Server::start(Backend::Epoll, &["--proto", "tcp"]);
     let url = format!("tcp://{}", server.addr);
     assert_all_opened(
         &load(&format!("hold --url {url} --conns 50 --duration 100ms")),
@@ -289,7 +289,7 @@ fn failures_are_counted_by_cause() {
         .iter()
         .any(|w| w.contains("20 connections failed")));
     // A path the server refuses: the HTTP status is the cause.
-    let server = Server::start(&[]);
+    let server = Server::start(Backend::Epoll, &[]);
     let report = load(&format!(
         "hold --url {} --conns 5 --duration 100ms",
         server.url("/nope")

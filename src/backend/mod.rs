@@ -29,6 +29,7 @@
 //! ([`slot_bytes`]).
 
 pub mod epoll;
+pub mod uring;
 
 use std::io;
 use std::net::TcpListener;
@@ -41,12 +42,16 @@ pub enum BackendKind {
     /// Readiness: edge-triggered epoll via mio, writes straight from the
     /// shard's thread.
     Epoll,
+    /// Completions: one io_uring per shard (multishot accept and recv, a
+    /// provided buffer ring, batched sends). Needs Linux 6.1 or later.
+    Uring,
 }
 
 impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Epoll => "epoll",
+            BackendKind::Uring => "uring",
         }
     }
 }
@@ -55,12 +60,22 @@ impl BackendKind {
 /// unshares its fd table, so that its waker is valid in every table.
 pub enum Prepared {
     Epoll(epoll::Prepared),
+    Uring(uring::Prepared),
 }
 
 /// Whether this kernel can run the backend; the error names what is missing.
 pub fn probe(kind: BackendKind) -> Result<(), Missing> {
     match kind {
         BackendKind::Epoll => Ok(()),
+        // In a thread of its own, which ends with its test ring: the ring's
+        // teardown queues task work on the thread that made it, which would
+        // interrupt that thread's next blocking call (EINTR).
+        BackendKind::Uring => std::thread::scope(|scope| scope.spawn(uring::probe).join())
+            .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+            .map_err(|missing| Missing {
+                backend: "uring",
+                missing,
+            }),
     }
 }
 
@@ -76,6 +91,7 @@ pub struct Missing {
 pub fn fd_use(kind: BackendKind) -> FdUse {
     match kind {
         BackendKind::Epoll => epoll::FD_USE,
+        BackendKind::Uring => uring::FD_USE,
     }
 }
 
@@ -86,6 +102,10 @@ pub fn prepare(kind: BackendKind) -> io::Result<(Prepared, Box<dyn Wake>)> {
             let (prepared, waker) = epoll::prepare()?;
             Ok((Prepared::Epoll(prepared), waker))
         }
+        BackendKind::Uring => {
+            let (prepared, waker) = uring::prepare()?;
+            Ok((Prepared::Uring(prepared), waker))
+        }
     }
 }
 
@@ -94,6 +114,7 @@ pub fn prepare(kind: BackendKind) -> io::Result<(Prepared, Box<dyn Wake>)> {
 pub fn slot_bytes(kind: BackendKind) -> usize {
     match kind {
         BackendKind::Epoll => epoll::SLOT_BYTES,
+        BackendKind::Uring => uring::SLOT_BYTES,
     }
 }
 
@@ -101,5 +122,6 @@ pub fn slot_bytes(kind: BackendKind) -> usize {
 pub fn run(prepared: Prepared, listener: TcpListener, setup: ShardSetup) -> io::Result<()> {
     match prepared {
         Prepared::Epoll(prepared) => epoll::run(prepared, listener, setup),
+        Prepared::Uring(prepared) => uring::run(prepared, listener, setup),
     }
 }

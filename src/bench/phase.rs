@@ -13,11 +13,11 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
-use crate::process::ServerProcess;
 use super::settle::{self, Settled, Sockets};
 use super::BenchConfig;
 use crate::load::report::Report;
 use crate::netstat;
+use crate::process::ServerProcess;
 
 /// Longest wait for the system to settle before a phase.
 const SETTLE_BOUND: Duration = Duration::from_secs(60);

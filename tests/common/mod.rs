@@ -18,6 +18,69 @@ use tungstenite::{Message, WebSocket};
 /// threshold: only a guard so a broken server fails the test instead of hanging it).
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The backends every server test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Epoll,
+    Uring,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Epoll => "epoll",
+            Backend::Uring => "uring",
+        }
+    }
+
+    /// io_uring, if this kernel has everything the backend needs; otherwise
+    /// say why `test` is skipped (never silently) and return `None`.
+    pub fn uring_or_skip(test: &str) -> Option<Backend> {
+        match fanout::backend::probe(fanout::backend::BackendKind::Uring) {
+            Ok(()) => Some(Backend::Uring),
+            Err(missing) => {
+                eprintln!("SKIPPED {test} on uring: {missing}");
+                None
+            }
+        }
+    }
+}
+
+/// Generate each test once per backend, as `epoll::NAME` and `uring::NAME`
+/// (the monoio way): write `fn NAME(backend: Backend) { ... }` and start the
+/// server with `Server::start(backend, ...)`.
+#[macro_export]
+macro_rules! every_backend {
+    ($( $(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block )*) => {
+        mod epoll {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $name() {
+                    let $backend = Backend::Epoll;
+                    $body
+                }
+            )*
+        }
+        mod uring {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $name() {
+                    let Some($backend) = Backend::uring_or_skip(stringify!($name)) else {
+                        return;
+                    };
+                    $body
+                }
+            )*
+        }
+    };
+}
+
 pub struct Server {
     inner: ServerProcess,
     pub addr: SocketAddr,
@@ -26,16 +89,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `fanout serve --listen 127.0.0.1:0 ARGS` and wait for `ready`.
-    pub fn start(args: &[&str]) -> Server {
-        Server::start_with(args, |_| {})
+    /// Start `fanout serve --backend B --listen 127.0.0.1:0 ARGS` and wait
+    /// for `ready`.
+    pub fn start(backend: Backend, args: &[&str]) -> Server {
+        Server::start_with(backend, args, |_| {})
     }
 
     /// Like [`Server::start`], letting the caller adjust the command first.
-    pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Server {
+    pub fn start_with(
+        backend: Backend,
+        args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fanout"));
         command
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--backend",
+                backend.name(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .stderr(Stdio::inherit());
         adjust(&mut command);

@@ -1,0 +1,303 @@
+//! What the core asks of the io_uring backend, as submission entries: every
+//! send, shutdown, cancel and close is queued on the ring and submitted with
+//! the rest of the turn's work in one `io_uring_enter`. Sends complete later,
+//! so this backend never writes borrowed bytes (`write_now` takes nothing):
+//! the core queues them as owned buffers, and those stay alive until the
+//! send's completion — in the connection's queue, or, if the connection
+//! closed meanwhile, parked here under the send's tag.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::RawFd;
+
+use bytes::Bytes;
+use io_uring::{opcode, squeue, types, IoUring};
+
+use super::ops::{Op, Tag};
+use crate::server::core::{Io, QueuedSend};
+
+/// Most buffers in one sendmsg.
+const MAX_IOVECS: usize = 16;
+/// Sendmsg headers (with their iovecs) that can wait for one submit; the
+/// kernel copies them at submission (IORING_FEAT_SUBMIT_STABLE).
+const MSG_SLOTS: usize = 256;
+
+/// A connection as the ring knows it: its fd, the generation its tags carry,
+/// and which of its operations are in flight. 8 bytes.
+#[derive(Debug)]
+pub struct Socket {
+    pub fd: RawFd,
+    pub generation: u16,
+    pub state: State,
+}
+
+/// Which of a connection's operations are in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct State(u8);
+
+impl State {
+    pub const RECV: u8 = 1;
+    pub const RECV_CANCELLING: u8 = 2;
+    pub const SENDING: u8 = 4;
+
+    pub fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    pub fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.0 |= flag;
+        } else {
+            self.0 &= !flag;
+        }
+    }
+}
+
+impl Socket {
+    fn tag(&self, op: Op, key: usize) -> u64 {
+        Tag::conn(op, key, self.generation).encode()
+    }
+}
+
+/// A sendmsg header and its iovecs, kept until the next submit.
+#[repr(C)]
+struct Message {
+    header: libc::msghdr,
+    iovecs: [libc::iovec; MAX_IOVECS],
+}
+
+impl Message {
+    fn empty() -> Message {
+        // SAFETY: msghdr and iovec are plain C structs; all zeroes is valid
+        // (null pointers, zero lengths).
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+pub struct UringIo {
+    /// Declared first: dropped before anything whose memory it may use.
+    pub ring: IoUring,
+    listener: RawFd,
+    /// Operations submitted and not yet finished (multishot ones count once).
+    pub in_flight: usize,
+    messages: Box<[Message]>,
+    messages_used: usize,
+    /// Queues of closed connections whose send is still in flight, by tag.
+    parked: HashMap<u64, VecDeque<Bytes>>,
+    pub accept_armed: bool,
+    accept_wanted: bool,
+    /// The next connection's generation.
+    next_generation: u16,
+}
+
+impl UringIo {
+    pub fn new(ring: IoUring, listener: RawFd) -> UringIo {
+        let messages = (0..MSG_SLOTS).map(|_| Message::empty()).collect();
+        UringIo {
+            ring,
+            listener,
+            in_flight: 0,
+            messages,
+            messages_used: 0,
+            parked: HashMap::new(),
+            accept_armed: false,
+            accept_wanted: true,
+            next_generation: 0,
+        }
+    }
+
+    pub fn new_socket(&mut self, fd: RawFd) -> Socket {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        Socket {
+            fd,
+            generation: self.next_generation,
+            state: State::default(),
+        }
+    }
+
+    /// Queue one entry; submit first if the submission queue is full.
+    pub fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every entry's buffers outlive its completion: recv
+            // buffers belong to the buffer ring, send buffers to a queue or
+            // `parked`, sendmsg headers to `messages` until the submit.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                self.in_flight += 1;
+                return;
+            }
+            self.submit();
+        }
+    }
+
+    /// Submit what is queued without waiting.
+    pub fn submit(&mut self) {
+        if let Err(error) = self.ring.submit() {
+            // EBUSY: completions must be reaped first; the loop does so next.
+            if error.raw_os_error() != Some(libc::EBUSY) {
+                eprintln!("io_uring submit failed: {error}");
+            }
+        }
+        self.submitted();
+    }
+
+    /// The kernel has copied every queued sendmsg header.
+    pub fn submitted(&mut self) {
+        if self.ring.submission().is_empty() {
+            self.messages_used = 0;
+        }
+    }
+
+    pub fn arm_accept(&mut self) {
+        let accept = opcode::AcceptMulti::new(types::Fd(self.listener))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Tag::ACCEPT.encode());
+        self.push(accept);
+        self.accept_armed = true;
+    }
+
+    /// The multishot accept ended: arm it again unless accepting is paused.
+    pub fn accept_ended(&mut self) {
+        self.accept_armed = false;
+        if self.accept_wanted {
+            self.arm_accept();
+        }
+    }
+
+    pub fn arm_recv(&mut self, key: usize, socket: &mut Socket) {
+        let recv = opcode::RecvMulti::new(types::Fd(socket.fd), super::buffers::GROUP)
+            .build()
+            .user_data(socket.tag(Op::Recv, key));
+        self.push(recv);
+        socket.state.set(State::RECV, true);
+    }
+
+    /// A connection accepted while the shard stops: close it unseen.
+    pub fn close_unadmitted(&mut self, socket: Socket) {
+        let close = opcode::Close::new(types::Fd(socket.fd))
+            .build()
+            .user_data(Tag::HOUSEKEEPING.encode());
+        self.push(close);
+    }
+
+    pub fn cancel(&mut self, user_data: u64) {
+        let cancel = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(Tag::HOUSEKEEPING.encode());
+        self.push(cancel);
+    }
+
+    /// The send tagged `user_data` finished for a connection that is gone:
+    /// its buffers may go now.
+    pub fn release_parked(&mut self, user_data: u64) {
+        self.parked.remove(&user_data);
+    }
+
+    fn send_one(&mut self, socket: &Socket, key: usize, buffer: &Bytes) -> squeue::Entry {
+        let len = u32::try_from(buffer.len()).unwrap_or(u32::MAX);
+        opcode::Send::new(types::Fd(socket.fd), buffer.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(socket.tag(Op::Send, key))
+    }
+
+    fn send_many(&mut self, socket: &Socket, key: usize, buffers: &[Bytes]) -> squeue::Entry {
+        if self.messages_used == self.messages.len() {
+            self.submit();
+        }
+        if self.messages_used == self.messages.len() {
+            // The queue could not be submitted (EBUSY): reap first.
+            let _ = self.ring.submit_and_wait(0);
+            self.submitted();
+        }
+        let message = &mut self.messages[self.messages_used];
+        self.messages_used += 1;
+        for (iovec, buffer) in message.iovecs.iter_mut().zip(buffers) {
+            iovec.iov_base = buffer.as_ptr() as *mut libc::c_void;
+            iovec.iov_len = buffer.len();
+        }
+        message.header.msg_iov = message.iovecs.as_mut_ptr();
+        message.header.msg_iovlen = buffers.len();
+        opcode::SendMsg::new(types::Fd(socket.fd), &message.header)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(socket.tag(Op::Send, key))
+    }
+}
+
+impl Io for UringIo {
+    type Socket = Socket;
+
+    fn write_now<T: AsRef<[u8]>>(&mut self, _: &Socket, _: &[T]) -> io::Result<usize> {
+        Ok(0)
+    }
+
+    fn send_queue(
+        &mut self,
+        key: usize,
+        socket: &mut Socket,
+        queue: &[Bytes],
+    ) -> io::Result<QueuedSend> {
+        let buffers = queue.len().min(MAX_IOVECS);
+        let entry = if buffers == 1 {
+            self.send_one(socket, key, &queue[0])
+        } else {
+            self.send_many(socket, key, &queue[..buffers])
+        };
+        self.push(entry);
+        socket.state.set(State::SENDING, true);
+        Ok(QueuedSend::Submitted { buffers })
+    }
+
+    fn shutdown_write(&mut self, socket: &Socket) {
+        let shutdown = opcode::Shutdown::new(types::Fd(socket.fd), libc::SHUT_WR)
+            .build()
+            .user_data(Tag::HOUSEKEEPING.encode());
+        self.push(shutdown);
+    }
+
+    fn close(&mut self, key: usize, socket: Socket, unsent: VecDeque<Bytes>) {
+        // In order on the ring: stop the recv, stop a send stuck on a full
+        // socket (one that can go out goes out when it is issued, before
+        // this), then close the fd; the socket is freed once no operation
+        // holds it.
+        if socket.state.has(State::RECV) {
+            self.cancel(socket.tag(Op::Recv, key));
+        }
+        if socket.state.has(State::SENDING) {
+            let tag = socket.tag(Op::Send, key);
+            self.parked.insert(tag, unsent);
+            self.cancel(tag);
+        }
+        self.close_unadmitted(socket);
+    }
+
+    fn pause_reading(&mut self, key: usize, socket: &mut Socket) {
+        if socket.state.has(State::RECV) && !socket.state.has(State::RECV_CANCELLING) {
+            self.cancel(socket.tag(Op::Recv, key));
+            socket.state.set(State::RECV_CANCELLING, true);
+        }
+    }
+
+    fn resume_reading(&mut self, key: usize, socket: &mut Socket) {
+        // A recv being cancelled is armed again when its last completion
+        // arrives (the loop asks the core whether input is wanted).
+        if !socket.state.has(State::RECV) {
+            self.arm_recv(key, socket);
+        }
+    }
+
+    fn pause_accepting(&mut self) {
+        self.accept_wanted = false;
+        if self.accept_armed {
+            self.cancel(Tag::ACCEPT.encode());
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        self.accept_wanted = true;
+        if !self.accept_armed {
+            self.arm_accept();
+        }
+    }
+}

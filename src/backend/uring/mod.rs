@@ -1,0 +1,376 @@
+//! The io_uring backend: one ring per shard, no runtime. A multishot accept
+//! on the shard's listener, a multishot recv per connection fed from one
+//! provided buffer ring (no connection owns a receive buffer), sends queued
+//! as entries and submitted together, one `io_uring_enter` per turn. The
+//! ring is made by the shard thread itself, after it took its private fd
+//! table, so its accepted fds land in that table, as epoll's do; only the
+//! waker (an eventfd) is made before, for every shard to reach.
+//!
+//! It turns completions into core events and core actions into entries;
+//! the shard core decides everything else (see the contract in
+//! `backend/mod.rs`).
+
+mod buffers;
+mod io;
+mod ops;
+
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use io_uring::{cqueue, opcode, types, IoUring};
+
+use crate::server::core::{Conn, Core};
+use crate::server::hub::Wake;
+use crate::server::stats::bump;
+use crate::server::{FdUse, ShardSetup};
+use buffers::BufferRing;
+use io::UringIo;
+pub use io::{Socket, State};
+use ops::{Op, Tag};
+
+/// Submission queue entries; a full queue is submitted and refilled, so a
+/// broadcast to many members goes out in batches of this many sends.
+const SQ_ENTRIES: u32 = 4096;
+/// Completion queue entries (the kernel keeps overflow, IORING_FEAT_NODROP).
+const CQ_ENTRIES: u32 = 4 * SQ_ENTRIES;
+/// Receive buffers per shard, and their size: 1 MiB per shard, whatever the
+/// number of connections. Running out ends a recv with ENOBUFS; it is armed
+/// again at once, the data still in the socket.
+const BUFFERS: u16 = 256;
+const BUFFER_SIZE: usize = 4096;
+/// How long a stopping shard waits for its operations to finish.
+const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The waker (an eventfd) is made in the main thread before shards unshare;
+/// the ring and the listener, by the shard.
+pub const FD_USE: FdUse = FdUse {
+    in_every_table: 1,
+    own: 2,
+};
+
+/// Bytes one connection takes in the core's slab (see `epoll::SLOT_BYTES`).
+pub const SLOT_BYTES: usize = std::mem::size_of::<SlabEntry>();
+
+#[allow(dead_code)]
+enum SlabEntry {
+    Vacant(usize),
+    Occupied(Conn<Socket>),
+}
+
+/// Made in the main thread: the shard's waker.
+pub struct Prepared {
+    waker: Arc<OwnedFd>,
+}
+
+struct EventFd(Arc<OwnedFd>);
+
+impl Wake for EventFd {
+    fn wake(&self) -> std::io::Result<()> {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY (via syscall!): writing 8 bytes from an 8-byte buffer to an eventfd.
+        syscall!(write(self.0.as_raw_fd(), one.as_ptr().cast(), 8)).map(drop)
+    }
+}
+
+pub fn prepare() -> std::io::Result<(Prepared, Box<dyn Wake>)> {
+    // SAFETY (via syscall!): plain flags; the result is a new fd we own.
+    let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let waker = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok((
+        Prepared {
+            waker: waker.clone(),
+        },
+        Box::new(EventFd(waker)),
+    ))
+}
+
+/// A ring with the setup every shard uses.
+fn new_ring() -> std::io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_submit_all()
+        .setup_cqsize(CQ_ENTRIES)
+        .build(SQ_ENTRIES)
+}
+
+/// Whether this kernel has everything the backend uses; the error names
+/// what is missing.
+pub fn probe() -> Result<(), String> {
+    let ring = new_ring().map_err(|error| {
+        format!("io_uring_setup with SINGLE_ISSUER and DEFER_TASKRUN failed ({error}): io_uring is missing, disabled (sysctl kernel.io_uring_disabled), or the kernel is older than 6.1")
+    })?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|error| format!("IORING_REGISTER_PROBE failed: {error}"))?;
+    let opcodes = [
+        (opcode::AcceptMulti::CODE, "ACCEPT"),
+        (opcode::RecvMulti::CODE, "RECV"),
+        (opcode::Send::CODE, "SEND"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+        (opcode::Close::CODE, "CLOSE"),
+        (opcode::Shutdown::CODE, "SHUTDOWN"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+    ];
+    let missing: Vec<&str> = opcodes
+        .iter()
+        .filter(|(code, _)| !probe.is_supported(*code))
+        .map(|(_, name)| *name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("missing opcodes: {}", missing.join(", ")));
+    }
+    let params = ring.params();
+    if !params.is_feature_submit_stable() || !params.is_feature_nodrop() {
+        return Err("missing features: IORING_FEAT_SUBMIT_STABLE and IORING_FEAT_NODROP".into());
+    }
+    BufferRing::register(&ring, 2, 64).map_err(|error| {
+        format!("provided buffer rings (IORING_REGISTER_PBUF_RING) failed: {error}")
+    })?;
+    Ok(())
+}
+
+pub fn run(prepared: Prepared, listener: TcpListener, setup: ShardSetup) -> std::io::Result<()> {
+    let ring = new_ring()?;
+    let buffers = BufferRing::register(&ring, BUFFERS, BUFFER_SIZE)?;
+    let mut shard = Shard {
+        io: UringIo::new(ring, listener.as_raw_fd()),
+        buffers,
+        core: Core::new(setup.id, setup.conn_limit, setup.settings, setup.hub),
+        waker: prepared.waker,
+        completions: Vec::new(),
+        _listener: listener,
+    };
+    shard.io.arm_accept();
+    shard.arm_waker();
+    shard.run()
+}
+
+/// Fields drop in order: the ring goes before the memory it may use.
+struct Shard {
+    io: UringIo,
+    buffers: BufferRing,
+    core: Core<Socket>,
+    waker: Arc<OwnedFd>,
+    /// One batch of completions, copied out of the ring.
+    completions: Vec<(u64, i32, u32)>,
+    _listener: TcpListener,
+}
+
+impl Shard {
+    fn run(&mut self) -> std::io::Result<()> {
+        while !self.core.shutting_down() {
+            self.wait()?;
+            bump(&self.core.counters().wakeups);
+            self.reap();
+            self.core.end_turn(&mut self.io);
+        }
+        self.core.say_goodbye(&mut self.io);
+        self.drain();
+        Ok(())
+    }
+
+    /// Submit the turn's entries and wait for a completion or the core's
+    /// next deadline.
+    fn wait(&mut self) -> std::io::Result<()> {
+        let submitter = self.io.ring.submitter();
+        let result = match self.core.next_wake() {
+            Some(at) => {
+                let timeout = types::Timespec::from(at.saturating_duration_since(Instant::now()));
+                let args = types::SubmitArgs::new().timespec(&timeout);
+                submitter.submit_with_args(1, &args)
+            }
+            None => submitter.submit_and_wait(1),
+        };
+        self.io.submitted();
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handle every completion there is, batch by batch.
+    fn reap(&mut self) {
+        loop {
+            self.completions.clear();
+            self.completions.extend(
+                self.io
+                    .ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+            );
+            if self.completions.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut self.completions);
+            for &(user_data, result, flags) in &batch {
+                self.complete(user_data, result, flags);
+            }
+            self.completions = batch;
+            self.buffers.publish();
+        }
+    }
+
+    fn complete(&mut self, user_data: u64, result: i32, flags: u32) {
+        let Some(tag) = Tag::decode(user_data) else {
+            return;
+        };
+        let more = cqueue::more(flags);
+        if !more {
+            self.io.in_flight -= 1;
+        }
+        match tag.op {
+            Op::Accept => self.accepted(result, more),
+            Op::Wake => self.woken(more),
+            Op::Recv => self.received(tag, result, flags, more),
+            Op::Send => self.sent(tag, user_data, result),
+            Op::Housekeeping => {}
+        }
+    }
+
+    /// The socket `tag` is about, if it is still the connection it was for.
+    fn current(&mut self, tag: Tag) -> Option<&mut Socket> {
+        self.core
+            .socket_mut(tag.key())
+            .filter(|socket| socket.generation == tag.generation)
+    }
+
+    fn accepted(&mut self, result: i32, more: bool) {
+        if result >= 0 {
+            let socket = self.io.new_socket(result);
+            if self.core.shutting_down() {
+                self.io.close_unadmitted(socket);
+            } else {
+                let key = self.core.admit(socket);
+                let socket = self.core.socket_mut(key).expect("just admitted");
+                self.io.arm_recv(key, socket);
+                self.core.accepting(&mut self.io);
+            }
+        } else {
+            let error = std::io::Error::from_raw_os_error(-result);
+            self.core.accept_failed(&mut self.io, &error);
+        }
+        if !more {
+            self.io.accept_ended();
+        }
+    }
+
+    fn received(&mut self, tag: Tag, result: i32, flags: u32, more: bool) {
+        let key = tag.key();
+        let is_current = self.current(tag).is_some();
+        if let Some(id) = cqueue::buffer_select(flags) {
+            if is_current && result > 0 {
+                // SAFETY: the kernel handed us buffer `id` with this
+                // completion; it goes back to the ring just below.
+                let data = unsafe { self.buffers.get(id, result as usize) };
+                self.core.received(&mut self.io, key, data);
+            }
+            self.buffers.push(id);
+        }
+        if !is_current {
+            return;
+        }
+        let ended =
+            result == 0 || (result < 0 && !matches!(-result, libc::ENOBUFS | libc::ECANCELED));
+        if ended {
+            // EOF, or the socket failed.
+            if self.current(tag).is_some() {
+                self.core.hung_up(&mut self.io, key);
+            }
+            return;
+        }
+        if more {
+            return;
+        }
+        let wanted = self.core.wants_input(key);
+        let socket = self.core.socket_mut(key);
+        if let Some(socket) = socket.filter(|socket| socket.generation == tag.generation) {
+            socket.state.set(State::RECV, false);
+            socket.state.set(State::RECV_CANCELLING, false);
+            if wanted {
+                self.io.arm_recv(key, socket);
+            }
+        }
+    }
+
+    fn sent(&mut self, tag: Tag, user_data: u64, result: i32) {
+        let Some(socket) = self.current(tag) else {
+            self.io.release_parked(user_data);
+            return;
+        };
+        socket.state.set(State::SENDING, false);
+        let result = if result >= 0 {
+            Ok(result as usize)
+        } else {
+            Err(std::io::Error::from_raw_os_error(-result))
+        };
+        self.core.sent(&mut self.io, tag.key(), result);
+    }
+
+    fn arm_waker(&mut self) {
+        let poll = opcode::PollAdd::new(types::Fd(self.waker.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Tag::WAKE.encode());
+        self.io.push(poll);
+    }
+
+    /// Another thread woke us: empty the eventfd (the core reads the hub
+    /// every turn).
+    fn woken(&mut self, more: bool) {
+        drain_eventfd(self.waker.as_raw_fd());
+        if !more && !self.core.shutting_down() {
+            self.arm_waker();
+        }
+    }
+
+    /// Stopping: cancel the accept and the waker, then wait (a bounded
+    /// time) until no operation can still touch our buffers.
+    fn drain(&mut self) {
+        if self.io.accept_armed {
+            self.io.cancel(Tag::ACCEPT.encode());
+        }
+        self.io.cancel(Tag::WAKE.encode());
+        let deadline = Instant::now() + DRAIN_PATIENCE;
+        while self.io.in_flight > 0 && Instant::now() < deadline {
+            let timeout = types::Timespec::from(std::time::Duration::from_millis(50));
+            let args = types::SubmitArgs::new().timespec(&timeout);
+            let _ = self.io.ring.submitter().submit_with_args(1, &args);
+            self.io.submitted();
+            self.reap();
+        }
+    }
+}
+
+fn drain_eventfd(fd: RawFd) {
+    let mut count = [0u8; 8];
+    // SAFETY (via syscall!): reading 8 bytes into an 8-byte buffer; EAGAIN is fine.
+    let _ = syscall!(read(fd, count.as_mut_ptr().cast(), 8));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs what it costs under epoll: the socket handle
+    /// (fd, generation, operation flags) fits where epoll's fd and padding are.
+    #[test]
+    fn idle_connection_state_is_small() {
+        assert_eq!(std::mem::size_of::<Socket>(), 8);
+        assert_eq!(std::mem::size_of::<Conn<Socket>>(), 24);
+        assert_eq!(SLOT_BYTES, 24);
+    }
+}
