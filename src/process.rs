@@ -113,6 +113,11 @@ impl ServerProcess {
         tree_rss_bytes(self.pid() as u32)
     }
 
+    /// CPU seconds its process tree has used so far (/proc/PID/stat).
+    pub fn tree_cpu_seconds(&self) -> f64 {
+        tree_cpu_seconds(self.pid() as u32)
+    }
+
     /// SIGTERM a fanout server; its final stats and exit status.
     pub fn stop(mut self) -> anyhow::Result<(Snapshot, ExitStatus)> {
         self.signal(libc::SIGTERM);
@@ -180,8 +185,42 @@ fn parent_of(pid: u32) -> Option<u32> {
 }
 
 fn parse_parent(stat: &str) -> Option<u32> {
+    stat_field(stat, 4)?.parse().ok()
+}
+
+/// Field `n` (from 1, as in proc(5)) of a /proc/PID/stat line; fields 3 on
+/// come after the command name in parentheses.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
     let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(1)?.parse().ok()
+    after_name.split_whitespace().nth(n.checked_sub(3)?)
+}
+
+/// CPU time (user + system, all threads) of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / clock_ticks_per_second())
+}
+
+/// utime (field 14) + stime (field 15), in clock ticks.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let utime: u64 = stat_field(stat, 14)?.parse().ok()?;
+    let stime: u64 = stat_field(stat, 15)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU seconds used so far by `root` and its descendants.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    process_tree(root).into_iter().filter_map(cpu_seconds).sum()
 }
 
 /// Resident memory of `root` and its descendants (processes that exit
@@ -201,6 +240,8 @@ mod tests {
     fn the_parent_is_read_after_a_command_name_with_spaces_and_parens() {
         assert_eq!(parse_parent("42 (my (odd) name) S 7 42 42 0"), Some(7));
         assert_eq!(parse_parent("garbage"), None);
+        let stat = "42 (a) b) S 7 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 3";
+        assert_eq!(parse_cpu_ticks(stat), Some(280));
     }
 
     #[test]

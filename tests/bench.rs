@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use fanout::bench::compare::{Better, Compared, Verdict};
 use fanout::bench::phase::Side;
-use fanout::bench::BenchResult;
+use fanout::bench::{BenchResult, ServerResult};
 use fanout::load::spread::Spread;
 
 /// Benches wait for the machine's sockets to settle and check the kernel's
@@ -82,9 +82,22 @@ fn assert_consistent(c: &Compared, n: usize) {
     assert_eq!(r.suspect.is_some(), expected == Verdict::Suspect);
 }
 
+/// The backends this kernel runs: both, or epoll with the reason uring
+/// is left out.
+fn backends() -> &'static str {
+    match fanout::backend::probe(fanout::backend::BackendKind::Uring) {
+        Ok(()) => "epoll,uring",
+        Err(missing) => {
+            eprintln!("SKIPPED uring in the bench test: {missing}");
+            "epoll"
+        }
+    }
+}
+
 #[test]
 fn small_bench_keeps_every_relation() {
     let out = scratch_dir("small");
+    let backends = backends();
     let (r, text) = bench(
         &[
             "--conns",
@@ -99,6 +112,8 @@ fn small_bench_keeps_every_relation() {
             "500",
             "--churn-duration",
             "300ms",
+            "--backends",
+            backends,
             "--name",
             "small",
         ],
@@ -107,18 +122,52 @@ fn small_bench_keeps_every_relation() {
     std::fs::remove_dir_all(&out).unwrap();
     assert!(text.contains("fanout bench — 2,000 connections"), "{text}");
     assert!(r.command.contains("bench") && !r.machine.git_revision.is_empty());
-    assert!(r.server.contains("fanout serve") && r.samples == 3);
+    assert_eq!(r.samples, 3);
     assert_eq!(r.floor_servers.len(), 2, "a room and an echo floor");
     assert!(r.floor_servers.iter().all(|f| f.starts_with("fanout bare")));
+    let names: Vec<&str> = r.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.join(","), backends);
+    let n = names.len();
 
-    // Phases: room F S F S F S, echo closed F S ×3, echo open S ×3, churn.
-    let sides: Vec<Side> = r.phases.iter().map(|p| p.side).collect();
-    assert_eq!(r.phases.len(), 6 + 6 + 3 + 1);
-    assert_eq!(&sides[..6], &[Side::Floor, Side::Server].repeat(3)[..]);
+    // Phases: room F + each server ×3, echo closed the same, echo open each
+    // server ×3, churn each server once; servers rotate every sample.
+    assert_eq!(r.phases.len(), 3 * (1 + n) * 2 + 3 * n + n);
+    let who: Vec<&str> = r.phases.iter().map(|p| p.who()).collect();
+    let mut expected_room = Vec::new();
+    for sample in 0..3 {
+        expected_room.push("floor");
+        expected_room.extend((0..n).map(|k| names[(k + sample) % n]));
+    }
+    assert_eq!(&who[..3 * (1 + n)], &expected_room[..]);
+    let floors = r.phases.iter().filter(|p| p.side == Side::Floor).count();
+    assert_eq!(floors, 6);
     assert!(r.phases.iter().all(|p| p.settle.settled), "{:?}", r.phases);
     let indices: Vec<usize> = r.phases.iter().map(|p| p.index).collect();
-    assert_eq!(indices, (1..=16).collect::<Vec<_>>());
+    assert_eq!(indices, (1..=r.phases.len()).collect::<Vec<_>>());
 
+    let mut suspect_count = 0;
+    for server in &r.servers {
+        assert!(
+            server
+                .server
+                .contains(&format!("fanout serve: {} backend", server.name)),
+            "{}",
+            server.server
+        );
+        suspect_count += check_server(server);
+    }
+    if n > 1 {
+        assert!(text.contains("servers side by side"), "{text}");
+    }
+    assert_eq!(r.suspects.len(), suspect_count);
+    let suspect_lines = text.lines().filter(|l| l.starts_with("SUSPECT: ")).count();
+    assert_eq!(suspect_lines, suspect_count, "{text}");
+    // time_utc is the start: the run's length fits between it and now.
+    assert!(r.seconds > 0.0 && r.time_utc <= fanout::bench::utc_now());
+}
+
+/// Every relation one server's results must keep; returns its suspects.
+fn check_server(r: &ServerResult) -> usize {
     let ramp = r.ramp.as_ref().expect("ramp");
     assert_consistent(ramp, 3);
     let b = r.broadcast.as_ref().expect("broadcast");
@@ -132,6 +181,8 @@ fn small_bench_keeps_every_relation() {
     assert!(b.cross_check.as_deref().unwrap().starts_with("ok"));
     assert_ordered("first delivery", &b.first_delivery_ms, 9);
     assert!(b.first_delivery_ms.median <= b.last_delivery_ms.measured.median);
+    let cpu = b.cpu_seconds_per_million.expect("broadcast CPU");
+    assert_ordered("CPU per million deliveries", &cpu, 3);
 
     assert_eq!(r.echo.len(), 2);
     let (closed, open) = (&r.echo[0], &r.echo[1]);
@@ -165,17 +216,12 @@ fn small_bench_keeps_every_relation() {
     // at the very start), and some completed.
     assert!(churn.completed > 0);
     assert!(churn.completed as f64 <= churn.target_rate_per_s * churn.seconds + 64.0);
-    // Suspects are exactly the suspect verdicts, and the text shows them.
+    // Suspects are exactly the suspect verdicts.
     let verdicts = [ramp, &b.last_delivery_ms, closed.vs_floor.as_ref().unwrap()];
-    let suspect_count = verdicts
+    verdicts
         .iter()
         .filter(|c| c.ratio.verdict == Verdict::Suspect)
-        .count();
-    assert_eq!(r.suspects.len(), suspect_count);
-    let suspect_lines = text.lines().filter(|l| l.starts_with("SUSPECT: ")).count();
-    assert_eq!(suspect_lines, suspect_count, "{text}");
-    // time_utc is the start: the run's length fits between it and now.
-    assert!(r.seconds > 0.0 && r.time_utc <= fanout::bench::utc_now());
+        .count()
 }
 
 #[test]
@@ -215,8 +261,13 @@ fn a_server_behind_a_wrapper_is_measured_and_stopped_as_a_tree() {
     );
     let pids = std::fs::read_to_string(&pid_file).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(r.server, command);
-    let m = r.memory.as_ref().unwrap();
+    assert_eq!(r.servers.len(), 1);
+    let server = &r.servers[0];
+    assert_eq!(
+        (server.name.as_str(), server.server.as_str()),
+        ("other", &command[..])
+    );
+    let m = server.memory.as_ref().unwrap();
     // tokio-tungstenite's buffers make each connection tens of KB; a bench
     // that measured only the shell would see next to nothing.
     assert!(m.rss_per_conn.median > 1_000.0, "{:?}", m.rss_per_conn);
@@ -240,6 +291,12 @@ fn bad_options_are_refused_before_anything_starts() {
         (&["--conns", "0"][..], "--conns", 2),
         (&["--samples", "0"], "--samples", 2),
         (&["--conns", "100000000"], "cannot be reached here", 1),
+        (&["--backends", "epoll,epoll"], "twice", 2),
+        (
+            &["--backends", "uring", "--server-cmd", "x"],
+            "cannot be used with",
+            2,
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
             .arg("bench")

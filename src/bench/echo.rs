@@ -46,48 +46,64 @@ struct EchoSample {
     send_lag_p99_us: Option<f64>,
 }
 
-/// Closed loop (floor and server interleaved), then open loop, for `conns`.
+/// Closed loop (the floor and every server interleaved), then open loop on
+/// every server at one rate, for `conns`. Returns, per server, its closed-
+/// and open-loop results.
 pub fn run(
     phases: &mut Phases,
     conns: usize,
     duration: Duration,
     samples: usize,
     open_loop_rate: Option<f64>,
-) -> anyhow::Result<Vec<EchoBench>> {
+) -> anyhow::Result<Vec<Vec<EchoBench>>> {
     let job = format!("echo {conns} closed-loop");
-    let (floor, server) = phases.interleave(&job, FloorRoute::Echo, samples, |running| {
+    let (floor, servers) = phases.interleave(&job, FloorRoute::Echo, samples, |running| {
         echo_phase(&running.url("/echo"), running.side, conns, duration, None)
     })?;
-    let mut closed = summarise(
-        conns,
-        "closed-loop, window 1".into(),
-        None,
-        &server,
-        Some(&floor),
-    );
-    if let Some(compared) = &mut closed.vs_floor {
-        compared.flagged_samples = phases.trouble_in(&job);
-    }
-    let rate = open_loop_rate.unwrap_or(closed.msgs_per_s.median * OPEN_LOOP_SHARE);
+    let closed: Vec<EchoBench> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, server)| {
+            let mode = "closed-loop, window 1".to_string();
+            let mut closed = summarise(conns, mode, None, server, Some(&floor));
+            if let Some(compared) = &mut closed.vs_floor {
+                compared.flagged_samples = phases.trouble_in(&job, i);
+            }
+            closed
+        })
+        .collect();
+    // One rate for every server, from the slowest: the same offered load.
+    let slowest = closed
+        .iter()
+        .map(|c| c.msgs_per_s.median)
+        .fold(f64::INFINITY, f64::min);
+    let rate = open_loop_rate.unwrap_or(slowest * OPEN_LOOP_SHARE);
     let per_conn = (rate / conns as f64).max(0.1);
     let job = format!("echo {conns} open-loop");
-    let mut open = Vec::new();
-    for sample in 1..=samples {
-        open.push(
-            phases.run(&job, Side::Server, FloorRoute::Echo, sample, |running| {
-                echo_phase(
-                    &running.url("/echo"),
-                    Side::Server,
-                    conns,
-                    duration,
-                    Some(per_conn),
-                )
-            })?,
-        );
-    }
+    let open = phases.each_server(&job, FloorRoute::Echo, samples, |running| {
+        echo_phase(
+            &running.url("/echo"),
+            Side::Server,
+            conns,
+            duration,
+            Some(per_conn),
+        )
+    })?;
     let mode = format!("open-loop {per_conn:.1}/s per connection");
-    let open = summarise(conns, mode, Some(per_conn * conns as f64), &open, None);
-    Ok(vec![closed, open])
+    Ok(closed
+        .into_iter()
+        .zip(&open)
+        .map(|(closed, open)| {
+            let open = summarise(
+                conns,
+                mode.clone(),
+                Some(per_conn * conns as f64),
+                open,
+                None,
+            );
+            vec![closed, open]
+        })
+        .collect())
 }
 
 fn echo_phase(

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::meminfo_kib;
 
-/// Slab caches that grow with TCP sockets.
-const SOCKET_CACHES: [&str; 7] = [
+/// Slab caches that grow with TCP sockets; io_kiocb holds io_uring's
+/// requests, one per armed multishot recv.
+const SOCKET_CACHES: [&str; 8] = [
     "TCP",
     "sock_inode_cache",
     "filp",
@@ -19,6 +20,7 @@ const SOCKET_CACHES: [&str; 7] = [
     "eventpoll_epi",
     "eventpoll_pwq",
     "tcp_bind_bucket",
+    "io_kiocb",
 ];
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

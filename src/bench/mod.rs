@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendKind;
 use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::report::ChurnReport;
 use crate::load::spread::Spread;
@@ -36,7 +37,7 @@ use compare::Compared;
 use echo::EchoBench;
 use machine::Machine;
 use memory::Memory;
-use phase::{PhaseRecord, Phases, Side};
+use phase::{PhaseRecord, Phases};
 use room::BroadcastBench;
 use settle::Settled;
 
@@ -99,12 +100,17 @@ pub struct BenchConfig {
     )]
     pub measure: Vec<Job>,
 
+    /// fanout backends to measure, each a whole bench, interleaved in one run
+    /// (comma-separated): `--backends epoll,uring` prints one table of both.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "epoll")]
+    pub backends: Vec<BackendKind>,
+
     /// Measure another server instead of `fanout serve`: a command that
     /// listens on the address given as its last argument and prints
     /// `ready ADDR` (e.g. the tokio-tungstenite reference server,
     /// target/release/examples/reference_server). Its whole process tree is
     /// measured and stopped.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "backends")]
     pub server_cmd: Option<String>,
 
     /// Where results go: DIR/<date>-<host>/<name>.json.
@@ -118,6 +124,33 @@ pub struct BenchConfig {
     /// Print the results without writing a file.
     #[arg(long)]
     pub no_write: bool,
+}
+
+/// One server a bench measures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Measured {
+    /// `fanout serve --backend B`.
+    Fanout(BackendKind),
+    /// `--server-cmd`.
+    Command(String),
+}
+
+impl Measured {
+    /// `epoll`, `uring`, or `other`.
+    pub fn name(&self) -> String {
+        match self {
+            Measured::Fanout(backend) => backend.name().to_string(),
+            Measured::Command(_) => "other".to_string(),
+        }
+    }
+
+    /// Bytes of one connection's slab slot (fanout only).
+    pub fn slot_bytes(&self) -> Option<usize> {
+        match self {
+            Measured::Fanout(backend) => Some(crate::backend::slot_bytes(*backend)),
+            Measured::Command(_) => None,
+        }
+    }
 }
 
 /// The capacity a bench asks of a server (and of its floor) for `conns`
@@ -153,7 +186,30 @@ impl BenchConfig {
         if self.measure.is_empty() {
             return Err("--measure names no job".into());
         }
+        if self.backends.is_empty() {
+            return Err("--backends names no backend".into());
+        }
+        let mut seen = Vec::new();
+        for backend in &self.backends {
+            if seen.contains(backend) {
+                return Err(format!("--backends names {} twice", backend.name()));
+            }
+            seen.push(*backend);
+        }
         Ok(())
+    }
+
+    /// The servers to measure, in order.
+    pub fn measured(&self) -> Vec<Measured> {
+        match &self.server_cmd {
+            Some(command) => vec![Measured::Command(command.clone())],
+            None => self
+                .backends
+                .iter()
+                .copied()
+                .map(Measured::Fanout)
+                .collect(),
+        }
     }
 
     fn measures(&self, job: Job) -> bool {
@@ -169,8 +225,6 @@ pub struct BenchResult {
     pub time_utc: String,
     pub seconds: f64,
     pub machine: Machine,
-    /// The measured server's plan line (fanout) or command.
-    pub server: String,
     /// The floor servers' plan lines (one per floor: room, echo).
     pub floor_servers: Vec<String>,
     pub conns: usize,
@@ -178,6 +232,21 @@ pub struct BenchResult {
     pub samples: usize,
     /// TCP sockets on the machine before the run started.
     pub baseline: Settled,
+    /// Every measured server (fanout backend, or --server-cmd), in order.
+    pub servers: Vec<ServerResult>,
+    pub phases: Vec<PhaseRecord>,
+    /// Ratios on the wrong side of 1 beyond the samples' spread.
+    pub suspects: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Everything one measured server got, each figure against the same floors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerResult {
+    /// `epoll`, `uring`, or `other` (--server-cmd).
+    pub name: String,
+    /// Its plan line (fanout) or its command.
+    pub server: String,
     pub ramp: Option<Compared>,
     /// Connect + upgrade latency, per measured sample, ms.
     pub connect_p50_ms: Option<Spread>,
@@ -186,10 +255,6 @@ pub struct BenchResult {
     pub broadcast: Option<BroadcastBench>,
     pub echo: Vec<EchoBench>,
     pub churn: Option<ChurnReport>,
-    pub phases: Vec<PhaseRecord>,
-    /// Ratios on the wrong side of 1 beyond the samples' spread.
-    pub suspects: Vec<String>,
-    pub warnings: Vec<String>,
 }
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
@@ -210,6 +275,12 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
             config.conns,
             preflight.errors.join("\n  ")
         );
+    }
+    for backend in &config.backends {
+        if config.server_cmd.is_none() {
+            crate::backend::probe(*backend)
+                .map_err(|missing| crate::cli::UsageError(missing.to_string()))?;
+        }
     }
     let result = run(&config, command, machine, preflight.warnings)?;
     print!("{}", text::text(&result));
@@ -232,7 +303,9 @@ fn phase_count(config: &BenchConfig) -> usize {
     } else {
         0
     };
-    (room + echo) * config.samples + usize::from(config.measures(Job::Churn))
+    let servers = config.measured().len();
+    let per_sample = room / 2 * (1 + servers) + echo / 3 * (1 + 2 * servers);
+    per_sample * config.samples + servers * usize::from(config.measures(Job::Churn))
 }
 
 fn run(
@@ -258,88 +331,97 @@ fn run(
         ));
     }
     let mut phases = Phases::new(config, baseline.sockets, phase_count(config));
-    let slot_bytes = config
-        .server_cmd
-        .is_none()
-        .then(|| crate::backend::slot_bytes(crate::backend::BackendKind::Epoll));
-    let room = config
-        .measures(Job::Room)
-        .then(|| {
-            room::run(
-                &mut phases,
-                config.conns,
-                config.broadcasts,
-                config.samples,
-                slot_bytes,
-            )
-        })
-        .transpose()?;
-    let mut echo = Vec::new();
+    let mut rooms: Vec<Option<room::RoomResults>> = match config.measures(Job::Room) {
+        true => room::run(&mut phases, config.conns, config.broadcasts, config.samples)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        false => phases.servers.iter().map(|_| None).collect(),
+    };
+    let mut echoes: Vec<Vec<EchoBench>> = vec![Vec::new(); phases.servers.len()];
     if config.measures(Job::Echo) {
         for &conns in &config.echo_conns {
-            echo.extend(echo::run(
+            let per_server = echo::run(
                 &mut phases,
                 conns,
                 config.echo_duration,
                 config.samples,
                 config.echo_rate,
-            )?);
+            )?;
+            for (all, these) in echoes.iter_mut().zip(per_server) {
+                all.extend(these);
+            }
         }
     }
-    let churn = config
-        .measures(Job::Churn)
-        .then(|| churn(&mut phases, config))
-        .transpose()?;
+    let mut churns: Vec<Option<ChurnReport>> = match config.measures(Job::Churn) {
+        true => churn(&mut phases, config)?.into_iter().map(Some).collect(),
+        false => vec![None; phases.servers.len()],
+    };
     for record in &phases.records {
         let label = record.label();
         warnings.extend(record.warnings.iter().map(|w| format!("{label}: {w}")));
     }
-    let mut compared: Vec<&Compared> = Vec::new();
-    if let Some(room) = &room {
-        compared.extend([&room.ramp, &room.broadcast.last_delivery_ms]);
-    }
-    compared.extend(echo.iter().filter_map(|e| e.vs_floor.as_ref()));
-    let suspects = compared
+    let names = phases.names();
+    let servers: Vec<ServerResult> = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let room = rooms[i].take();
+            ServerResult {
+                name,
+                server: phases.server_plans[i].clone(),
+                connect_p50_ms: room.as_ref().map(|r| r.connect_p50_ms),
+                connect_p99_ms: room.as_ref().map(|r| r.connect_p99_ms),
+                ramp: room.as_ref().map(|r| r.ramp.clone()),
+                memory: room.as_ref().map(|r| r.memory.clone()),
+                broadcast: room.map(|r| r.broadcast),
+                echo: std::mem::take(&mut echoes[i]),
+                churn: churns[i].take(),
+            }
+        })
+        .collect();
+    let suspects = servers
         .iter()
-        .filter_map(|c| c.ratio.suspect.clone())
+        .flat_map(|server| {
+            let mut compared: Vec<&Compared> = Vec::new();
+            compared.extend(&server.ramp);
+            compared.extend(server.broadcast.iter().map(|b| &b.last_delivery_ms));
+            compared.extend(server.echo.iter().filter_map(|e| e.vs_floor.as_ref()));
+            compared
+                .into_iter()
+                .filter_map(|c| c.ratio.suspect.clone())
+                .map(|suspect| format!("{}: {suspect}", server.name))
+                .collect::<Vec<_>>()
+        })
         .collect();
     Ok(BenchResult {
         command,
         time_utc,
         seconds: started.elapsed().as_secs_f64(),
         machine,
-        server: match &config.server_cmd {
-            Some(cmd) => cmd.clone(),
-            None => phases.server_plan.clone(),
-        },
         floor_servers: phases.floor_plans.clone(),
         conns: config.conns,
         samples: config.samples,
         baseline,
-        connect_p50_ms: room.as_ref().map(|r| r.connect_p50_ms),
-        connect_p99_ms: room.as_ref().map(|r| r.connect_p99_ms),
-        ramp: room.as_ref().map(|r| r.ramp.clone()),
-        memory: room.as_ref().map(|r| r.memory.clone()),
-        broadcast: room.map(|r| r.broadcast),
-        echo,
-        churn,
+        servers,
         phases: phases.records,
         suspects,
         warnings,
     })
 }
 
-/// One churn run against the server (it has no floor: its figure is
+/// One churn run against each server (it has no floor: its figure is
 /// whether the asked rate is met, and at what setup latency).
-fn churn(phases: &mut Phases, config: &BenchConfig) -> anyhow::Result<ChurnReport> {
-    phases.run("churn", Side::Server, FloorRoute::Echo, 1, |running| {
+fn churn(phases: &mut Phases, config: &BenchConfig) -> anyhow::Result<Vec<ChurnReport>> {
+    let runs = phases.each_server("churn", FloorRoute::Echo, 1, |running| {
         let mut load = LoadConfig::defaults(ScenarioKind::Churn, &running.url("/echo"));
         load.rate = Some(config.churn_rate);
         load.duration = config.churn_duration;
         let report = crate::load::run(&load)?;
         let value = report.churn.clone().context("no churn section")?;
         Ok(phase::Outcome { value, report })
-    })
+    })?;
+    Ok(runs.into_iter().flatten().collect())
 }
 
 fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> {
@@ -350,9 +432,9 @@ fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> 
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let server = if config.server_cmd.is_some() {
-        "other"
+        "other".to_string()
     } else {
-        "fanout"
+        format!("fanout-{}", backend_names(config))
     };
     let name = config
         .name
@@ -362,6 +444,12 @@ fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> 
     std::fs::write(&path, serde_json::to_string_pretty(result)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// `epoll` or `epoll-uring`: the backends, for a file name.
+fn backend_names(config: &BenchConfig) -> String {
+    let names: Vec<&str> = config.backends.iter().map(|b| b.name()).collect();
+    names.join("-")
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
 use super::settle::{self, Settled, Sockets};
-use super::BenchConfig;
+use super::{BenchConfig, Measured};
 use crate::load::report::Report;
 use crate::netstat;
 use crate::process::ServerProcess;
@@ -33,6 +33,14 @@ pub enum Side {
     Server,
 }
 
+/// What a phase runs on: the floor, or one of the measured servers (by
+/// its index in the bench's list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Floor,
+    Server(usize),
+}
+
 /// What the results keep of every phase.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhaseRecord {
@@ -40,6 +48,8 @@ pub struct PhaseRecord {
     /// `room`, `echo 1000 closed-loop`, `echo 1000 open-loop`, `churn`.
     pub job: String,
     pub side: Side,
+    /// The measured server's name (`epoll`, `uring`, `other`); none for a floor.
+    pub server: Option<String>,
     /// Which sample of its job and side this phase was (from 1).
     pub sample: usize,
     /// The wait for a settled system before the phase.
@@ -56,20 +66,26 @@ pub struct PhaseRecord {
 }
 
 impl PhaseRecord {
-    /// `phase 4 (room, server sample 2)`.
+    /// `phase 4 (room, uring sample 2)`.
     pub fn label(&self) -> String {
-        phase_label(self.index, &self.job, self.side, self.sample)
+        phase_label(self.index, &self.job, self.who(), self.sample)
+    }
+
+    /// `floor`, or the measured server's name.
+    pub fn who(&self) -> &str {
+        self.server.as_deref().unwrap_or("floor")
     }
 }
 
-fn phase_label(index: usize, job: &str, side: Side, sample: usize) -> String {
-    format!("phase {index} ({job}, {} sample {sample})", side_name(side))
+fn phase_label(index: usize, job: &str, who: &str, sample: usize) -> String {
+    format!("phase {index} ({job}, {who} sample {sample})")
 }
 
 /// A running phase: its server and what it ran on.
 pub struct Running {
     pub server: ServerProcess,
     pub side: Side,
+    pub target: Target,
     /// Does the server answer `stats` (fanout serve or fanout bare)?
     pub fanout: bool,
 }
@@ -92,47 +108,68 @@ pub struct Outcome<T> {
 }
 
 /// Runs phases in order and keeps their records.
-pub struct Phases<'a> {
-    config: &'a BenchConfig,
+pub struct Phases {
     max_conns: usize,
     baseline: Sockets,
+    /// The servers measured, in the order of the results.
+    pub servers: Vec<Measured>,
     pub records: Vec<PhaseRecord>,
-    /// Plan lines of the servers, as they printed them (one per floor route).
-    pub server_plan: String,
+    /// Plan lines of the measured servers, as they printed them (or their
+    /// command), by server.
+    pub server_plans: Vec<String>,
+    /// Plan lines of the floors (one per floor route).
     pub floor_plans: Vec<String>,
     total: usize,
 }
 
-impl<'a> Phases<'a> {
-    pub fn new(config: &'a BenchConfig, baseline: Sockets, total: usize) -> Phases<'a> {
+impl Phases {
+    pub fn new(config: &BenchConfig, baseline: Sockets, total: usize) -> Phases {
+        let servers = config.measured();
         Phases {
-            config,
             max_conns: super::server_max_conns(config.conns),
             baseline,
+            server_plans: vec![String::new(); servers.len()],
+            servers,
             records: Vec::new(),
-            server_plan: String::new(),
             floor_plans: Vec::new(),
             total,
         }
     }
 
-    /// Run one phase: settle, start the server for `side` (a floor for
+    /// The measured servers' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.servers.iter().map(Measured::name).collect()
+    }
+
+    /// The order servers run in for `sample`: rotated every sample, so no
+    /// backend always follows the floor (or another backend).
+    fn order(&self, sample: usize) -> impl Iterator<Item = usize> {
+        let n = self.servers.len();
+        (0..n).map(move |k| (k + sample - 1) % n)
+    }
+
+    /// Run one phase: settle, start the server `target` (a floor for
     /// `route`), run `job`, read the counters, stop the server.
     pub fn run<T>(
         &mut self,
         job: &str,
-        side: Side,
+        target: Target,
         route: FloorRoute,
         sample: usize,
         body: impl FnOnce(&Running) -> anyhow::Result<Outcome<T>>,
     ) -> anyhow::Result<T> {
         let index = self.records.len() + 1;
-        let label = phase_label(index, job, side, sample);
+        let server = match target {
+            Target::Floor => None,
+            Target::Server(i) => Some(self.servers[i].name()),
+        };
+        let label = phase_label(index, job, server.as_deref().unwrap_or("floor"), sample);
         eprintln!("fanout bench: [{index}/{}] {label}", self.total);
         let settle = settle::wait_back_to(&self.baseline, SETTLE_BOUND);
         let before = netstat::read();
         let started = Instant::now();
-        let running = self.start(side, route)?;
+        let running = self.start(target, route)?;
+        let side = running.side;
         let outcome = body(&running);
         let after = netstat::read();
         let stopped = stop(running);
@@ -154,6 +191,7 @@ impl<'a> Phases<'a> {
             index,
             job: job.to_string(),
             side,
+            server,
             sample,
             settle,
             seconds: started.elapsed().as_secs_f64(),
@@ -165,33 +203,58 @@ impl<'a> Phases<'a> {
         Ok(outcome.value)
     }
 
-    /// `samples` phases of `job` on each side, floor first, alternating:
-    /// floor, server, floor, server, … Returns (floor, server) results.
+    /// `samples` phases of `job` on the floor and on every server,
+    /// interleaved: floor, then each server (in an order rotated every
+    /// sample), floor, … Returns the floor's results and each server's.
     pub fn interleave<T>(
         &mut self,
         job: &str,
         route: FloorRoute,
         samples: usize,
         body: impl Fn(&Running) -> anyhow::Result<Outcome<T>>,
-    ) -> anyhow::Result<(Vec<T>, Vec<T>)> {
-        let (mut floor, mut server) = (Vec::new(), Vec::new());
+    ) -> anyhow::Result<(Vec<T>, Vec<Vec<T>>)> {
+        let mut floor = Vec::new();
+        let mut servers: Vec<Vec<T>> = self.servers.iter().map(|_| Vec::new()).collect();
         for sample in 1..=samples {
-            floor.push(self.run(job, Side::Floor, route, sample, &body)?);
-            server.push(self.run(job, Side::Server, route, sample, &body)?);
+            floor.push(self.run(job, Target::Floor, route, sample, &body)?);
+            for i in self.order(sample).collect::<Vec<_>>() {
+                servers[i].push(self.run(job, Target::Server(i), route, sample, &body)?);
+            }
         }
-        Ok((floor, server))
+        Ok((floor, servers))
     }
 
-    /// "server sample 2 (phase 4): ListenOverflows +130" for every phase of
-    /// `job` whose kernel counters show trouble.
-    pub fn trouble_in(&self, job: &str) -> Vec<String> {
+    /// `samples` phases of `job` on every server, interleaved as in
+    /// [`Phases::interleave`], with no floor.
+    pub fn each_server<T>(
+        &mut self,
+        job: &str,
+        route: FloorRoute,
+        samples: usize,
+        body: impl Fn(&Running) -> anyhow::Result<Outcome<T>>,
+    ) -> anyhow::Result<Vec<Vec<T>>> {
+        let mut servers: Vec<Vec<T>> = self.servers.iter().map(|_| Vec::new()).collect();
+        for sample in 1..=samples {
+            for i in self.order(sample).collect::<Vec<_>>() {
+                servers[i].push(self.run(job, Target::Server(i), route, sample, &body)?);
+            }
+        }
+        Ok(servers)
+    }
+
+    /// "uring sample 2 (phase 4): ListenOverflows +130" for every phase of
+    /// `job` on the floor or on server `server` whose kernel counters show
+    /// trouble.
+    pub fn trouble_in(&self, job: &str, server: usize) -> Vec<String> {
+        let name = self.servers[server].name();
         self.records
             .iter()
             .filter(|r| r.job == job && !r.trouble.is_empty())
+            .filter(|r| r.server.is_none() || r.server.as_deref() == Some(&name))
             .map(|r| {
                 format!(
                     "{} sample {} (phase {}): {}",
-                    side_name(r.side),
+                    r.who(),
                     r.sample,
                     r.index,
                     r.trouble.join(", ")
@@ -200,10 +263,14 @@ impl<'a> Phases<'a> {
             .collect()
     }
 
-    fn start(&mut self, side: Side, route: FloorRoute) -> anyhow::Result<Running> {
-        let fanout = side == Side::Floor || self.config.server_cmd.is_none();
-        let command = match (side, &self.config.server_cmd) {
-            (Side::Floor, _) => {
+    fn start(&mut self, target: Target, route: FloorRoute) -> anyhow::Result<Running> {
+        let measured = match target {
+            Target::Floor => None,
+            Target::Server(i) => Some(self.servers[i].clone()),
+        };
+        let fanout = !matches!(measured, Some(Measured::Command(_)));
+        let command = match &measured {
+            None => {
                 let mut command = Command::new(std::env::current_exe()?);
                 command.args(["bare", "--listen", "127.0.0.1:0", "--route"]);
                 command.arg(match route {
@@ -213,13 +280,14 @@ impl<'a> Phases<'a> {
                 command.args(["--max-conns", &self.max_conns.to_string()]);
                 command
             }
-            (Side::Server, None) => {
+            Some(Measured::Fanout(backend)) => {
                 let mut command = Command::new(std::env::current_exe()?);
                 command.args(["serve", "--listen", "127.0.0.1:0"]);
+                command.args(["--backend", backend.name()]);
                 command.args(["--max-conns", &self.max_conns.to_string()]);
                 command
             }
-            (Side::Server, Some(line)) => {
+            Some(Measured::Command(line)) => {
                 let mut words = line.split_whitespace();
                 let program = words.next().context("--server-cmd is empty")?;
                 let mut command = Command::new(program);
@@ -228,16 +296,23 @@ impl<'a> Phases<'a> {
             }
         };
         let server = ServerProcess::spawn(command, START_PATIENCE)?;
-        match side {
-            Side::Floor if !self.floor_plans.contains(&server.plan) => {
+        match (target, &measured) {
+            (Target::Floor, _) if !self.floor_plans.contains(&server.plan) => {
                 self.floor_plans.push(server.plan.clone())
             }
-            Side::Floor => {}
-            Side::Server => self.server_plan = server.plan.clone(),
+            (Target::Floor, _) => {}
+            (Target::Server(i), Some(Measured::Command(line))) => {
+                self.server_plans[i] = line.clone()
+            }
+            (Target::Server(i), _) => self.server_plans[i] = server.plan.clone(),
         }
         Ok(Running {
             server,
-            side,
+            side: match target {
+                Target::Floor => Side::Floor,
+                Target::Server(_) => Side::Server,
+            },
+            target,
             fanout,
         })
     }
@@ -258,13 +333,6 @@ fn stop(running: Running) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Floor => "floor",
-        Side::Server => "server",
-    }
 }
 
 /// A floor phase must have done all of its work: every connection open,

@@ -43,6 +43,9 @@ pub struct RoomSample {
     pub slope: Option<Slope>,
     /// fanout's own count of room frames handed to members.
     pub server_delivered: Option<u64>,
+    /// The server's CPU seconds (its process tree, /proc/PID/stat) from
+    /// the first broadcast to the last delivery.
+    pub broadcast_cpu_seconds: Option<f64>,
 }
 
 /// The broadcast figures over every measured room phase.
@@ -66,6 +69,9 @@ pub struct BroadcastBench {
     pub server_delivered: Option<u64>,
     /// Does the server's count agree with what the clients received?
     pub cross_check: Option<String>,
+    /// Server CPU seconds (process tree, user + system) per million
+    /// deliveries, per sample: what one delivery costs the server.
+    pub cpu_seconds_per_million: Option<Spread>,
 }
 
 /// Ramp, memory and broadcast, from the interleaved room phases.
@@ -77,18 +83,25 @@ pub struct RoomResults {
     pub broadcast: BroadcastBench,
 }
 
-/// Floor, server, floor, server, …: `samples` of each.
+/// Floor, then every server, … `samples` of each; one result per server.
 pub fn run(
     phases: &mut Phases,
     conns: usize,
     broadcasts: u64,
     samples: usize,
-    slot_bytes: Option<usize>,
-) -> anyhow::Result<RoomResults> {
-    let (floor, server) = phases.interleave("room", FloorRoute::Room, samples, |running| {
+) -> anyhow::Result<Vec<RoomResults>> {
+    let (floor, servers) = phases.interleave("room", FloorRoute::Room, samples, |running| {
         room_phase(running, conns, broadcasts)
     })?;
-    Ok(summarise(phases, &floor, &server, broadcasts, slot_bytes))
+    Ok(servers
+        .iter()
+        .enumerate()
+        .map(|(i, server)| {
+            let slot_bytes = phases.servers[i].slot_bytes();
+            let flagged = phases.trouble_in("room", i);
+            summarise(&floor, server, broadcasts, slot_bytes, flagged)
+        })
+        .collect())
 }
 
 fn room_phase(
@@ -102,14 +115,24 @@ fn room_phase(
     config.interval = BROADCAST_GAP;
     let measured = running.side == Side::Server;
     let mut points: Vec<anyhow::Result<Point>> = Vec::new();
+    let mut cpu: Vec<f64> = Vec::new();
     let report = load::run_with(&config, true, &mut |checkpoint| {
-        if measured {
-            let open = match checkpoint {
-                Checkpoint::Half { open } | Checkpoint::Full { open } => open,
-            };
-            points.push(read_point(running, open));
+        if !measured {
+            return;
+        }
+        match checkpoint {
+            Checkpoint::Half { open } => points.push(read_point(running, open)),
+            Checkpoint::Full { open } => {
+                points.push(read_point(running, open));
+                cpu.push(running.server.tree_cpu_seconds());
+            }
+            Checkpoint::WorkDone => cpu.push(running.server.tree_cpu_seconds()),
         }
     })?;
+    let broadcast_cpu_seconds = match cpu.as_slice() {
+        [start, end] => Some(end - start),
+        _ => None,
+    };
     if running.side == Side::Floor {
         check_floor_complete(&report, conns)?;
     }
@@ -123,10 +146,9 @@ fn room_phase(
     } else {
         None
     };
-    Ok(Outcome {
-        value: sample_of(&report, slope, server_delivered)?,
-        report,
-    })
+    let mut value = sample_of(&report, slope, server_delivered)?;
+    value.broadcast_cpu_seconds = broadcast_cpu_seconds;
+    Ok(Outcome { value, report })
 }
 
 /// The server's memory and the kernel's slab, with every connection idle.
@@ -171,15 +193,16 @@ fn sample_of(
         timed_out: b.timed_out,
         slope,
         server_delivered,
+        broadcast_cpu_seconds: None,
     })
 }
 
 fn summarise(
-    phases: &Phases,
     floor: &[RoomSample],
     server: &[RoomSample],
     broadcasts: u64,
     slot_bytes: Option<usize>,
+    flagged: Vec<String>,
 ) -> RoomResults {
     let each = |samples: &[RoomSample], f: &dyn Fn(&RoomSample) -> Vec<f64>| -> Vec<f64> {
         samples.iter().flat_map(f).collect()
@@ -190,7 +213,7 @@ fn summarise(
         &each(server, &|s| vec![s.ramp_per_s]),
         &each(floor, &|s| vec![s.ramp_per_s]),
     );
-    ramp.flagged_samples = phases.trouble_in("room");
+    ramp.flagged_samples = flagged;
     let mut last = compare(
         "broadcast last delivery, ms",
         Better::Lower,
@@ -204,7 +227,17 @@ fn summarise(
         .iter()
         .map(|s| s.server_delivered)
         .sum::<Option<u64>>();
+    let cpu_per_million: Vec<f64> = server
+        .iter()
+        .filter(|s| s.tally.delivered > 0)
+        .filter_map(|s| {
+            s.broadcast_cpu_seconds
+                .map(|cpu| cpu / s.tally.delivered as f64 * 1e6)
+        })
+        .collect();
     let broadcast = BroadcastBench {
+        cpu_seconds_per_million: (!cpu_per_million.is_empty())
+            .then(|| Spread::of(&cpu_per_million)),
         members: server.first().map_or(0, |s| s.members),
         size: server.first().map_or(0, |s| s.size),
         per_sample: broadcasts,

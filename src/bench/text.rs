@@ -5,8 +5,8 @@
 
 use std::fmt::Write as _;
 
-use super::compare::Compared;
-use super::BenchResult;
+use super::compare::{Better, Compared};
+use super::{BenchResult, ServerResult};
 use crate::load::spread::Spread;
 
 /// A number with thousands separators and `decimals` decimals.
@@ -70,27 +70,146 @@ pub fn text(r: &BenchResult) -> String {
         r.time_utc,
         r.seconds
     );
-    let _ = writeln!(out, "server: {}", r.server);
     for floor in &r.floor_servers {
         let _ = writeln!(out, "floor:  {floor}");
     }
     let b = &r.baseline.sockets;
     let _ = writeln!(
         out,
-        "method: {} samples per figure and side, floor and server interleaved, each on a fresh server once the machine's sockets were back to the {} in use and {} in TIME_WAIT found before the run",
+        "method: {} samples per figure and server, the floor and every server interleaved (servers in an order rotated every sample), each on a fresh server once the machine's sockets were back to the {} in use and {} in TIME_WAIT found before the run",
         r.samples, b.tcp_inuse, b.tcp_time_wait
     );
-    comparisons(&mut out, r);
-    memory(&mut out, r);
-    details(&mut out, r);
+    for server in &r.servers {
+        let _ = writeln!(out, "\n== {}: {}", server.name, server.server);
+        comparisons(&mut out, server);
+        memory(&mut out, server);
+        details(&mut out, server);
+    }
+    if r.servers.len() > 1 {
+        backends_table(&mut out, &r.servers);
+    }
     evidence(&mut out, r);
     out
 }
 
-fn comparisons(out: &mut String, r: &BenchResult) {
+/// One row of the table of servers: a figure's median for each, with
+/// which way is better.
+struct Row {
+    label: String,
+    better: Better,
+    values: Vec<Option<f64>>,
+}
+
+/// The servers side by side: each figure's median and its ratio to the
+/// best of them (1.00× is the best).
+fn backends_table(out: &mut String, servers: &[ServerResult]) {
+    let rows = table_rows(servers);
+    let _ = write!(out, "\n{:<40}", "servers side by side (median, × the best)");
+    for server in servers {
+        let _ = write!(out, " {:>20}", server.name);
+    }
+    let _ = writeln!(out);
+    for row in rows {
+        let known: Vec<f64> = row.values.iter().flatten().copied().collect();
+        // A ratio needs positive values (a slope at small N can be noise below 0).
+        let comparable = known.iter().all(|v| *v > 0.0);
+        let best = match row.better {
+            Better::Higher => known.iter().copied().fold(f64::MIN, f64::max),
+            Better::Lower => known.iter().copied().fold(f64::MAX, f64::min),
+        };
+        let _ = write!(out, "{:<40}", row.label);
+        for value in &row.values {
+            let cell = match value {
+                Some(v) if comparable => {
+                    let ratio = match row.better {
+                        Better::Higher => best / v,
+                        Better::Lower => v / best,
+                    };
+                    format!("{} ({ratio:.2}×)", num(*v, decimals_for(*v)))
+                }
+                Some(v) => num(*v, decimals_for(*v)),
+                None => "—".into(),
+            };
+            let _ = write!(out, " {cell:>20}");
+        }
+        let _ = writeln!(out);
+    }
+}
+
+fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut row = |label: &str, better: Better, f: &dyn Fn(&ServerResult) -> Option<f64>| {
+        let values: Vec<Option<f64>> = servers.iter().map(f).collect();
+        if values.iter().any(Option::is_some) {
+            rows.push(Row {
+                label: label.to_string(),
+                better,
+                values,
+            });
+        }
+    };
+    use Better::{Higher, Lower};
+    row("idle user B/conn (allocator)", Lower, &|s| {
+        s.memory.as_ref()?.heap_per_conn.map(|h| h.median)
+    });
+    row("idle user B/conn (RSS)", Lower, &|s| {
+        Some(s.memory.as_ref()?.rss_per_conn.median)
+    });
+    row("kernel B/socket", Lower, &|s| {
+        Some(s.memory.as_ref()?.kernel_per_socket.median)
+    });
+    row("ramp, connections/s", Higher, &|s| {
+        Some(s.ramp.as_ref()?.measured.median)
+    });
+    row("broadcast first delivery, ms", Lower, &|s| {
+        Some(s.broadcast.as_ref()?.first_delivery_ms.median)
+    });
+    row("broadcast median delivery, ms", Lower, &|s| {
+        Some(s.broadcast.as_ref()?.median_delivery_ms.median)
+    });
+    row("broadcast p99 delivery, ms", Lower, &|s| {
+        Some(s.broadcast.as_ref()?.p99_delivery_ms.median)
+    });
+    row("broadcast last delivery, ms", Lower, &|s| {
+        Some(s.broadcast.as_ref()?.last_delivery_ms.measured.median)
+    });
+    row("server CPU-s per million deliveries", Lower, &|s| {
+        Some(s.broadcast.as_ref()?.cpu_seconds_per_million?.median)
+    });
+    let modes: Vec<(usize, String)> = servers
+        .first()
+        .map(|s| s.echo.iter().map(|e| (e.conns, e.mode.clone())).collect())
+        .unwrap_or_default();
+    for (conns, mode) in modes {
+        let kind = if mode.starts_with("open") {
+            "open"
+        } else {
+            "closed"
+        };
+        let find = move |s: &ServerResult| -> Option<EchoRow> {
+            s.echo
+                .iter()
+                .find(|e| e.conns == conns && e.mode == mode)
+                .map(|e| (e.msgs_per_s.median, e.p99_us.median))
+        };
+        let label = format!("echo {conns} {kind} loop");
+        let find_rate = find.clone();
+        row(&format!("{label}, msgs/s"), Higher, &move |s| {
+            find_rate(s).map(|e| e.0)
+        });
+        row(&format!("{label}, p99 µs"), Lower, &move |s| {
+            find(s).map(|e| e.1)
+        });
+    }
+    rows
+}
+
+type EchoRow = (f64, f64);
+
+fn comparisons(out: &mut String, r: &ServerResult) {
     let _ = writeln!(
         out,
-        "\n{:<34} {:<30} {:<30} server ÷ floor",
+        "{:<34} {:<30} {:<30} server ÷ floor",
         "figure", "server: median (min – max)", "floor: median (min – max)"
     );
     if let Some(ramp) = &r.ramp {
@@ -110,7 +229,7 @@ fn comparisons(out: &mut String, r: &BenchResult) {
     }
 }
 
-fn memory(out: &mut String, r: &BenchResult) {
+fn memory(out: &mut String, r: &ServerResult) {
     let Some(m) = &r.memory else { return };
     let _ = writeln!(out);
     let heap = m
@@ -150,7 +269,7 @@ fn memory(out: &mut String, r: &BenchResult) {
     let _ = writeln!(out, "          {}", m.kernel_check);
 }
 
-fn details(out: &mut String, r: &BenchResult) {
+fn details(out: &mut String, r: &ServerResult) {
     if let (Some(p50), Some(p99)) = (&r.connect_p50_ms, &r.connect_p99_ms) {
         let _ = writeln!(
             out,
@@ -184,6 +303,13 @@ fn details(out: &mut String, r: &BenchResult) {
         );
         if let Some(check) = &b.cross_check {
             let _ = writeln!(out, "          {check}");
+        }
+        if let Some(cpu) = &b.cpu_seconds_per_million {
+            let _ = writeln!(
+                out,
+                "          server CPU {} s per million deliveries (process tree, user + system, first broadcast to last delivery)",
+                spread(cpu, 2)
+            );
         }
     }
     for e in &r.echo {

@@ -52,6 +52,8 @@ pub enum Checkpoint {
     Half { open: u64 },
     /// Every connection is open (or failed); the work has not started.
     Full { open: u64 },
+    /// The work is over; the connections are still open.
+    WorkDone,
 }
 
 /// `fanout load`: run, print the report, write the JSON if asked.
@@ -168,6 +170,7 @@ pub fn run_with(
     let work_start = Instant::now();
     let gave_up = work(&control, &scenario, &progress);
     let work_seconds = work_start.elapsed().as_secs_f64();
+    at(Checkpoint::WorkDone);
     control.stop.store(true, Relaxed);
     progress.finish();
     let results: Vec<ShardResult> = threads

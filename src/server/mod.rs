@@ -127,7 +127,8 @@ where
     std::io::stdout().flush()?;
     let outcome = supervise(&mut signals, &hub, &shards);
     stop(&hub, shards);
-    print_stats(&hub);
+    // The shards are gone, and their allocator caches with them.
+    print_stats(&hub, false);
     outcome
 }
 
@@ -153,7 +154,7 @@ fn supervise(signals: &mut Signals, hub: &Hub, shards: &[JoinHandle<()>]) -> any
     loop {
         for signal in signals.pending() {
             match signal {
-                SIGUSR1 => print_stats(hub),
+                SIGUSR1 => print_stats(hub, true),
                 _ => return Ok(()),
             }
         }
@@ -171,8 +172,12 @@ fn stop(hub: &Hub, shards: Vec<JoinHandle<()>>) {
     }
 }
 
-fn print_stats(hub: &Hub) {
-    hub.flush_allocator_caches(Duration::from_secs(1));
+/// Print a `stats` line; with `flush`, after every running shard has
+/// flushed its allocator cache (see [`Hub::flush_allocator_caches`]).
+fn print_stats(hub: &Hub, flush: bool) {
+    if flush {
+        hub.flush_allocator_caches(Duration::from_secs(1));
+    }
     let snapshot = Snapshot::take(hub.all_counters());
     let json = serde_json::to_string(&snapshot).expect("stats serialize");
     println!("stats {json}");

@@ -16,6 +16,13 @@ use io_uring::{opcode, squeue, types, IoUring};
 use super::ops::{Op, Tag};
 use crate::server::core::{Io, QueuedSend};
 
+/// Entries queued before they are submitted even mid-turn. One enter runs
+/// every entry it submits before returning, and loopback delivers inside
+/// each send, so a whole broadcast in one enter would hold the core for its
+/// entire length (no preemption point in the kernel), and the clients could
+/// read nothing until it ended: batches keep the first delivery early at
+/// one enter per this many sends.
+const SUBMIT_EVERY: usize = 64;
 /// Most buffers in one sendmsg.
 const MAX_IOVECS: usize = 16;
 /// Sendmsg headers (with their iovecs) that can wait for one submit; the
@@ -123,6 +130,9 @@ impl UringIo {
             // `parked`, sendmsg headers to `messages` until the submit.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 self.in_flight += 1;
+                if self.ring.submission().len() >= SUBMIT_EVERY {
+                    self.submit();
+                }
                 return;
             }
             self.submit();

@@ -340,12 +340,17 @@ impl Shard {
     /// Stopping: cancel the accept and the waker, then wait (a bounded
     /// time) until no operation can still touch our buffers.
     fn drain(&mut self) {
-        if self.io.accept_armed {
-            self.io.cancel(Tag::ACCEPT.encode());
-        }
+        crate::server::core::Io::pause_accepting(&mut self.io);
         self.io.cancel(Tag::WAKE.encode());
         let deadline = Instant::now() + DRAIN_PATIENCE;
-        while self.io.in_flight > 0 && Instant::now() < deadline {
+        while self.io.in_flight > 0 {
+            if Instant::now() > deadline {
+                eprintln!(
+                    "shard stopping with {} io_uring operations unfinished after {:?}",
+                    self.io.in_flight, DRAIN_PATIENCE
+                );
+                return;
+            }
             let timeout = types::Timespec::from(std::time::Duration::from_millis(50));
             let args = types::SubmitArgs::new().timespec(&timeout);
             let _ = self.io.ring.submitter().submit_with_args(1, &args);
