@@ -261,7 +261,7 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
     config.validate().map_err(crate::cli::UsageError)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let machine = machine::fingerprint();
-    let preflight = preflight::check(config.conns, &machine);
+    let preflight = preflight::check(config.conns, &machine, &config.backends);
     step("preflight");
     for line in &preflight.lines {
         eprintln!("  {line}");

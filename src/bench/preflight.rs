@@ -2,6 +2,7 @@
 //! that fails says why and what would fix it, before anything is started.
 
 use super::machine::{meminfo_kib, Machine};
+use crate::backend::BackendKind;
 use crate::load::{client_shards, sources};
 use crate::server::plan::{self, PlanInput};
 
@@ -20,22 +21,29 @@ pub struct Preflight {
     pub errors: Vec<String>,
 }
 
-pub fn check(conns: usize, machine: &Machine) -> Preflight {
+/// Check `conns` connections against this machine for the floor's epoll
+/// plan and every backend's.
+pub fn check(conns: usize, machine: &Machine, backends: &[BackendKind]) -> Preflight {
     let mut out = Preflight::default();
     let cores = machine.cores;
     let nofile = machine.rlimit_nofile;
-    match plan::plan(PlanInput {
-        cores,
-        shards: None,
-        max_conns: Some(super::server_max_conns(conns)),
-        nofile,
-        fds_per_shard: None,
-        fd_use: crate::backend::fd_use(crate::backend::BackendKind::Epoll),
-    }) {
-        Ok(plan) => out.lines.push(format!("server: {plan}")),
-        Err(e) => out
-            .errors
-            .push(format!("server: {e}; ask for fewer connections")),
+    let mut kinds = vec![BackendKind::Epoll];
+    kinds.extend(backends.iter().filter(|b| **b != BackendKind::Epoll));
+    for kind in kinds {
+        match plan::plan(PlanInput {
+            cores,
+            shards: None,
+            max_conns: Some(super::server_max_conns(conns)),
+            nofile,
+            fds_per_shard: None,
+            fd_use: crate::backend::fd_use(kind),
+        }) {
+            Ok(plan) => out.lines.push(format!("server ({}): {plan}", kind.name())),
+            Err(e) => out.errors.push(format!(
+                "server ({}): {e}; ask for fewer connections",
+                kind.name()
+            )),
+        }
     }
     let (shards, private) = client_shards(None, cores, conns, nofile);
     out.lines.push(format!(
@@ -100,10 +108,11 @@ mod tests {
     #[test]
     fn small_runs_pass_and_absurd_ones_say_why() {
         let machine = super::super::machine::fingerprint();
-        let ok = check(2_000, &machine);
+        let ok = check(2_000, &machine, &[BackendKind::Epoll, BackendKind::Uring]);
         assert!(ok.errors.is_empty(), "{:?}", ok.errors);
-        assert!(ok.lines.iter().any(|l| l.starts_with("server:")));
-        let absurd = check(100_000_000, &machine);
+        assert!(ok.lines.iter().any(|l| l.starts_with("server (epoll):")));
+        assert!(ok.lines.iter().any(|l| l.starts_with("server (uring):")));
+        let absurd = check(100_000_000, &machine, &[BackendKind::Epoll]);
         assert!(
             absurd.errors.iter().any(|e| e.starts_with("memory:")),
             "{:?}",

@@ -39,8 +39,9 @@ pub struct Busy {
     outq: VecDeque<Bytes>,
     queued: usize,
     /// How many buffers at the front of `outq` a completion-based backend is
-    /// sending now; they must stay put until their completion.
+    /// sending now (they must stay put until their completion), and their bytes.
     in_flight: usize,
+    in_flight_bytes: usize,
     /// Reading is paused until `outq` drains (echo backpressure).
     read_paused: bool,
 }
@@ -139,6 +140,7 @@ impl<S> Conn<S> {
         let queue = busy.outq.make_contiguous();
         if let QueuedSend::Submitted { buffers } = io.send_queue(key, &mut self.socket, queue)? {
             busy.in_flight = buffers;
+            busy.in_flight_bytes = queue[..buffers].iter().map(Bytes::len).sum();
         }
         Ok(())
     }
@@ -153,10 +155,21 @@ impl<S> Conn<S> {
         Ok(self.consume(written))
     }
 
-    pub(super) fn set_in_flight(&mut self, buffers: usize) {
+    /// The send in flight is over (its completion came).
+    pub(super) fn send_finished(&mut self) {
         if let Some(busy) = self.busy.as_deref_mut() {
-            busy.in_flight = buffers;
+            busy.in_flight = 0;
+            busy.in_flight_bytes = 0;
         }
+    }
+
+    /// Bytes waiting behind what is being sent: bytes the socket has not
+    /// taken. Under epoll every queued byte; under io_uring the queue less
+    /// the send in flight, which is not a backlog but the normal way out.
+    pub(super) fn backlog(&self) -> usize {
+        self.busy
+            .as_ref()
+            .map_or(0, |busy| busy.queued - busy.in_flight_bytes)
     }
 
     /// `written` bytes from the front of the queue are gone. Returns whether
@@ -267,10 +280,13 @@ mod tests {
         for part in [&b"a"[..], b"b", b"c", b"d"] {
             conn.enqueue(Bytes::copy_from_slice(part));
         }
-        conn.set_in_flight(2);
+        let busy = conn.busy.as_deref_mut().unwrap();
+        (busy.in_flight, busy.in_flight_bytes) = (2, 2);
+        assert_eq!(conn.backlog(), 2);
         conn.drop_queue_tail();
         assert_eq!(conn.queued_bytes(), 2);
-        conn.set_in_flight(0);
+        assert_eq!(conn.backlog(), 0);
+        conn.send_finished();
         conn.drop_queue_tail();
         assert_eq!(conn.queued_bytes(), 1);
     }

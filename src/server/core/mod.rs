@@ -264,10 +264,10 @@ impl<S> Core<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return false; // closed while finishing its close
         };
-        if conn.phase == Phase::Open(Route::Echo) && conn.queued_bytes() > 0 && !conn.read_paused()
-        {
+        if conn.phase == Phase::Open(Route::Echo) && conn.backlog() > 0 && !conn.read_paused() {
             // Echo backpressure: read no more from a client that is not
-            // reading its replies; resume when the queue drains.
+            // reading its replies (its socket refused bytes); resume when
+            // the queue drains.
             conn.set_read_paused(true);
             io.pause_reading(key, &mut conn.socket);
             bump(&self.hub.counters(self.id).read_pauses);
@@ -293,7 +293,7 @@ impl<S> Core<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.set_in_flight(0);
+        conn.send_finished();
         let written = match result {
             Ok(0) | Err(_) => return self.close(io, key),
             Ok(written) => written,
