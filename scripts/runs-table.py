@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Headline figures of several `fanout bench` result files side by side, and
 their run-to-run spread, as a Markdown table. The figures are read from the
-files, never typed in.
+files, never typed in. A file with several servers (`--backends
+epoll,uring`) gives one column per server.
 
     python3 scripts/runs-table.py results/2026-11-29-vm/bench-fanout-100000-run*.json
     python3 scripts/runs-table.py --versus A.json B.json    # last column: A ÷ B
+    python3 scripts/runs-table.py --versus results/2026-11-29-vm/epoll-uring-100k.json
 """
 
 import json
@@ -43,6 +45,11 @@ def rows(result):
         out.append(("broadcast floor, ms", spread(last["floor"]), last["floor"]["median"]))
         out.append(("broadcast ÷ floor", ratio(last), last["ratio"]["median"]))
         out.append(("broadcast deliveries/s", spread(b["deliveries_per_s"]), b["deliveries_per_s"]["median"]))
+        for key, label in [("first_delivery_ms", "first"), ("median_delivery_ms", "median"), ("p99_delivery_ms", "p99")]:
+            out.append((f"broadcast {label} delivery, ms", spread(b[key], digits=1), b[key]["median"]))
+        if b.get("cpu_seconds_per_million"):
+            cpu = b["cpu_seconds_per_million"]
+            out.append(("server CPU-s per million deliveries", spread(cpu, digits=2), cpu["median"]))
         t = b["tally"]
         out.append(("deliveries: delivered / lost / in flight",
                     f"{t['delivered']:,} / {t['missing'] + t['closed']} / {t['in_flight']}", None))
@@ -73,14 +80,32 @@ def rows(result):
     return out
 
 
+def columns(paths):
+    """(title, figures, file result) per server of every file: a file from
+    before `servers` existed is one server."""
+    out = []
+    for i, path in enumerate(paths):
+        r = json.load(open(path))
+        if "servers" not in r:  # one server per file
+            out.append((f"run {i + 1}", r, r))
+            continue
+        for server in r["servers"]:
+            title = server["name"] if len(paths) == 1 else f"run {i + 1} {server['name']}"
+            out.append((title, server, r))
+    return out
+
+
 def main(paths, versus=False):
-    results = [json.load(open(p)) for p in paths]
+    cols = columns(paths)
+    if versus and len(cols) != 2:
+        sys.exit("--versus compares exactly two servers")
+    results = [figures for _, figures, _ in cols]
     per_run = [rows(r) for r in results]
     names = [label for label, _, _ in per_run[0]]
     for run in per_run[1:]:
         names += [label for label, _, _ in run if label not in names]
     last = "first ÷ second (medians)" if versus else "run-to-run: max ÷ min of the medians"
-    print("| figure | " + " | ".join(f"run {i + 1}" for i in range(len(results))) + f" | {last} |")
+    print("| figure | " + " | ".join(title for title, _, _ in cols) + f" | {last} |")
     print("|---|" + "---|" * (len(results) + 1))
     for label in names:
         cells, medians = [], []
@@ -94,7 +119,8 @@ def main(paths, versus=False):
             change = f"{medians[0] / medians[1]:.2f}" if versus else f"{max(medians) / min(medians):.2f}"
         print(f"| {label} | " + " | ".join(cells) + f" | {change} |")
     print()
-    for path, r in zip(paths, results):
+    for path in paths:
+        r = json.load(open(path))
         print(f"- {path}: started {r['time_utc']}, {r['seconds']:.0f} s, `{r['command']}`, revision {r['machine']['git_revision']}")
 
 
@@ -102,6 +128,6 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     versus = "--versus" in args
     files = [a for a in args if a != "--versus"]
-    if not files or (versus and len(files) != 2):
+    if not files or (versus and len(files) > 2):
         sys.exit(__doc__)
     main(files, versus)
