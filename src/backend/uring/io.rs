@@ -30,7 +30,15 @@ const MAX_IOVECS: usize = 16;
 const MSG_SLOTS: usize = 256;
 
 /// A connection as the ring knows it: its fd, the generation its tags carry,
-/// and which of its operations are in flight. 8 bytes.
+/// how it receives, and which of its operations are in flight. 8 bytes.
+///
+/// An idle connection is *watched*: a multishot poll, whose only kernel cost
+/// is its request (io_kiocb, 256 B), and a one-shot recv when it fires. A
+/// connection that keeps talking (input after its first) *streams*: a
+/// multishot recv, one completion per read, which also holds an async
+/// message header and a poll entry in the kernel (about 600 B more) while
+/// it lives. So idle members cost what epoll's cost, and busy ones read with
+/// half the operations.
 #[derive(Debug)]
 pub struct Socket {
     pub fd: RawFd,
@@ -40,18 +48,35 @@ pub struct Socket {
 
 /// Which of a connection's operations are in flight.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct State(u8);
+pub struct State(u16);
 
 impl State {
-    pub const RECV: u8 = 1;
-    pub const RECV_CANCELLING: u8 = 2;
-    pub const SENDING: u8 = 4;
+    /// A multishot poll for input is armed (until its last completion).
+    pub const WATCHING: u16 = 1;
+    /// ... and its cancel was asked.
+    pub const WATCH_CANCELLING: u16 = 2;
+    pub const SENDING: u16 = 4;
+    /// A one-shot recv is in flight.
+    pub const READING: u16 = 8;
+    /// Input was announced while a recv was in flight: read again after it.
+    pub const READ_AGAIN: u16 = 16;
+    /// The peer hung up (or the socket failed): read on to the end, since
+    /// no further wake-up will say so.
+    pub const TO_EOF: u16 = 32;
+    /// A multishot recv is armed (until its last completion).
+    pub const STREAMING: u16 = 64;
+    /// ... and its cancel was asked.
+    pub const STREAM_CANCELLING: u16 = 128;
+    /// Input has been read once (the handshake).
+    pub const SPOKE: u16 = 256;
+    /// Input came again: this connection streams from now on.
+    pub const TALKER: u16 = 512;
 
-    pub fn has(self, flag: u8) -> bool {
+    pub fn has(self, flag: u16) -> bool {
         self.0 & flag != 0
     }
 
-    pub fn set(&mut self, flag: u8, on: bool) {
+    pub fn set(&mut self, flag: u16, on: bool) {
         if on {
             self.0 |= flag;
         } else {
@@ -174,12 +199,65 @@ impl UringIo {
         }
     }
 
-    pub fn arm_recv(&mut self, key: usize, socket: &mut Socket) {
+    /// Take input the connection's way: stream a talker, watch the rest.
+    pub fn listen(&mut self, key: usize, socket: &mut Socket) {
+        if socket.state.has(State::TALKER) {
+            if !socket.state.has(State::STREAMING) {
+                self.stream(key, socket);
+            }
+        } else if !socket.state.has(State::WATCHING) {
+            self.watch(key, socket);
+        }
+    }
+
+    /// The connection spoke again: stream its input from now on. The poll
+    /// is cancelled; until its last completion comes, it is ignored.
+    pub fn promote(&mut self, key: usize, socket: &mut Socket) {
+        socket.state.set(State::TALKER, true);
+        if socket.state.has(State::WATCHING) && !socket.state.has(State::WATCH_CANCELLING) {
+            self.cancel(socket.tag(Op::Poll, key));
+            socket.state.set(State::WATCH_CANCELLING, true);
+        }
+        self.stream(key, socket);
+    }
+
+    /// A multishot recv: every read of the connection completes on its own.
+    pub fn stream(&mut self, key: usize, socket: &mut Socket) {
         let recv = opcode::RecvMulti::new(types::Fd(socket.fd), super::buffers::GROUP)
             .build()
+            .user_data(socket.tag(Op::Stream, key));
+        self.push(recv);
+        socket.state.set(State::STREAMING, true);
+    }
+
+    /// Watch the connection for input: a multishot poll, which costs the
+    /// kernel one request per idle connection and nothing else.
+    pub fn watch(&mut self, key: usize, socket: &mut Socket) {
+        let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let poll = opcode::PollAdd::new(types::Fd(socket.fd), events)
+            .multi(true)
+            .build()
+            .user_data(socket.tag(Op::Poll, key));
+        self.push(poll);
+        socket.state.set(State::WATCHING, true);
+    }
+
+    /// Read what is waiting, into a buffer the kernel picks from the ring.
+    /// MSG_DONTWAIT: a recv that finds nothing ends with EAGAIN instead of
+    /// waiting (and holding kernel memory) until data comes.
+    pub fn read(&mut self, key: usize, socket: &mut Socket) {
+        if socket.state.has(State::READING) {
+            socket.state.set(State::READ_AGAIN, true);
+            return;
+        }
+        let recv = opcode::Recv::new(types::Fd(socket.fd), std::ptr::null_mut(), 0)
+            .buf_group(super::buffers::GROUP)
+            .flags(libc::MSG_DONTWAIT)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
             .user_data(socket.tag(Op::Recv, key));
         self.push(recv);
-        socket.state.set(State::RECV, true);
+        socket.state.set(State::READING, true);
     }
 
     /// A connection accepted while the shard stops: close it unseen.
@@ -267,12 +345,15 @@ impl Io for UringIo {
     }
 
     fn close(&mut self, key: usize, socket: Socket, unsent: VecDeque<Bytes>) {
-        // In order on the ring: stop the recv, stop a send stuck on a full
+        // In order on the ring: stop watching, stop a send stuck on a full
         // socket (one that can go out goes out when it is issued, before
         // this), then close the fd; the socket is freed once no operation
-        // holds it.
-        if socket.state.has(State::RECV) {
-            self.cancel(socket.tag(Op::Recv, key));
+        // holds it. A one-shot recv never waits, so it needs no cancel.
+        if socket.state.has(State::WATCHING) {
+            self.cancel(socket.tag(Op::Poll, key));
+        }
+        if socket.state.has(State::STREAMING) {
+            self.cancel(socket.tag(Op::Stream, key));
         }
         if socket.state.has(State::SENDING) {
             let tag = socket.tag(Op::Send, key);
@@ -283,18 +364,21 @@ impl Io for UringIo {
     }
 
     fn pause_reading(&mut self, key: usize, socket: &mut Socket) {
-        if socket.state.has(State::RECV) && !socket.state.has(State::RECV_CANCELLING) {
-            self.cancel(socket.tag(Op::Recv, key));
-            socket.state.set(State::RECV_CANCELLING, true);
+        if socket.state.has(State::WATCHING) && !socket.state.has(State::WATCH_CANCELLING) {
+            self.cancel(socket.tag(Op::Poll, key));
+            socket.state.set(State::WATCH_CANCELLING, true);
+        }
+        if socket.state.has(State::STREAMING) && !socket.state.has(State::STREAM_CANCELLING) {
+            self.cancel(socket.tag(Op::Stream, key));
+            socket.state.set(State::STREAM_CANCELLING, true);
         }
     }
 
     fn resume_reading(&mut self, key: usize, socket: &mut Socket) {
-        // A recv being cancelled is armed again when its last completion
-        // arrives (the loop asks the core whether input is wanted).
-        if !socket.state.has(State::RECV) {
-            self.arm_recv(key, socket);
-        }
+        // A poll or recv being cancelled is armed again when its last
+        // completion arrives (the loop asks the core whether input is
+        // wanted). A new one reports input already waiting at once.
+        self.listen(key, socket);
     }
 
     fn pause_accepting(&mut self) {

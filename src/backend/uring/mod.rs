@@ -1,7 +1,9 @@
 //! The io_uring backend: one ring per shard, no runtime. A multishot accept
-//! on the shard's listener, a multishot recv per connection fed from one
-//! provided buffer ring (no connection owns a receive buffer), sends queued
-//! as entries and submitted together, one `io_uring_enter` per turn. The
+//! on the shard's listener; per connection a multishot poll and a recv of
+//! what is waiting when it fires, or, once the connection keeps talking, a
+//! multishot recv (see `io::Socket`); reads land in buffers of one provided
+//! buffer ring (no connection owns a receive buffer); sends are queued as
+//! entries and submitted in batches. The
 //! ring is made by the shard thread itself, after it took its private fd
 //! table, so its accepted fds land in that table, as epoll's do; only the
 //! waker (an eventfd) is made before, for every shard to reach.
@@ -36,8 +38,8 @@ const SQ_ENTRIES: u32 = 4096;
 /// Completion queue entries (the kernel keeps overflow, IORING_FEAT_NODROP).
 const CQ_ENTRIES: u32 = 4 * SQ_ENTRIES;
 /// Receive buffers per shard, and their size: 1 MiB per shard, whatever the
-/// number of connections. Running out ends a recv with ENOBUFS; it is armed
-/// again at once, the data still in the socket.
+/// number of connections. Running out ends a recv with ENOBUFS; it is
+/// issued again, the data still in the socket.
 const BUFFERS: u16 = 256;
 const BUFFER_SIZE: usize = 4096;
 /// How long a stopping shard waits for its operations to finish.
@@ -109,7 +111,7 @@ pub fn probe() -> Result<(), String> {
         .map_err(|error| format!("IORING_REGISTER_PROBE failed: {error}"))?;
     let opcodes = [
         (opcode::AcceptMulti::CODE, "ACCEPT"),
-        (opcode::RecvMulti::CODE, "RECV"),
+        (opcode::Recv::CODE, "RECV"),
         (opcode::Send::CODE, "SEND"),
         (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
@@ -202,9 +204,15 @@ impl Shard {
         }
     }
 
-    /// Handle every completion there is, batch by batch.
+    /// Handle every completion there is, batch by batch. What a batch
+    /// queued (recvs of input its polls announced, replies) is submitted
+    /// before the next: a recv of waiting input completes inside the submit,
+    /// so its bytes are handled in this same turn.
     fn reap(&mut self) {
         loop {
+            if !self.io.ring.submission().is_empty() {
+                self.io.submit();
+            }
             self.completions.clear();
             self.completions.extend(
                 self.io
@@ -235,7 +243,9 @@ impl Shard {
         match tag.op {
             Op::Accept => self.accepted(result, more),
             Op::Wake => self.woken(more),
-            Op::Recv => self.received(tag, result, flags, more),
+            Op::Poll => self.readable(tag, result, more),
+            Op::Recv => self.received(tag, result, flags),
+            Op::Stream => self.streamed(tag, result, flags, more),
             Op::Send => self.sent(tag, user_data, result),
             Op::Housekeeping => {}
         }
@@ -256,7 +266,7 @@ impl Shard {
             } else {
                 let key = self.core.admit(socket);
                 let socket = self.core.socket_mut(key).expect("just admitted");
-                self.io.arm_recv(key, socket);
+                self.io.listen(key, socket);
                 self.core.accepting(&mut self.io);
             }
         } else {
@@ -268,7 +278,39 @@ impl Shard {
         }
     }
 
-    fn received(&mut self, tag: Tag, result: i32, flags: u32, more: bool) {
+    /// The poll says input is waiting (or it ended): read it, if wanted.
+    fn readable(&mut self, tag: Tag, result: i32, more: bool) {
+        let key = tag.key();
+        let wanted = self.core.wants_input(key);
+        let socket = self.core.socket_mut(key);
+        let Some(socket) = socket.filter(|socket| socket.generation == tag.generation) else {
+            return;
+        };
+        if !more {
+            socket.state.set(State::WATCHING, false);
+            socket.state.set(State::WATCH_CANCELLING, false);
+        }
+        if socket.state.has(State::TALKER) {
+            return; // its stream reads; this poll is on its way out
+        }
+        if result < 0 && result != -libc::ECANCELED {
+            return self.core.hung_up(&mut self.io, key); // the socket failed
+        }
+        let hung_up = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as i32;
+        if result > 0 && result & hung_up != 0 {
+            socket.state.set(State::TO_EOF, true);
+        }
+        if wanted && result > 0 {
+            self.io.read(key, socket);
+        }
+        if !more && wanted {
+            self.io.watch(key, socket);
+        }
+    }
+
+    /// A recv finished: run the core over its bytes, then read again if
+    /// more may be waiting.
+    fn received(&mut self, tag: Tag, result: i32, flags: u32) {
         let key = tag.key();
         let is_current = self.current(tag).is_some();
         if let Some(id) = cqueue::buffer_select(flags) {
@@ -283,9 +325,64 @@ impl Shard {
         if !is_current {
             return;
         }
-        let ended =
-            result == 0 || (result < 0 && !matches!(-result, libc::ENOBUFS | libc::ECANCELED));
-        if ended {
+        let failed = result < 0 && !matches!(-result, libc::EAGAIN | libc::ENOBUFS);
+        if result == 0 || failed {
+            // EOF, or the socket failed.
+            if self.current(tag).is_some() {
+                self.core.hung_up(&mut self.io, key);
+            }
+            return;
+        }
+        let wanted = self.core.wants_input(key);
+        let socket = self.core.socket_mut(key);
+        let Some(socket) = socket.filter(|socket| socket.generation == tag.generation) else {
+            return; // closed by what it sent
+        };
+        socket.state.set(State::READING, false);
+        if result > 0 && socket.state.has(State::SPOKE) {
+            // Input again after the first: stream from now on (the stream
+            // reads whatever is waiting, so no read again here).
+            if wanted {
+                self.io.promote(key, socket);
+            } else {
+                socket.state.set(State::TALKER, true);
+            }
+            return;
+        }
+        if result > 0 {
+            socket.state.set(State::SPOKE, true);
+        }
+        // A full buffer may have left more behind; input announced meanwhile
+        // is still waiting; ENOBUFS left it all in the socket; a peer that
+        // hung up sends no further wake-up, so read on to its EOF.
+        let again = socket.state.has(State::READ_AGAIN)
+            || (socket.state.has(State::TO_EOF) && result != -libc::EAGAIN)
+            || result as usize == BUFFER_SIZE
+            || result == -libc::ENOBUFS;
+        socket.state.set(State::READ_AGAIN, false);
+        if again && wanted {
+            self.io.read(key, socket);
+        }
+    }
+
+    /// A talker's multishot recv delivered, or ended.
+    fn streamed(&mut self, tag: Tag, result: i32, flags: u32, more: bool) {
+        let key = tag.key();
+        let is_current = self.current(tag).is_some();
+        if let Some(id) = cqueue::buffer_select(flags) {
+            if is_current && result > 0 {
+                // SAFETY: the kernel handed us buffer `id` with this
+                // completion; it goes back to the ring just below.
+                let data = unsafe { self.buffers.get(id, result as usize) };
+                self.core.received(&mut self.io, key, data);
+            }
+            self.buffers.push(id);
+        }
+        if !is_current {
+            return;
+        }
+        let failed = result < 0 && !matches!(-result, libc::ENOBUFS | libc::ECANCELED);
+        if result == 0 || failed {
             // EOF, or the socket failed.
             if self.current(tag).is_some() {
                 self.core.hung_up(&mut self.io, key);
@@ -296,13 +393,14 @@ impl Shard {
             return;
         }
         let wanted = self.core.wants_input(key);
-        let socket = self.core.socket_mut(key);
-        if let Some(socket) = socket.filter(|socket| socket.generation == tag.generation) {
-            socket.state.set(State::RECV, false);
-            socket.state.set(State::RECV_CANCELLING, false);
-            if wanted {
-                self.io.arm_recv(key, socket);
-            }
+        let Some(socket) = self.current(tag) else {
+            return;
+        };
+        socket.state.set(State::STREAMING, false);
+        socket.state.set(State::STREAM_CANCELLING, false);
+        if wanted {
+            let socket = self.core.socket_mut(key).expect("current");
+            self.io.stream(key, socket);
         }
     }
 

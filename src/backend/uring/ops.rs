@@ -12,12 +12,16 @@ pub enum Op {
     Accept = 1,
     /// The waker's multishot poll.
     Wake = 2,
-    /// A connection's multishot recv.
+    /// A connection's recv of what is waiting (one shot, never waits).
     Recv = 3,
     /// A connection's send of the front of its queue.
     Send = 4,
     /// Cancel, close, shutdown: only counted, their outcome changes nothing.
     Housekeeping = 5,
+    /// A connection's multishot poll for input.
+    Poll = 6,
+    /// A connection's multishot recv (one that keeps talking).
+    Stream = 7,
 }
 
 /// `user_data`: op in bits 56..64, generation in 32..48, key in 0..32.
@@ -61,6 +65,8 @@ impl Tag {
             3 => Op::Recv,
             4 => Op::Send,
             5 => Op::Housekeeping,
+            6 => Op::Poll,
+            7 => Op::Stream,
             _ => return None,
         };
         Some(Tag {
