@@ -10,11 +10,13 @@ Needs root (slabinfo) and a release build.
     scripts/slab-per-conn.py epoll 15000
     scripts/slab-per-conn.py uring 15000
 """
+import os
 import subprocess
 import sys
 import time
 
-FANOUT = "./target/release/fanout"
+# Another build (e.g. an older revision) can be measured with FANOUT=path.
+FANOUT = os.environ.get("FANOUT", "./target/release/fanout")
 
 
 def slab():
@@ -54,7 +56,7 @@ def main():
     growth = sorted(((during.get(name, 0) - before.get(name, 0)) / conns, name)
                     for name in during)
     total = sum(bytes_ for bytes_, _ in growth)
-    print(f"{backend}: {total:.0f} B of slab per connection (both ends), {conns} connections")
+    print(f"{backend} ({FANOUT}): {total:.0f} B of slab per connection (both ends), {conns} connections")
     for bytes_, name in reversed(growth):
         if bytes_ >= 10:
             print(f"  {name:<24} {bytes_:8.1f}")
