@@ -308,29 +308,40 @@ impl Shard {
         }
     }
 
-    /// A recv finished: run the core over its bytes, then read again if
-    /// more may be waiting.
-    fn received(&mut self, tag: Tag, result: i32, flags: u32) {
-        let key = tag.key();
+    /// Hand a recv's bytes (if it has any) to the core and give its buffer
+    /// back; end the connection on EOF or on an error other than the
+    /// `harmless` ones. Returns whether the recv's connection is still there
+    /// and its input goes on.
+    fn deliver(&mut self, tag: Tag, result: i32, flags: u32, harmless: [i32; 2]) -> bool {
         let is_current = self.current(tag).is_some();
         if let Some(id) = cqueue::buffer_select(flags) {
             if is_current && result > 0 {
                 // SAFETY: the kernel handed us buffer `id` with this
                 // completion; it goes back to the ring just below.
                 let data = unsafe { self.buffers.get(id, result as usize) };
-                self.core.received(&mut self.io, key, data);
+                self.core.received(&mut self.io, tag.key(), data);
             }
             self.buffers.push(id);
         }
         if !is_current {
-            return;
+            return false;
         }
-        let failed = result < 0 && !matches!(-result, libc::EAGAIN | libc::ENOBUFS);
+        let failed = result < 0 && !harmless.contains(&-result);
         if result == 0 || failed {
             // EOF, or the socket failed.
             if self.current(tag).is_some() {
-                self.core.hung_up(&mut self.io, key);
+                self.core.hung_up(&mut self.io, tag.key());
             }
+            return false;
+        }
+        true
+    }
+
+    /// A recv finished: run the core over its bytes, then read again if
+    /// more may be waiting.
+    fn received(&mut self, tag: Tag, result: i32, flags: u32) {
+        let key = tag.key();
+        if !self.deliver(tag, result, flags, [libc::EAGAIN, libc::ENOBUFS]) {
             return;
         }
         let wanted = self.core.wants_input(key);
@@ -368,25 +379,7 @@ impl Shard {
     /// A talker's multishot recv delivered, or ended.
     fn streamed(&mut self, tag: Tag, result: i32, flags: u32, more: bool) {
         let key = tag.key();
-        let is_current = self.current(tag).is_some();
-        if let Some(id) = cqueue::buffer_select(flags) {
-            if is_current && result > 0 {
-                // SAFETY: the kernel handed us buffer `id` with this
-                // completion; it goes back to the ring just below.
-                let data = unsafe { self.buffers.get(id, result as usize) };
-                self.core.received(&mut self.io, key, data);
-            }
-            self.buffers.push(id);
-        }
-        if !is_current {
-            return;
-        }
-        let failed = result < 0 && !matches!(-result, libc::ENOBUFS | libc::ECANCELED);
-        if result == 0 || failed {
-            // EOF, or the socket failed.
-            if self.current(tag).is_some() {
-                self.core.hung_up(&mut self.io, key);
-            }
+        if !self.deliver(tag, result, flags, [libc::ENOBUFS, libc::ECANCELED]) {
             return;
         }
         if more {

@@ -227,14 +227,8 @@ impl<S> Core<S> {
         let before = conn.phase;
         let mut phase = before;
         let (mut pending, mut fragments) = conn.take_input();
-        let mut out = ConnOutbox {
-            conn,
-            io,
-            key,
-            published: &mut self.published,
-            counters: self.hub.counters(self.id),
-            failed: false,
-        };
+        let counters = self.hub.counters(self.id);
+        let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters);
         let ending = if pending.is_empty() {
             let (used, ending) =
                 session::on_input(&self.limits, &mut phase, data, &mut fragments, &mut out);
@@ -486,6 +480,25 @@ struct ConnOutbox<'a, S, I> {
     counters: &'a ShardCounters,
     /// A write failed: the connection is dead and must be closed.
     failed: bool,
+}
+
+impl<'a, S, I> ConnOutbox<'a, S, I> {
+    fn new(
+        conn: &'a mut Conn<S>,
+        io: &'a mut I,
+        key: usize,
+        published: &'a mut Vec<Bytes>,
+        counters: &'a ShardCounters,
+    ) -> Self {
+        ConnOutbox {
+            conn,
+            io,
+            key,
+            published,
+            counters,
+            failed: false,
+        }
+    }
 }
 
 impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {

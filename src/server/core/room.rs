@@ -56,14 +56,8 @@ impl<S> Core<S> {
         conn.drop_queue_tail();
         conn.phase = Phase::Closing(AfterFlush::Drain);
         if self.settings.proto == Proto::Ws {
-            let mut out = ConnOutbox {
-                conn,
-                io,
-                key,
-                published: &mut self.published,
-                counters: self.hub.counters(self.id),
-                failed: false,
-            };
+            let counters = self.hub.counters(self.id);
+            let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters);
             session::send_close(
                 &mut out,
                 close_code::POLICY_VIOLATION,
