@@ -30,7 +30,7 @@ pub enum Command {
     /// floor (flagged when the server beats it), the kernel counters of
     /// troubled phases, and writes results/<date>-<host>/<name>.json.
     #[command(
-        after_help = "Examples:\n  fanout bench                            # 100K connections, about two minutes here\n  fanout bench --conns 500000             # the full run (see scripts/tune.sh)\n  fanout bench --measure room --samples 5 # ramp, memory and broadcast only\n  fanout bench --server-cmd target/release/examples/reference_server"
+        after_help = "Examples:\n  fanout bench                            # 100K connections, about two minutes here\n  fanout bench --conns 500000             # the full run (see scripts/tune.sh)\n  fanout bench --measure room --samples 5 # ramp, memory and broadcast only\n  fanout bench --backends epoll,uring     # both event loops, one table\n  fanout bench --backends epoll --server-cmd ref=target/release/examples/reference_server"
     )]
     Bench(BenchConfig),
 

@@ -225,7 +225,7 @@ fn check_server(r: &ServerResult) -> usize {
 }
 
 #[test]
-fn a_server_behind_a_wrapper_is_measured_and_stopped_as_a_tree() {
+fn a_server_behind_a_wrapper_joins_the_table_and_is_measured_and_stopped_as_a_tree() {
     let fanout = PathBuf::from(env!("CARGO_BIN_EXE_fanout"));
     let reference = fanout.parent().unwrap().join("examples/reference_server");
     let dir = scratch_dir("wrapper");
@@ -242,7 +242,8 @@ fn a_server_behind_a_wrapper_is_measured_and_stopped_as_a_tree() {
     )
     .unwrap();
     let command = format!("sh {}", script.display());
-    let (r, _) = bench(
+    // fanout's epoll backend and the wrapped server, in one run and table.
+    let (r, text) = bench(
         &[
             "--conns",
             "400",
@@ -252,8 +253,10 @@ fn a_server_behind_a_wrapper_is_measured_and_stopped_as_a_tree() {
             "1",
             "--broadcasts",
             "1",
+            "--backends",
+            "epoll",
             "--server-cmd",
-            &command,
+            &format!("ref={command}"),
             "--name",
             "wrapper",
         ],
@@ -261,17 +264,20 @@ fn a_server_behind_a_wrapper_is_measured_and_stopped_as_a_tree() {
     );
     let pids = std::fs::read_to_string(&pid_file).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    assert_eq!(r.servers.len(), 1);
-    let server = &r.servers[0];
-    assert_eq!(
-        (server.name.as_str(), server.server.as_str()),
-        ("other", &command[..])
+    let names: Vec<&str> = r.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["epoll", "ref"]);
+    assert_eq!(r.servers[1].server, command);
+    assert!(
+        text.contains("servers side by side") && text.contains("== ref: sh "),
+        "{text}"
     );
-    let m = server.memory.as_ref().unwrap();
+    let m = r.servers[1].memory.as_ref().unwrap();
     // tokio-tungstenite's buffers make each connection tens of KB; a bench
     // that measured only the shell would see next to nothing.
     assert!(m.rss_per_conn.median > 1_000.0, "{:?}", m.rss_per_conn);
     assert!(m.heap_per_conn.is_none() && m.slots.is_none());
+    let fanout = r.servers[0].memory.as_ref().unwrap();
+    assert!(fanout.heap_per_conn.is_some() && fanout.slot_bytes == Some(24));
     for pid in pids.split_whitespace() {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = stat
@@ -291,12 +297,17 @@ fn bad_options_are_refused_before_anything_starts() {
         (&["--conns", "0"][..], "--conns", 2),
         (&["--samples", "0"], "--samples", 2),
         (&["--conns", "100000000"], "cannot be reached here", 1),
-        (&["--backends", "epoll,epoll"], "twice", 2),
         (
-            &["--backends", "uring", "--server-cmd", "x"],
-            "cannot be used with",
+            &["--backends", "epoll,epoll"],
+            "two servers are named epoll",
             2,
         ),
+        (
+            &["--server-cmd", "a=x", "--server-cmd", "a=y"],
+            "two servers are named a",
+            2,
+        ),
+        (&["--server-cmd", "ref="], "the command is empty", 2),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
             .arg("bench")

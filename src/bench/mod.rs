@@ -102,16 +102,18 @@ pub struct BenchConfig {
 
     /// fanout backends to measure, each a whole bench, interleaved in one run
     /// (comma-separated): `--backends epoll,uring` prints one table of both.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "epoll")]
-    pub backends: Vec<BackendKind>,
+    /// Default: epoll, unless --server-cmd names the servers.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backends: Option<Vec<BackendKind>>,
 
-    /// Measure another server instead of `fanout serve`: a command that
-    /// listens on the address given as its last argument and prints
-    /// `ready ADDR` (e.g. the tokio-tungstenite reference server,
-    /// target/release/examples/reference_server). Its whole process tree is
-    /// measured and stopped.
-    #[arg(long, conflicts_with = "backends")]
-    pub server_cmd: Option<String>,
+    /// Another server to measure, in the same run and table: `NAME=CMD` (or
+    /// just `CMD`, named `other`), a command that listens on the address
+    /// given as its last argument and prints `ready ADDR` (e.g. the
+    /// tokio-tungstenite reference server,
+    /// `ref=target/release/examples/reference_server`). Its whole process
+    /// tree is measured and stopped. Repeatable; with --backends, both join.
+    #[arg(long, value_parser = parse_server_cmd)]
+    pub server_cmd: Vec<ServerCmd>,
 
     /// Where results go: DIR/<date>-<host>/<name>.json.
     #[arg(long, default_value = "results")]
@@ -132,15 +134,41 @@ pub enum Measured {
     /// `fanout serve --backend B`.
     Fanout(BackendKind),
     /// `--server-cmd`.
-    Command(String),
+    Command(ServerCmd),
+}
+
+/// `--server-cmd NAME=CMD`: a server to start, and its name in the results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerCmd {
+    pub name: String,
+    pub command: String,
+}
+
+/// `NAME=CMD`, or a bare `CMD` named `other`. A name is letters, digits,
+/// `-`, `_` and `.`, so a command with `=` in its arguments needs a name.
+fn parse_server_cmd(text: &str) -> Result<ServerCmd, String> {
+    let named = text.split_once('=').filter(|(name, _)| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    });
+    let (name, command) = named.unwrap_or(("other", text));
+    if command.trim().is_empty() {
+        return Err("the command is empty".into());
+    }
+    Ok(ServerCmd {
+        name: name.to_string(),
+        command: command.trim().to_string(),
+    })
 }
 
 impl Measured {
-    /// `epoll`, `uring`, or `other`.
+    /// `epoll`, `uring`, or the --server-cmd's name.
     pub fn name(&self) -> String {
         match self {
             Measured::Fanout(backend) => backend.name().to_string(),
-            Measured::Command(_) => "other".to_string(),
+            Measured::Command(cmd) => cmd.name.clone(),
         }
     }
 
@@ -186,30 +214,34 @@ impl BenchConfig {
         if self.measure.is_empty() {
             return Err("--measure names no job".into());
         }
-        if self.backends.is_empty() {
+        if self.backends.as_ref().is_some_and(Vec::is_empty) {
             return Err("--backends names no backend".into());
         }
         let mut seen = Vec::new();
-        for backend in &self.backends {
-            if seen.contains(backend) {
-                return Err(format!("--backends names {} twice", backend.name()));
+        for name in self.measured().iter().map(Measured::name) {
+            if seen.contains(&name) {
+                return Err(format!("two servers are named {name}: name each --server-cmd (NAME=CMD) apart from the others and from the backends"));
             }
-            seen.push(*backend);
+            seen.push(name);
         }
         Ok(())
     }
 
-    /// The servers to measure, in order.
-    pub fn measured(&self) -> Vec<Measured> {
-        match &self.server_cmd {
-            Some(command) => vec![Measured::Command(command.clone())],
-            None => self
-                .backends
-                .iter()
-                .copied()
-                .map(Measured::Fanout)
-                .collect(),
+    /// The fanout backends to measure: --backends, or epoll when no
+    /// --server-cmd names the servers.
+    pub fn backends(&self) -> Vec<BackendKind> {
+        match &self.backends {
+            Some(backends) => backends.clone(),
+            None if self.server_cmd.is_empty() => vec![BackendKind::Epoll],
+            None => Vec::new(),
         }
+    }
+
+    /// The servers to measure, in order: the backends, then the commands.
+    pub fn measured(&self) -> Vec<Measured> {
+        let backends = self.backends().into_iter().map(Measured::Fanout);
+        let commands = self.server_cmd.iter().cloned().map(Measured::Command);
+        backends.chain(commands).collect()
     }
 
     fn measures(&self, job: Job) -> bool {
@@ -261,7 +293,7 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
     config.validate().map_err(crate::cli::UsageError)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let machine = machine::fingerprint();
-    let preflight = preflight::check(config.conns, &machine, &config.backends);
+    let preflight = preflight::check(config.conns, &machine, &config.backends());
     step("preflight");
     for line in &preflight.lines {
         eprintln!("  {line}");
@@ -276,11 +308,9 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
             preflight.errors.join("\n  ")
         );
     }
-    for backend in &config.backends {
-        if config.server_cmd.is_none() {
-            crate::backend::probe(*backend)
-                .map_err(|missing| crate::cli::UsageError(missing.to_string()))?;
-        }
+    for backend in config.backends() {
+        crate::backend::probe(backend)
+            .map_err(|missing| crate::cli::UsageError(missing.to_string()))?;
     }
     let result = run(&config, command, machine, preflight.warnings)?;
     print!("{}", text::text(&result));
@@ -431,11 +461,7 @@ fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> 
         result.machine.hostname
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let server = if config.server_cmd.is_some() {
-        "other".to_string()
-    } else {
-        format!("fanout-{}", backend_names(config))
-    };
+    let server = server_names(config);
     let name = config
         .name
         .clone()
@@ -446,10 +472,14 @@ fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> 
     Ok(path)
 }
 
-/// `epoll` or `epoll-uring`: the backends, for a file name.
-fn backend_names(config: &BenchConfig) -> String {
-    let names: Vec<&str> = config.backends.iter().map(|b| b.name()).collect();
-    names.join("-")
+/// `fanout-epoll`, `fanout-epoll-uring`, `fanout-epoll-ref`, `ref`: the
+/// measured servers, for a file name.
+fn server_names(config: &BenchConfig) -> String {
+    let names: Vec<String> = config.measured().iter().map(Measured::name).collect();
+    match config.backends().is_empty() {
+        true => names.join("-"),
+        false => format!("fanout-{}", names.join("-")),
+    }
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
@@ -479,6 +509,22 @@ pub fn utc_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_commands_are_named_or_called_other() {
+        let named = parse_server_cmd("ref=target/x --flag=1").unwrap();
+        assert_eq!(
+            (named.name.as_str(), named.command.as_str()),
+            ("ref", "target/x --flag=1")
+        );
+        // `=` inside the arguments of an unnamed command is not a name.
+        let bare = parse_server_cmd("target/x --flag=1").unwrap();
+        assert_eq!(
+            (bare.name.as_str(), bare.command.as_str()),
+            ("other", "target/x --flag=1")
+        );
+        assert!(parse_server_cmd("ref=  ").is_err());
+    }
     use clap::Parser;
 
     fn config(args: &[&str]) -> BenchConfig {

@@ -287,8 +287,8 @@ impl Phases {
                 command.args(["--max-conns", &self.max_conns.to_string()]);
                 command
             }
-            Some(Measured::Command(line)) => {
-                let mut words = line.split_whitespace();
+            Some(Measured::Command(cmd)) => {
+                let mut words = cmd.command.split_whitespace();
                 let program = words.next().context("--server-cmd is empty")?;
                 let mut command = Command::new(program);
                 command.args(words).arg("127.0.0.1:0");
@@ -301,8 +301,8 @@ impl Phases {
                 self.floor_plans.push(server.plan.clone())
             }
             (Target::Floor, _) => {}
-            (Target::Server(i), Some(Measured::Command(line))) => {
-                self.server_plans[i] = line.clone()
+            (Target::Server(i), Some(Measured::Command(cmd))) => {
+                self.server_plans[i] = cmd.command.clone()
             }
             (Target::Server(i), _) => self.server_plans[i] = server.plan.clone(),
         }
