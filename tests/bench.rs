@@ -182,6 +182,11 @@ fn check_server(r: &ServerResult) -> usize {
     assert_ordered("first delivery", &b.first_delivery_ms, 9);
     assert!(b.first_delivery_ms.median <= b.last_delivery_ms.measured.median);
     let cpu = b.cpu_seconds_per_million.expect("broadcast CPU");
+    let reach = r.reach.as_ref().expect("reach");
+    assert!(
+        reach.complete() && reach.connect_failures.is_empty(),
+        "{reach:?}"
+    );
     assert_ordered("CPU per million deliveries", &cpu, 3);
 
     assert_eq!(r.echo.len(), 2);
@@ -289,6 +294,53 @@ fn a_server_behind_a_wrapper_joins_the_table_and_is_measured_and_stopped_as_a_tr
             "the wrapped server {pid} outlived the bench: {stat}"
         );
     }
+}
+
+/// A server that cannot hold N here (the reference server with 256 fds) is
+/// measured for what it held and shown with where and why it stopped.
+#[test]
+fn a_server_that_cannot_hold_n_is_shown_where_it_stopped() {
+    let fanout = PathBuf::from(env!("CARGO_BIN_EXE_fanout"));
+    let reference = fanout.parent().unwrap().join("examples/reference_server");
+    let dir = scratch_dir("short");
+    let script = dir.join("limited.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nulimit -n 256\nexec \"{}\" \"$@\"\n",
+            reference.display()
+        ),
+    )
+    .unwrap();
+    let (r, text) = bench(
+        &[
+            "--conns",
+            "400",
+            "--measure",
+            "room",
+            "--samples",
+            "1",
+            "--broadcasts",
+            "1",
+            "--server-cmd",
+            &format!("small=sh {}", script.display()),
+            "--name",
+            "short",
+        ],
+        &dir,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let reach = r.servers[0].reach.as_ref().expect("reach");
+    assert!(!reach.complete() && reach.held.median < 256.0, "{reach:?}");
+    assert!(
+        reach.connect_failures.values().sum::<u64>() > 0,
+        "{reach:?}"
+    );
+    assert!(text.contains("STOPPED SHORT: held"), "{text}");
+    // Its broadcast went to the members it held, and all of them got it.
+    let b = r.servers[0].broadcast.as_ref().unwrap();
+    assert_eq!(b.members as f64, reach.held.median);
+    assert_eq!(b.tally.delivered, b.members);
 }
 
 #[test]

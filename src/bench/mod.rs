@@ -279,6 +279,8 @@ pub struct ServerResult {
     pub name: String,
     /// Its plan line (fanout) or its command.
     pub server: String,
+    /// How many of the N connections it held, and why not all.
+    pub reach: Option<room::Reach>,
     pub ramp: Option<Compared>,
     /// Connect + upgrade latency, per measured sample, ms.
     pub connect_p50_ms: Option<Spread>,
@@ -400,6 +402,7 @@ fn run(
             ServerResult {
                 name,
                 server: phases.server_plans[i].clone(),
+                reach: room.as_ref().map(|r| r.reach.clone()),
                 connect_p50_ms: room.as_ref().map(|r| r.connect_p50_ms),
                 connect_p99_ms: room.as_ref().map(|r| r.connect_p99_ms),
                 ramp: room.as_ref().map(|r| r.ramp.clone()),

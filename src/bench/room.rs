@@ -4,6 +4,7 @@
 //! ramp and broadcast comparisons, the memory slopes and the delivery
 //! accounting.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,27 @@ pub struct RoomSample {
     /// The server's CPU seconds (its process tree, /proc/PID/stat) from
     /// the first broadcast to the last delivery.
     pub broadcast_cpu_seconds: Option<f64>,
+    /// Connections that failed to open, by cause.
+    pub connect_failures: BTreeMap<String, u64>,
+}
+
+/// How far a server got towards N: a server that cannot hold N here is
+/// shown with where and why it stopped, not dropped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reach {
+    /// N, the connections asked for.
+    pub asked: usize,
+    /// Room members open when the broadcasts began, per sample.
+    pub held: Spread,
+    /// Connections that failed to open, by cause, summed over the samples.
+    pub connect_failures: BTreeMap<String, u64>,
+}
+
+impl Reach {
+    /// Whether every sample held every connection asked for.
+    pub fn complete(&self) -> bool {
+        self.held.min >= self.asked as f64
+    }
 }
 
 /// The broadcast figures over every measured room phase.
@@ -76,6 +98,7 @@ pub struct BroadcastBench {
 
 /// Ramp, memory and broadcast, from the interleaved room phases.
 pub struct RoomResults {
+    pub reach: Reach,
     pub ramp: Compared,
     pub connect_p50_ms: Spread,
     pub connect_p99_ms: Spread,
@@ -99,7 +122,7 @@ pub fn run(
         .map(|(i, server)| {
             let slot_bytes = phases.servers[i].slot_bytes();
             let flagged = phases.trouble_in("room", i);
-            summarise(&floor, server, broadcasts, slot_bytes, flagged)
+            summarise(conns, &floor, server, broadcasts, slot_bytes, flagged)
         })
         .collect())
 }
@@ -194,10 +217,12 @@ fn sample_of(
         slope,
         server_delivered,
         broadcast_cpu_seconds: None,
+        connect_failures: report.connect.failures.clone(),
     })
 }
 
 fn summarise(
+    conns: usize,
     floor: &[RoomSample],
     server: &[RoomSample],
     broadcasts: u64,
@@ -252,7 +277,18 @@ fn summarise(
         cross_check: server_delivered.map(|count| cross_check(count, &tally)),
         server_delivered,
     };
+    let mut connect_failures: BTreeMap<String, u64> = BTreeMap::new();
+    for sample in server {
+        for (cause, count) in &sample.connect_failures {
+            *connect_failures.entry(cause.clone()).or_default() += count;
+        }
+    }
     RoomResults {
+        reach: Reach {
+            asked: conns,
+            held: Spread::of(&each(server, &|s| vec![s.members as f64])),
+            connect_failures,
+        },
         ramp,
         connect_p50_ms: Spread::of(&each(server, &|s| vec![s.connect_p50_us / 1e3])),
         connect_p99_ms: Spread::of(&each(server, &|s| vec![s.connect_p99_us / 1e3])),

@@ -81,6 +81,7 @@ pub fn text(r: &BenchResult) -> String {
     );
     for server in &r.servers {
         let _ = writeln!(out, "\n== {}: {}", server.name, server.server);
+        reach(&mut out, server);
         comparisons(&mut out, server);
         memory(&mut out, server);
         details(&mut out, server);
@@ -149,6 +150,9 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
         }
     };
     use Better::{Higher, Lower};
+    row("connections held (of N)", Higher, &|s| {
+        Some(s.reach.as_ref()?.held.median)
+    });
     row("idle user B/conn (allocator)", Lower, &|s| {
         s.memory.as_ref()?.heap_per_conn.map(|h| h.median)
     });
@@ -227,6 +231,26 @@ fn comparisons(out: &mut String, r: &ServerResult) {
             );
         }
     }
+}
+
+/// How far the server got: every connection, or where and why it stopped.
+fn reach(out: &mut String, r: &ServerResult) {
+    let Some(reach) = &r.reach else { return };
+    if reach.complete() {
+        return;
+    }
+    let causes: Vec<String> = reach
+        .connect_failures
+        .iter()
+        .map(|(cause, count)| format!("{cause} {}", num(*count as f64, 0)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "STOPPED SHORT: held {} of the {} connections asked when the broadcasts began; failed to open, over the samples: {}; every figure of this server is for the connections it held",
+        spread(&reach.held, 0),
+        num(reach.asked as f64, 0),
+        if causes.is_empty() { "none (closed by the server)".to_string() } else { causes.join(", ") }
+    );
 }
 
 fn memory(out: &mut String, r: &ServerResult) {
