@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use super::compare::{Better, Compared};
+use super::echo::EchoBench;
 use super::{BenchResult, ServerResult};
 use crate::load::spread::Spread;
 
@@ -93,54 +94,77 @@ pub fn text(r: &BenchResult) -> String {
     out
 }
 
-/// One row of the table of servers: a figure's median for each, with
+/// One row of the table of servers: a figure's samples for each, with
 /// which way is better.
 struct Row {
     label: String,
     better: Better,
-    values: Vec<Option<f64>>,
+    values: Vec<Option<Spread>>,
 }
 
-/// The servers side by side: each figure's median and its ratio to the
-/// best of them (1.00× is the best).
+/// The servers side by side: each figure's median with its range over the
+/// samples, and the ratio of its median to the best of them (1.00× is the
+/// best).
 fn backends_table(out: &mut String, servers: &[ServerResult]) {
     let rows = table_rows(servers);
-    let _ = write!(out, "\n{:<40}", "servers side by side (median, × the best)");
-    for server in servers {
-        let _ = write!(out, " {:>20}", server.name);
+    let cells: Vec<Vec<String>> = rows.iter().map(row_cells).collect();
+    let widths: Vec<usize> = (0..servers.len())
+        .map(|i| {
+            let widest = cells.iter().map(|c| c[i].chars().count()).max();
+            widest.unwrap_or(0).max(servers[i].name.len())
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nservers side by side: each figure's median (min – max), and its median ÷ the best (1.00×)"
+    );
+    let _ = write!(out, "{:<38}", "figure");
+    for (server, width) in servers.iter().zip(&widths) {
+        let _ = write!(out, "  {:>width$}", server.name);
     }
     let _ = writeln!(out);
-    for row in rows {
-        let known: Vec<f64> = row.values.iter().flatten().copied().collect();
-        // A ratio needs positive values (a slope at small N can be noise below 0).
-        let comparable = known.iter().all(|v| *v > 0.0);
-        let best = match row.better {
-            Better::Higher => known.iter().copied().fold(f64::MIN, f64::max),
-            Better::Lower => known.iter().copied().fold(f64::MAX, f64::min),
-        };
-        let _ = write!(out, "{:<40}", row.label);
-        for value in &row.values {
-            let cell = match value {
-                Some(v) if comparable => {
-                    let ratio = match row.better {
-                        Better::Higher => best / v,
-                        Better::Lower => v / best,
-                    };
-                    format!("{} ({ratio:.2}×)", num(*v, decimals_for(*v)))
-                }
-                Some(v) => num(*v, decimals_for(*v)),
-                None => "—".into(),
-            };
-            let _ = write!(out, " {cell:>20}");
+    for (row, cells) in rows.iter().zip(&cells) {
+        let _ = write!(out, "{:<38}", row.label);
+        for (cell, width) in cells.iter().zip(&widths) {
+            let _ = write!(out, "  {cell:>width$}");
         }
         let _ = writeln!(out);
     }
 }
 
+fn row_cells(row: &Row) -> Vec<String> {
+    let medians: Vec<f64> = row.values.iter().flatten().map(|s| s.median).collect();
+    // A ratio needs positive values (a slope at small N can be noise below 0).
+    let comparable = medians.iter().all(|v| *v > 0.0);
+    let best = match row.better {
+        Better::Higher => medians.iter().copied().fold(f64::MIN, f64::max),
+        Better::Lower => medians.iter().copied().fold(f64::MAX, f64::min),
+    };
+    row.values
+        .iter()
+        .map(|value| match value {
+            Some(s) => {
+                let d = decimals_for(s.median);
+                let ratio = match row.better {
+                    Better::Higher => best / s.median,
+                    Better::Lower => s.median / best,
+                };
+                let ratio = if comparable {
+                    format!(" {ratio:.2}×")
+                } else {
+                    String::new()
+                };
+                format!("{}{ratio}", spread(s, d))
+            }
+            None => "—".into(),
+        })
+        .collect()
+}
+
 fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     let mut rows = Vec::new();
-    let mut row = |label: &str, better: Better, f: &dyn Fn(&ServerResult) -> Option<f64>| {
-        let values: Vec<Option<f64>> = servers.iter().map(f).collect();
+    let mut row = |label: &str, better: Better, f: &dyn Fn(&ServerResult) -> Option<Spread>| {
+        let values: Vec<Option<Spread>> = servers.iter().map(f).collect();
         if values.iter().any(Option::is_some) {
             rows.push(Row {
                 label: label.to_string(),
@@ -151,34 +175,34 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     };
     use Better::{Higher, Lower};
     row("connections held (of N)", Higher, &|s| {
-        Some(s.reach.as_ref()?.held.median)
+        Some(s.reach.as_ref()?.held)
     });
     row("idle user B/conn (allocator)", Lower, &|s| {
-        s.memory.as_ref()?.heap_per_conn.map(|h| h.median)
+        s.memory.as_ref()?.heap_per_conn
     });
     row("idle user B/conn (RSS)", Lower, &|s| {
-        Some(s.memory.as_ref()?.rss_per_conn.median)
+        Some(s.memory.as_ref()?.rss_per_conn)
     });
     row("kernel B/socket", Lower, &|s| {
-        Some(s.memory.as_ref()?.kernel_per_socket.median)
+        Some(s.memory.as_ref()?.kernel_per_socket)
     });
     row("ramp, connections/s", Higher, &|s| {
-        Some(s.ramp.as_ref()?.measured.median)
+        Some(s.ramp.as_ref()?.measured)
     });
     row("broadcast first delivery, ms", Lower, &|s| {
-        Some(s.broadcast.as_ref()?.first_delivery_ms.median)
+        Some(s.broadcast.as_ref()?.first_delivery_ms)
     });
     row("broadcast median delivery, ms", Lower, &|s| {
-        Some(s.broadcast.as_ref()?.median_delivery_ms.median)
+        Some(s.broadcast.as_ref()?.median_delivery_ms)
     });
     row("broadcast p99 delivery, ms", Lower, &|s| {
-        Some(s.broadcast.as_ref()?.p99_delivery_ms.median)
+        Some(s.broadcast.as_ref()?.p99_delivery_ms)
     });
     row("broadcast last delivery, ms", Lower, &|s| {
-        Some(s.broadcast.as_ref()?.last_delivery_ms.measured.median)
+        Some(s.broadcast.as_ref()?.last_delivery_ms.measured)
     });
     row("server CPU-s per million deliveries", Lower, &|s| {
-        Some(s.broadcast.as_ref()?.cpu_seconds_per_million?.median)
+        s.broadcast.as_ref()?.cpu_seconds_per_million
     });
     let modes: Vec<(usize, String)> = servers
         .first()
@@ -190,27 +214,37 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
         } else {
             "closed"
         };
-        let find = move |s: &ServerResult| -> Option<EchoRow> {
+        let find = move |s: &ServerResult| -> Option<EchoBench> {
             s.echo
                 .iter()
                 .find(|e| e.conns == conns && e.mode == mode)
-                .map(|e| (e.msgs_per_s.median, e.p99_us.median))
+                .cloned()
         };
         let label = format!("echo {conns} {kind} loop");
         let find_rate = find.clone();
         row(&format!("{label}, msgs/s"), Higher, &move |s| {
-            find_rate(s).map(|e| e.0)
+            find_rate(s).map(|e| e.msgs_per_s)
         });
         row(&format!("{label}, p99 µs"), Lower, &move |s| {
-            find(s).map(|e| e.1)
+            find(s).map(|e| e.p99_us)
         });
     }
+    row("churn, cycles/s", Higher, &|s| {
+        Some(Spread::of(&[s.churn.as_ref()?.rate_per_s]))
+    });
+    row("churn setup p99, µs", Lower, &|s| {
+        Some(Spread::of(&[s.churn.as_ref()?.setup.p99_us]))
+    });
     rows
 }
 
-type EchoRow = (f64, f64);
-
 fn comparisons(out: &mut String, r: &ServerResult) {
+    if r.name == "uring" {
+        let _ = writeln!(
+            out,
+            "note: the floors run on epoll; io_uring's batched I/O can do less than epoll's least, so a uring ratio below 1 may be real (see docs/method.md)"
+        );
+    }
     let _ = writeln!(
         out,
         "{:<34} {:<30} {:<30} server ÷ floor",
