@@ -104,7 +104,7 @@ def main(paths, versus=False):
     names = [label for label, _, _ in per_run[0]]
     for run in per_run[1:]:
         names += [label for label, _, _ in run if label not in names]
-    last = "first ÷ second (medians)" if versus else "run-to-run: max ÷ min of the medians"
+    last = "first ÷ second (medians)" if versus else "max ÷ min of the medians"
     print("| figure | " + " | ".join(title for title, _, _ in cols) + f" | {last} |")
     print("|---|" + "---|" * (len(results) + 1))
     for label in names:
