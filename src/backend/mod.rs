@@ -42,8 +42,9 @@ pub enum BackendKind {
     /// Readiness: edge-triggered epoll via mio, writes straight from the
     /// shard's thread.
     Epoll,
-    /// Completions: one io_uring per shard (multishot accept and recv, a
-    /// provided buffer ring, batched sends). Needs Linux 6.1 or later.
+    /// Completions: one io_uring per shard (multishot accept; idle
+    /// connections polled, talking ones read by a multishot recv, into one
+    /// provided buffer ring; batched sends). Needs Linux 6.1 or later.
     Uring,
 }
 
