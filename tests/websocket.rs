@@ -32,6 +32,47 @@ every_backend! {
         assert_eq!(stats.totals.protocol_errors, 0);
     }
 
+    /// Many clients send large messages at once: more bytes arrive together
+    /// than io_uring's receive buffers hold (1 MiB per shard), so reads find
+    /// the ring dry and are issued again; every message must still come back
+    /// whole and in order.
+    fn many_large_messages_at_once_come_back_whole(backend: Backend) {
+        const CLIENTS: usize = 32;
+        const MESSAGES: usize = 4;
+        const SIZE: usize = 256 * 1024;
+        let server = Server::start(backend, &[]);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let mut ws = ws_connect(&server, "/echo");
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    let message = |m: usize| {
+                        let payload: Vec<u8> = (0..SIZE).map(|i| (i * 31 + c * 7 + m) as u8).collect();
+                        Message::binary(payload)
+                    };
+                    start.wait();
+                    for m in 0..MESSAGES {
+                        ws.send(message(m)).expect("send");
+                    }
+                    for m in 0..MESSAGES {
+                        assert_eq!(read_data(&mut ws), message(m), "client {c} message {m}");
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().expect("every echo came back whole");
+        }
+        let (stats, status) = server.stop();
+        assert!(status.success());
+        assert_eq!(stats.totals.echoed, (CLIENTS * MESSAGES) as u64);
+        eprintln!("{}: {} reads found the receive buffers dry", backend.name(), stats.totals.recv_buffer_shortages);
+        if backend == Backend::Epoll {
+            assert_eq!(stats.totals.recv_buffer_shortages, 0, "epoll has no buffer ring");
+        }
+    }
+
     fn fragmented_messages_are_reassembled_and_echoed_whole(backend: Backend) {
         let server = Server::start(backend, &[]);
         let mut ws = ws_connect(&server, "/echo");

@@ -60,6 +60,10 @@ counters! {
     delivered,
     /// Event-loop wake-ups; a spinning loop shows here.
     wakeups,
+    /// Reads that found no receive buffer (io_uring's buffer ring had run
+    /// dry) and were issued again; the bytes waited in the socket. Always 0
+    /// under epoll.
+    recv_buffer_shortages,
     /// Slots in the shards' connection slabs (a gauge, not a count: a slab
     /// grows by doubling and keeps its size, which is why bytes per
     /// connection step with N).

@@ -313,6 +313,9 @@ impl Shard {
     /// `harmless` ones. Returns whether the recv's connection is still there
     /// and its input goes on.
     fn deliver(&mut self, tag: Tag, result: i32, flags: u32, harmless: [i32; 2]) -> bool {
+        if result == -libc::ENOBUFS {
+            bump(&self.core.counters().recv_buffer_shortages);
+        }
         let is_current = self.current(tag).is_some();
         if let Some(id) = cqueue::buffer_select(flags) {
             if is_current && result > 0 {
