@@ -289,17 +289,27 @@ impl UringIo {
             .user_data(socket.tag(Op::Send, key))
     }
 
-    fn send_many(&mut self, socket: &Socket, key: usize, buffers: &[Bytes]) -> squeue::Entry {
+    /// A free sendmsg header, submitting what waits first if all are taken;
+    /// none if that submit could not go through.
+    fn message_slot(&mut self) -> Option<usize> {
         if self.messages_used == self.messages.len() {
             self.submit();
         }
-        if self.messages_used == self.messages.len() {
-            // The queue could not be submitted (EBUSY): reap first.
-            let _ = self.ring.submit_and_wait(0);
-            self.submitted();
-        }
-        let message = &mut self.messages[self.messages_used];
-        self.messages_used += 1;
+        let slot = self.messages_used;
+        (slot < self.messages.len()).then(|| {
+            self.messages_used += 1;
+            slot
+        })
+    }
+
+    fn send_many(
+        &mut self,
+        slot: usize,
+        socket: &Socket,
+        key: usize,
+        buffers: &[Bytes],
+    ) -> squeue::Entry {
+        let message = &mut self.messages[slot];
         for (iovec, buffer) in message.iovecs.iter_mut().zip(buffers) {
             iovec.iov_base = buffer.as_ptr() as *mut libc::c_void;
             iovec.iov_len = buffer.len();
@@ -326,11 +336,17 @@ impl Io for UringIo {
         socket: &mut Socket,
         queue: &[Bytes],
     ) -> io::Result<QueuedSend> {
-        let buffers = queue.len().min(MAX_IOVECS);
-        let entry = if buffers == 1 {
-            self.send_one(socket, key, &queue[0])
-        } else {
-            self.send_many(socket, key, &queue[..buffers])
+        // Room first: a submit between filling a sendmsg header and pushing
+        // its entry would free the header for reuse while the entry waits.
+        if self.ring.submission().is_full() {
+            self.submit();
+        }
+        let many = queue.len().min(MAX_IOVECS);
+        let slot = if many > 1 { self.message_slot() } else { None };
+        let (entry, buffers) = match slot {
+            Some(slot) => (self.send_many(slot, socket, key, &queue[..many]), many),
+            // One buffer, or no header free: send the front buffer alone.
+            None => (self.send_one(socket, key, &queue[0]), 1),
         };
         self.push(entry);
         socket.state.set(State::SENDING, true);

@@ -251,13 +251,6 @@ impl Shard {
         }
     }
 
-    /// The socket `tag` is about, if it is still the connection it was for.
-    fn current(&mut self, tag: Tag) -> Option<&mut Socket> {
-        self.core
-            .socket_mut(tag.key())
-            .filter(|socket| socket.generation == tag.generation)
-    }
-
     fn accepted(&mut self, result: i32, more: bool) {
         if result >= 0 {
             let socket = self.io.new_socket(result);
@@ -282,8 +275,7 @@ impl Shard {
     fn readable(&mut self, tag: Tag, result: i32, more: bool) {
         let key = tag.key();
         let wanted = self.core.wants_input(key);
-        let socket = self.core.socket_mut(key);
-        let Some(socket) = socket.filter(|socket| socket.generation == tag.generation) else {
+        let Some(socket) = current(&mut self.core, tag) else {
             return;
         };
         if !more {
@@ -316,7 +308,7 @@ impl Shard {
         if result == -libc::ENOBUFS {
             bump(&self.core.counters().recv_buffer_shortages);
         }
-        let is_current = self.current(tag).is_some();
+        let is_current = current(&mut self.core, tag).is_some();
         if let Some(id) = cqueue::buffer_select(flags) {
             if is_current && result > 0 {
                 // SAFETY: the kernel handed us buffer `id` with this
@@ -332,7 +324,7 @@ impl Shard {
         let failed = result < 0 && !harmless.contains(&-result);
         if result == 0 || failed {
             // EOF, or the socket failed.
-            if self.current(tag).is_some() {
+            if current(&mut self.core, tag).is_some() {
                 self.core.hung_up(&mut self.io, tag.key());
             }
             return false;
@@ -348,8 +340,7 @@ impl Shard {
             return;
         }
         let wanted = self.core.wants_input(key);
-        let socket = self.core.socket_mut(key);
-        let Some(socket) = socket.filter(|socket| socket.generation == tag.generation) else {
+        let Some(socket) = current(&mut self.core, tag) else {
             return; // closed by what it sent
         };
         socket.state.set(State::READING, false);
@@ -389,19 +380,18 @@ impl Shard {
             return;
         }
         let wanted = self.core.wants_input(key);
-        let Some(socket) = self.current(tag) else {
+        let Some(socket) = current(&mut self.core, tag) else {
             return;
         };
         socket.state.set(State::STREAMING, false);
         socket.state.set(State::STREAM_CANCELLING, false);
         if wanted {
-            let socket = self.core.socket_mut(key).expect("current");
             self.io.stream(key, socket);
         }
     }
 
     fn sent(&mut self, tag: Tag, user_data: u64, result: i32) {
-        let Some(socket) = self.current(tag) else {
+        let Some(socket) = current(&mut self.core, tag) else {
             self.io.release_parked(user_data);
             return;
         };
@@ -452,6 +442,13 @@ impl Shard {
             self.reap();
         }
     }
+}
+
+/// The socket `tag` is about, if it is still the connection it was for.
+/// (A function of the core alone, so that `io` can be borrowed beside it.)
+fn current(core: &mut Core<Socket>, tag: Tag) -> Option<&mut Socket> {
+    core.socket_mut(tag.key())
+        .filter(|socket| socket.generation == tag.generation)
 }
 
 fn drain_eventfd(fd: RawFd) {
