@@ -154,10 +154,6 @@ impl<S> Core<S> {
         self.conns.get(key).is_some_and(|conn| !conn.read_paused())
     }
 
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
-
     /// The key the next admitted connection will get (a readiness backend
     /// registers the socket under it first).
     pub fn next_key(&self) -> usize {
