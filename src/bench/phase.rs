@@ -213,15 +213,7 @@ impl Phases {
         samples: usize,
         body: impl Fn(&Running) -> anyhow::Result<Outcome<T>>,
     ) -> anyhow::Result<(Vec<T>, Vec<Vec<T>>)> {
-        let mut floor = Vec::new();
-        let mut servers: Vec<Vec<T>> = self.servers.iter().map(|_| Vec::new()).collect();
-        for sample in 1..=samples {
-            floor.push(self.run(job, Target::Floor, route, sample, &body)?);
-            for i in self.order(sample).collect::<Vec<_>>() {
-                servers[i].push(self.run(job, Target::Server(i), route, sample, &body)?);
-            }
-        }
-        Ok((floor, servers))
+        self.samples(job, route, samples, true, body)
     }
 
     /// `samples` phases of `job` on every server, interleaved as in
@@ -233,13 +225,30 @@ impl Phases {
         samples: usize,
         body: impl Fn(&Running) -> anyhow::Result<Outcome<T>>,
     ) -> anyhow::Result<Vec<Vec<T>>> {
+        Ok(self.samples(job, route, samples, false, body)?.1)
+    }
+
+    /// The one loop behind both: per sample, the floor (if `with_floor`),
+    /// then every server in that sample's order.
+    fn samples<T>(
+        &mut self,
+        job: &str,
+        route: FloorRoute,
+        samples: usize,
+        with_floor: bool,
+        body: impl Fn(&Running) -> anyhow::Result<Outcome<T>>,
+    ) -> anyhow::Result<(Vec<T>, Vec<Vec<T>>)> {
+        let mut floor = Vec::new();
         let mut servers: Vec<Vec<T>> = self.servers.iter().map(|_| Vec::new()).collect();
         for sample in 1..=samples {
+            if with_floor {
+                floor.push(self.run(job, Target::Floor, route, sample, &body)?);
+            }
             for i in self.order(sample).collect::<Vec<_>>() {
                 servers[i].push(self.run(job, Target::Server(i), route, sample, &body)?);
             }
         }
-        Ok(servers)
+        Ok((floor, servers))
     }
 
     /// "uring sample 2 (phase 4): ListenOverflows +130" for every phase of
