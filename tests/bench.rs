@@ -44,6 +44,31 @@ fn bench(args: &[&str], out: &Path) -> (BenchResult, String) {
     (result, stdout)
 }
 
+/// The tokio-tungstenite reference server cargo built beside fanout.
+fn reference_server() -> PathBuf {
+    let fanout = PathBuf::from(env!("CARGO_BIN_EXE_fanout"));
+    fanout.parent().unwrap().join("examples/reference_server")
+}
+
+/// A small room-only bench (400 connections, one sample, one broadcast)
+/// with `more` arguments, written to `out` as `name`.
+fn small_room_bench(more: &[&str], name: &str, out: &Path) -> (BenchResult, String) {
+    let mut args = vec![
+        "--conns",
+        "400",
+        "--measure",
+        "room",
+        "--samples",
+        "1",
+        "--broadcasts",
+        "1",
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(more);
+    bench(&args, out)
+}
+
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fanout-bench-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -231,8 +256,7 @@ fn check_server(r: &ServerResult) -> usize {
 
 #[test]
 fn a_server_behind_a_wrapper_joins_the_table_and_is_measured_and_stopped_as_a_tree() {
-    let fanout = PathBuf::from(env!("CARGO_BIN_EXE_fanout"));
-    let reference = fanout.parent().unwrap().join("examples/reference_server");
+    let reference = reference_server();
     let dir = scratch_dir("wrapper");
     let pid_file = dir.join("server.pid");
     // Not `exec`: the shell stays, the server is its child.
@@ -248,23 +272,14 @@ fn a_server_behind_a_wrapper_joins_the_table_and_is_measured_and_stopped_as_a_tr
     .unwrap();
     let command = format!("sh {}", script.display());
     // fanout's epoll backend and the wrapped server, in one run and table.
-    let (r, text) = bench(
+    let (r, text) = small_room_bench(
         &[
-            "--conns",
-            "400",
-            "--measure",
-            "room",
-            "--samples",
-            "1",
-            "--broadcasts",
-            "1",
             "--backends",
             "epoll",
             "--server-cmd",
             &format!("ref={command}"),
-            "--name",
-            "wrapper",
         ],
+        "wrapper",
         &dir,
     );
     let pids = std::fs::read_to_string(&pid_file).unwrap();
@@ -300,8 +315,7 @@ fn a_server_behind_a_wrapper_joins_the_table_and_is_measured_and_stopped_as_a_tr
 /// measured for what it held and shown with where and why it stopped.
 #[test]
 fn a_server_that_cannot_hold_n_is_shown_where_it_stopped() {
-    let fanout = PathBuf::from(env!("CARGO_BIN_EXE_fanout"));
-    let reference = fanout.parent().unwrap().join("examples/reference_server");
+    let reference = reference_server();
     let dir = scratch_dir("short");
     let script = dir.join("limited.sh");
     std::fs::write(
@@ -312,23 +326,8 @@ fn a_server_that_cannot_hold_n_is_shown_where_it_stopped() {
         ),
     )
     .unwrap();
-    let (r, text) = bench(
-        &[
-            "--conns",
-            "400",
-            "--measure",
-            "room",
-            "--samples",
-            "1",
-            "--broadcasts",
-            "1",
-            "--server-cmd",
-            &format!("small=sh {}", script.display()),
-            "--name",
-            "short",
-        ],
-        &dir,
-    );
+    let server_cmd = format!("small=sh {}", script.display());
+    let (r, text) = small_room_bench(&["--server-cmd", &server_cmd], "short", &dir);
     std::fs::remove_dir_all(&dir).unwrap();
     let reach = r.servers[0].reach.as_ref().expect("reach");
     assert!(!reach.complete() && reach.held.median < 256.0, "{reach:?}");
