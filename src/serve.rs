@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{self, BackendKind};
+use crate::cli::UsageError;
 use crate::protocol::Proto;
+use crate::server::plan::{FdTables, Plan};
 use crate::server::settings::Settings;
 use crate::server::{plan_for, run_shards, ShardSetup};
 use crate::units::{parse_duration, parse_size};
@@ -80,18 +82,55 @@ impl ServeConfig {
     }
 }
 
+/// The shard plan, and the worker threads of a single-runtime backend
+/// (`tokio`): one shard whose runtime has `--shards` workers (default one
+/// per core), in the process's one fd table — asking for more connections
+/// than that table holds is an error naming the way past it.
+pub fn plan_for_backend(config: &ServeConfig) -> anyhow::Result<(Plan, usize)> {
+    let kind = config.backend;
+    let fd_use = backend::fd_use(kind);
+    if !kind.single_fd_table() {
+        let plan = plan_for(
+            config.shards,
+            config.max_conns,
+            config.fds_per_shard,
+            fd_use,
+        )?;
+        return Ok((plan, 0));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = config.shards.unwrap_or(cores);
+    if workers == 0 {
+        return Err(UsageError("--shards must be at least 1".into()).into());
+    }
+    let plan = plan_for(Some(1), config.max_conns, config.fds_per_shard, fd_use)?;
+    if plan.fd_tables != FdTables::Shared {
+        let one_table = one_table_capacity(kind)?;
+        return Err(UsageError(format!(
+            "the {} backend runs every connection in the process's one fd table, which holds {one_table} connections here; for more use --backend tokio-tpc (a runtime per shard, each with a private fd table)",
+            kind.name()
+        ))
+        .into());
+    }
+    Ok((plan, workers))
+}
+
+/// Connections a single-runtime backend (`tokio`) can hold here: what the
+/// process's one fd table has room for.
+pub fn one_table_capacity(kind: BackendKind) -> anyhow::Result<usize> {
+    Ok(plan_for(Some(1), None, None, backend::fd_use(kind))?.capacity)
+}
+
 pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let kind = config.backend;
-    backend::probe(kind).map_err(|missing| crate::cli::UsageError(missing.to_string()))?;
-    let fd_use = backend::fd_use(kind);
-    let plan = plan_for(
-        config.shards,
-        config.max_conns,
-        config.fds_per_shard,
-        fd_use,
-    )?;
+    backend::probe(kind).map_err(|missing| UsageError(missing.to_string()))?;
+    let (plan, workers) = plan_for_backend(&config)?;
+    let runtime = match kind.single_fd_table() {
+        true => format!(" (one runtime, {workers} worker threads)"),
+        false => String::new(),
+    };
     let banner = format!(
-        "fanout serve: {} backend, {} protocol; {plan}",
+        "fanout serve: {} backend, {} protocol; {plan}{runtime}",
         kind.name(),
         format!("{:?}", config.proto).to_lowercase()
     );
@@ -101,15 +140,15 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         &plan,
         config.listen,
         banner,
-        || backend::prepare(kind),
-        move |prepared, listener, id, hub| {
+        backend::preparer(kind, &settings, workers),
+        move |prepared, start, id, hub| {
             let setup = ShardSetup {
                 id,
                 conn_limit,
                 settings: settings.clone(),
                 hub,
             };
-            backend::run(prepared, listener, setup)
+            backend::run(prepared, start, setup)
         },
     )
 }

@@ -64,19 +64,24 @@ fn fanout_without_io_uring(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn serve_on_a_kernel_without_io_uring_is_a_usage_error_naming_what_is_missing() {
-    let output =
-        fanout_without_io_uring(&["serve", "--backend", "uring", "--listen", "127.0.0.1:0"]);
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("the uring backend cannot run here")
-            && stderr.contains("io_uring_setup")
-            && stderr.contains("Function not implemented"),
-        "{stderr}"
-    );
-    // epoll needs none of it.
-    let output = fanout_without_io_uring(&["serve", "--backend", "epoll", "--listen", "nowhere"]);
-    assert!(!String::from_utf8_lossy(&output.stderr).contains("uring"));
+    for backend in ["uring", "tokio-uring"] {
+        let output =
+            fanout_without_io_uring(&["serve", "--backend", backend, "--listen", "127.0.0.1:0"]);
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("the {backend} backend cannot run here"))
+                && stderr.contains("io_uring_setup")
+                && stderr.contains("Function not implemented"),
+            "{stderr}"
+        );
+    }
+    // epoll and the tokio runtimes need none of it.
+    for backend in ["epoll", "tokio", "tokio-tpc"] {
+        let output =
+            fanout_without_io_uring(&["serve", "--backend", backend, "--listen", "nowhere"]);
+        assert!(!String::from_utf8_lossy(&output.stderr).contains("uring"));
+    }
 }
 
 #[test]

@@ -68,8 +68,8 @@ every_backend! {
         assert!(status.success());
         assert_eq!(stats.totals.echoed, (CLIENTS * MESSAGES) as u64);
         eprintln!("{}: {} reads found the receive buffers dry", backend.name(), stats.totals.recv_buffer_shortages);
-        if backend == Backend::Epoll {
-            assert_eq!(stats.totals.recv_buffer_shortages, 0, "epoll has no buffer ring");
+        if backend != Backend::Uring {
+            assert_eq!(stats.totals.recv_buffer_shortages, 0, "only uring has a buffer ring");
         }
     }
 
@@ -169,8 +169,9 @@ every_backend! {
         let mut members: Vec<Ws> = (0..MEMBERS).map(|_| ws_connect(&server, "/room")).collect();
         let stats = server.stats();
         let busy_shards = stats.open_per_shard.iter().filter(|&&n| n > 0).count();
+        // `tokio` is one runtime (one "shard" whose 4 workers share the tasks).
         assert!(
-            busy_shards >= 2,
+            busy_shards >= 2 || backend == Backend::Tokio,
             "members spread over shards: {:?}",
             stats.open_per_shard
         );

@@ -27,15 +27,21 @@
 //! Each backend also tells the shard plan which fds a shard holds
 //! ([`fd_use`]) and what one connection costs in the core's slab
 //! ([`slot_bytes`]).
+//!
+//! The task backends (`tokio`, `tokio-tpc`, `tokio-uring`, in [`tasks`])
+//! are the exception by design: they are the baselines, servers written
+//! the usual way (a task per connection on a runtime), and use the core's
+//! protocol session but not the core.
 
 pub mod epoll;
+pub mod tasks;
 pub mod uring;
 
 use std::io;
-use std::net::TcpListener;
 
 use crate::server::hub::Wake;
-use crate::server::{FdUse, ShardSetup};
+use crate::server::settings::Settings;
+use crate::server::{FdUse, ShardSetup, ShardStart};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
@@ -46,6 +52,16 @@ pub enum BackendKind {
     /// connections polled, talking ones read by a multishot recv, into one
     /// provided buffer ring; batched sends). Needs Linux 6.1 or later.
     Uring,
+    /// Baseline: one multi-thread tokio runtime, a task per connection,
+    /// tokio-tungstenite. One fd table, so at most what RLIMIT_NOFILE allows.
+    Tokio,
+    /// Baseline: the `tokio` connection code on a current-thread runtime
+    /// per shard, each shard with its own listener and (past one table) its
+    /// own fd table.
+    TokioTpc,
+    /// Baseline: a tokio-uring runtime per shard, a task per connection
+    /// running fanout's protocol session.
+    TokioUring,
 }
 
 impl BackendKind {
@@ -53,7 +69,16 @@ impl BackendKind {
         match self {
             BackendKind::Epoll => "epoll",
             BackendKind::Uring => "uring",
+            BackendKind::Tokio => "tokio",
+            BackendKind::TokioTpc => "tokio-tpc",
+            BackendKind::TokioUring => "tokio-uring",
         }
+    }
+
+    /// Whether the whole server is one runtime in one fd table (so the shard
+    /// plan cannot give it private tables).
+    pub fn single_fd_table(self) -> bool {
+        self == BackendKind::Tokio
     }
 }
 
@@ -62,6 +87,7 @@ impl BackendKind {
 pub enum Prepared {
     Epoll(epoll::Prepared),
     Uring(uring::Prepared),
+    Tasks(tasks::Prepared),
 }
 
 /// Whether this kernel can run the backend; the error names what is missing.
@@ -77,6 +103,15 @@ pub fn probe(kind: BackendKind) -> Result<(), Missing> {
                 backend: "uring",
                 missing,
             }),
+        BackendKind::TokioUring => {
+            std::thread::scope(|scope| scope.spawn(tasks::probe_tokio_uring).join())
+                .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+                .map_err(|missing| Missing {
+                    backend: "tokio-uring",
+                    missing,
+                })
+        }
+        BackendKind::Tokio | BackendKind::TokioTpc => Ok(()),
     }
 }
 
@@ -93,12 +128,23 @@ pub fn fd_use(kind: BackendKind) -> FdUse {
     match kind {
         BackendKind::Epoll => epoll::FD_USE,
         BackendKind::Uring => uring::FD_USE,
+        BackendKind::Tokio | BackendKind::TokioTpc | BackendKind::TokioUring => {
+            tasks::fd_use(tasks_flavor(kind))
+        }
     }
 }
 
-/// Create one shard's event loop and the handle other threads wake it with.
-pub fn prepare(kind: BackendKind) -> io::Result<(Prepared, Box<dyn Wake>)> {
-    match kind {
+/// What makes one shard's event loop and the handle other threads wake it
+/// with; called once per shard, in the main thread. `workers` is the
+/// multi-thread runtime's thread count (`tokio` only); the task backends'
+/// shards share one room, made here.
+pub fn preparer(
+    kind: BackendKind,
+    settings: &Settings,
+    workers: usize,
+) -> impl Fn() -> io::Result<(Prepared, Box<dyn Wake>)> {
+    let rooms = tasks::Rooms::new(settings.max_backlog);
+    move || match kind {
         BackendKind::Epoll => {
             let (prepared, waker) = epoll::prepare()?;
             Ok((Prepared::Epoll(prepared), waker))
@@ -107,22 +153,36 @@ pub fn prepare(kind: BackendKind) -> io::Result<(Prepared, Box<dyn Wake>)> {
             let (prepared, waker) = uring::prepare()?;
             Ok((Prepared::Uring(prepared), waker))
         }
+        BackendKind::Tokio | BackendKind::TokioTpc | BackendKind::TokioUring => {
+            let (prepared, waker) = tasks::prepare(tasks_flavor(kind), workers, rooms.clone());
+            Ok((Prepared::Tasks(prepared), waker))
+        }
+    }
+}
+
+fn tasks_flavor(kind: BackendKind) -> tasks::Flavor {
+    match kind {
+        BackendKind::Tokio => tasks::Flavor::Tokio,
+        BackendKind::TokioTpc => tasks::Flavor::TokioPerShard,
+        _ => tasks::Flavor::TokioUring,
     }
 }
 
 /// Bytes one connection's state takes in a shard's slab (a slot), for the
-/// memory report.
-pub fn slot_bytes(kind: BackendKind) -> usize {
+/// memory report; the task backends have no slab.
+pub fn slot_bytes(kind: BackendKind) -> Option<usize> {
     match kind {
-        BackendKind::Epoll => epoll::SLOT_BYTES,
-        BackendKind::Uring => uring::SLOT_BYTES,
+        BackendKind::Epoll => Some(epoll::SLOT_BYTES),
+        BackendKind::Uring => Some(uring::SLOT_BYTES),
+        BackendKind::Tokio | BackendKind::TokioTpc | BackendKind::TokioUring => None,
     }
 }
 
 /// Run one shard until the hub says shut down.
-pub fn run(prepared: Prepared, listener: TcpListener, setup: ShardSetup) -> io::Result<()> {
+pub fn run(prepared: Prepared, start: ShardStart, setup: ShardSetup) -> io::Result<()> {
     match prepared {
-        Prepared::Epoll(prepared) => epoll::run(prepared, listener, setup),
-        Prepared::Uring(prepared) => uring::run(prepared, listener, setup),
+        Prepared::Epoll(prepared) => epoll::run(prepared, start.claim()?, setup),
+        Prepared::Uring(prepared) => uring::run(prepared, start.claim()?, setup),
+        Prepared::Tasks(prepared) => tasks::run(prepared, start, setup),
     }
 }

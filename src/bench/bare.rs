@@ -77,7 +77,7 @@ pub fn bare(config: BareConfig) -> anyhow::Result<()> {
         config.listen,
         banner,
         prepare,
-        move |poll, listener, id, hub| FloorShard::new(id, poll, listener, route, hub)?.run(),
+        move |poll, start, id, hub| FloorShard::new(id, poll, start.claim()?, route, hub)?.run(),
     )
 }
 

@@ -175,7 +175,7 @@ impl Measured {
     /// Bytes of one connection's slab slot (fanout only).
     pub fn slot_bytes(&self) -> Option<usize> {
         match self {
-            Measured::Fanout(backend) => Some(crate::backend::slot_bytes(*backend)),
+            Measured::Fanout(backend) => crate::backend::slot_bytes(*backend),
             Measured::Command(_) => None,
         }
     }

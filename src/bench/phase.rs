@@ -293,7 +293,13 @@ impl Phases {
                 let mut command = Command::new(std::env::current_exe()?);
                 command.args(["serve", "--listen", "127.0.0.1:0"]);
                 command.args(["--backend", backend.name()]);
-                command.args(["--max-conns", &self.max_conns.to_string()]);
+                // A one-fd-table server is asked for what it can hold; past
+                // that it stops short, and the report says where and why.
+                let mut max_conns = self.max_conns;
+                if backend.single_fd_table() {
+                    max_conns = max_conns.min(crate::serve::one_table_capacity(*backend)?);
+                }
+                command.args(["--max-conns", &max_conns.to_string()]);
                 command
             }
             Some(Measured::Command(cmd)) => {

@@ -30,6 +30,16 @@ pub fn check(conns: usize, machine: &Machine, backends: &[BackendKind]) -> Prefl
     let mut kinds = vec![BackendKind::Epoll];
     kinds.extend(backends.iter().filter(|b| **b != BackendKind::Epoll));
     for kind in kinds {
+        if kind.single_fd_table() {
+            out.lines.push(one_table_line(
+                kind,
+                conns,
+                cores,
+                nofile,
+                &mut out.warnings,
+            ));
+            continue;
+        }
         match plan::plan(PlanInput {
             cores,
             shards: None,
@@ -91,6 +101,37 @@ pub fn check(conns: usize, machine: &Machine, backends: &[BackendKind]) -> Prefl
         ));
     }
     out
+}
+
+/// A single-runtime backend (`tokio`) is one shard in one fd table: say
+/// what it holds, and warn when the run asks for more (it will stop short).
+fn one_table_line(
+    kind: BackendKind,
+    conns: usize,
+    cores: usize,
+    nofile: usize,
+    warnings: &mut Vec<String>,
+) -> String {
+    let one_table = plan::plan(PlanInput {
+        cores,
+        shards: Some(1),
+        max_conns: None,
+        nofile,
+        fds_per_shard: None,
+        fd_use: crate::backend::fd_use(kind),
+    })
+    .expect("one shard in one table always has a plan");
+    if one_table.capacity < conns {
+        warnings.push(format!(
+            "server ({}): one runtime in one fd table holds {} connections, fewer than the {conns} asked; it will stop short there (tokio-tpc is the way past)",
+            kind.name(),
+            one_table.capacity
+        ));
+    }
+    format!(
+        "server ({}): {one_table}, one runtime with a worker per core",
+        kind.name()
+    )
 }
 
 fn sysctl<'a>(machine: &'a Machine, name: &str) -> &'a str {

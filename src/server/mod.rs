@@ -15,7 +15,7 @@ pub mod stats;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -64,10 +64,10 @@ pub fn plan_for(
 /// The life of a server process, whatever its shards run: claim the
 /// address, make every shard's event loop (`prepare`, in this thread, so
 /// that its waker is valid in every fd table), start one thread per shard
-/// (private fd table if planned, its own SO_REUSEPORT listener, then `run`),
-/// print `banner` and `ready <addr>`, answer SIGUSR1 with a `stats` line,
-/// and stop cleanly on SIGINT or SIGTERM. `fanout serve` and the floor
-/// server (`fanout bare`) both live here.
+/// and `run` it with its [`ShardStart`], print `banner` and `ready <addr>`,
+/// answer SIGUSR1 with a `stats` line, and stop cleanly on SIGINT or
+/// SIGTERM. `fanout serve` and the floor server (`fanout bare`) both live
+/// here.
 pub fn run_shards<P, R>(
     plan: &Plan,
     listen: SocketAddr,
@@ -77,10 +77,7 @@ pub fn run_shards<P, R>(
 ) -> anyhow::Result<()>
 where
     P: Send + 'static,
-    R: Fn(P, std::net::TcpListener, usize, Arc<Hub>) -> std::io::Result<()>
-        + Clone
-        + Send
-        + 'static,
+    R: Fn(P, ShardStart, usize, Arc<Hub>) -> std::io::Result<()> + Clone + Send + 'static,
 {
     let addr = listen::claim_address(listen)?;
     // Made before any shard unshares, so the signal pipe is in every table.
@@ -93,19 +90,23 @@ where
         .unzip();
     let hub = Arc::new(Hub::new(wakers));
     let (bound_tx, bound_rx) = mpsc::channel();
+    let everyone_ready = Arc::new(Barrier::new(plan.shards));
     let private = plan.fd_tables == FdTables::PerShard;
     let shards: Vec<JoinHandle<()>> = prepared
         .into_iter()
         .enumerate()
         .map(|(id, prepared)| {
-            let (hub, run, bound) = (hub.clone(), run.clone(), bound_tx.clone());
+            let (hub, run) = (hub.clone(), run.clone());
+            let start = ShardStart {
+                addr,
+                private_fd_table: private,
+                everyone_ready: everyone_ready.clone(),
+                bound: Some(bound_tx.clone()),
+            };
             std::thread::Builder::new()
                 .name(format!("shard-{id}"))
                 .spawn(move || {
-                    let Some(listener) = bind_shard(addr, private, bound) else {
-                        return;
-                    };
-                    if let Err(error) = run(prepared, listener, id, hub) {
+                    if let Err(error) = run(prepared, start, id, hub) {
                         eprintln!("shard {id} stopped: {error}");
                     }
                 })
@@ -132,21 +133,41 @@ where
     outcome
 }
 
-/// In a shard thread: take a private fd table if planned, bind the
-/// listener, and report how that went.
-fn bind_shard(
+/// A shard thread's way to its listener. Whatever a shard makes before
+/// [`ShardStart::claim`] (a runtime whose waker other threads write to) is
+/// in every fd table: `claim` waits until every shard has got that far,
+/// then takes a private fd table if planned, binds the shard's
+/// SO_REUSEPORT listener and reports how that went.
+pub struct ShardStart {
     addr: SocketAddr,
     private_fd_table: bool,
-    bound: mpsc::Sender<Result<(), String>>,
-) -> Option<std::net::TcpListener> {
-    let listener = (|| {
-        if private_fd_table {
-            sys::unshare_fd_table()?;
+    everyone_ready: Arc<Barrier>,
+    /// Taken by `claim`; a shard that fails before claiming still reports.
+    bound: Option<mpsc::Sender<Result<(), String>>>,
+}
+
+impl ShardStart {
+    pub fn claim(mut self) -> std::io::Result<std::net::TcpListener> {
+        let bound = self.bound.take().expect("claimed once");
+        self.everyone_ready.wait();
+        let listener = (|| {
+            if self.private_fd_table {
+                sys::unshare_fd_table()?;
+            }
+            listen::reuseport_listener(self.addr)
+        })();
+        let _ = bound.send(listener.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        listener
+    }
+}
+
+impl Drop for ShardStart {
+    fn drop(&mut self) {
+        if let Some(bound) = self.bound.take() {
+            self.everyone_ready.wait();
+            let _ = bound.send(Err("the shard failed before listening".into()));
         }
-        listen::reuseport_listener(addr)
-    })();
-    let _ = bound.send(listener.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-    listener.ok()
+    }
 }
 
 /// Wait for a signal or a shard that died; print stats on SIGUSR1.

@@ -135,6 +135,11 @@ fn fits(conns: usize, shards: usize, capacity: usize) -> bool {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self.fd_tables {
+            FdTables::Shared if self.shards == 1 => write!(
+                f,
+                "1 shard in one fd table of {} fds; capacity {} connections",
+                self.table_limit, self.capacity
+            )?,
             FdTables::Shared => write!(
                 f,
                 "{} shards sharing one fd table of {} fds; capacity {} connections",

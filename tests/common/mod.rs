@@ -23,55 +23,62 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub enum Backend {
     Epoll,
     Uring,
+    Tokio,
+    TokioTpc,
+    TokioUring,
 }
 
 impl Backend {
-    pub fn name(self) -> &'static str {
+    pub fn kind(self) -> fanout::backend::BackendKind {
+        use fanout::backend::BackendKind;
         match self {
-            Backend::Epoll => "epoll",
-            Backend::Uring => "uring",
+            Backend::Epoll => BackendKind::Epoll,
+            Backend::Uring => BackendKind::Uring,
+            Backend::Tokio => BackendKind::Tokio,
+            Backend::TokioTpc => BackendKind::TokioTpc,
+            Backend::TokioUring => BackendKind::TokioUring,
         }
     }
 
-    /// io_uring, if this kernel has everything the backend needs; otherwise
-    /// say why `test` is skipped (never silently) and return `None`.
-    pub fn uring_or_skip(test: &str) -> Option<Backend> {
-        match fanout::backend::probe(fanout::backend::BackendKind::Uring) {
-            Ok(()) => Some(Backend::Uring),
+    pub fn name(self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// The backend, if this kernel has everything it needs; otherwise say
+    /// why `test` is skipped (never silently) and return `None`.
+    pub fn available_or_skip(self, test: &str) -> Option<Backend> {
+        match fanout::backend::probe(self.kind()) {
+            Ok(()) => Some(self),
             Err(missing) => {
-                eprintln!("SKIPPED {test} on uring: {missing}");
+                eprintln!("SKIPPED {test} on {}: {missing}", self.name());
                 None
             }
         }
     }
 }
 
-/// Generate each test once per backend, as `epoll::NAME` and `uring::NAME`
-/// (the monoio way): write `fn NAME(backend: Backend) { ... }` and start the
-/// server with `Server::start(backend, ...)`.
+/// Generate each test once per backend, as `epoll::NAME`, `uring::NAME`,
+/// `tokio::NAME`, `tokio_tpc::NAME` and `tokio_uring::NAME` (the monoio
+/// way): write `fn NAME(backend: Backend) { ... }` and start the server
+/// with `Server::start(backend, ...)`.
 #[macro_export]
 macro_rules! every_backend {
     ($( $(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block )*) => {
-        mod epoll {
+        $crate::every_backend!(@one epoll, Epoll; $( $(#[$meta])* fn $name($backend) $body )*);
+        $crate::every_backend!(@one uring, Uring; $( $(#[$meta])* fn $name($backend) $body )*);
+        $crate::every_backend!(@one tokio, Tokio; $( $(#[$meta])* fn $name($backend) $body )*);
+        $crate::every_backend!(@one tokio_tpc, TokioTpc; $( $(#[$meta])* fn $name($backend) $body )*);
+        $crate::every_backend!(@one tokio_uring, TokioUring; $( $(#[$meta])* fn $name($backend) $body )*);
+    };
+    (@one $module:ident, $variant:ident; $( $(#[$meta:meta])* fn $name:ident($backend:ident) $body:block )*) => {
+        mod $module {
             #[allow(unused_imports)]
             use super::*;
             $(
                 $(#[$meta])*
                 #[test]
                 fn $name() {
-                    let $backend = Backend::Epoll;
-                    $body
-                }
-            )*
-        }
-        mod uring {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                $(#[$meta])*
-                #[test]
-                fn $name() {
-                    let Some($backend) = Backend::uring_or_skip(stringify!($name)) else {
+                    let Some($backend) = Backend::$variant.available_or_skip(stringify!($name)) else {
                         return;
                     };
                     $body

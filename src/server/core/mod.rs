@@ -88,7 +88,7 @@ pub enum QueuedSend {
 
 /// How soon a paused accept (fd table or shard full) tries again if no
 /// connection closes first.
-const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+pub const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct Core<S> {
     id: usize,

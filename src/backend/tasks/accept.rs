@@ -1,0 +1,77 @@
+//! Accepting for the task backends, whatever the runtime: a task per
+//! connection, the shard's connection limit as a semaphore, and on a full fd
+//! table (EMFILE, ENFILE) a pause and a retry instead of a spinning loop —
+//! what hyper and axum do, with the hand-rolled backends' retry interval.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Shard;
+use crate::server::core::ACCEPT_RETRY;
+use crate::server::hub::Hub;
+use crate::server::stats::bump;
+
+/// Accept until the task is dropped: `accept` takes the next connection,
+/// `spawn` starts its task with the permit it holds until it ends.
+pub async fn accept_loop<S, A, F>(
+    shard: &Shard,
+    conn_limit: usize,
+    mut accept: impl FnMut() -> A,
+    mut spawn: F,
+) where
+    A: Future<Output = io::Result<S>>,
+    F: FnMut(S, Live),
+{
+    let counters = shard.counters();
+    let limit = Arc::new(Semaphore::new(conn_limit.min(Semaphore::MAX_PERMITS)));
+    loop {
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                bump(&counters.accept_pauses_full);
+                limit.clone().acquire_owned().await.expect("never closed")
+            }
+        };
+        match accept().await {
+            Ok(stream) => {
+                bump(&counters.accepted);
+                spawn(
+                    stream,
+                    Live {
+                        hub: shard.hub.clone(),
+                        shard: shard.id,
+                        _permit: permit,
+                    },
+                );
+            }
+            Err(error) if is_fd_limit(&error) => {
+                bump(&counters.accept_pauses_fd_limit);
+                tokio::time::sleep(ACCEPT_RETRY).await;
+            }
+            // The peer gave up before we accepted (ECONNABORTED) and the like.
+            Err(_) => {}
+        }
+    }
+}
+
+fn is_fd_limit(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Held by a connection's task for its life: counts the connection closed
+/// when dropped (also when the runtime drops the task at shutdown) and
+/// gives its place back to the shard's limit.
+pub struct Live {
+    hub: Arc<Hub>,
+    shard: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        bump(&self.hub.counters(self.shard).closed);
+    }
+}

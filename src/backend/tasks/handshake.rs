@@ -1,0 +1,61 @@
+//! The WebSocket upgrade for the tokio-tungstenite connections, read with
+//! fanout's own parser (`protocol::handshake`): tungstenite's server
+//! handshake answers a bad request with an error, not with the HTTP status
+//! the protocol asks for (404, 405, 408, 426, 431, 505), and has no
+//! deadline. The frames after the upgrade are all tungstenite's.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use super::Shard;
+use crate::protocol::handshake::{self, Parsed, Rejection, Upgrade};
+use crate::server::stats::bump;
+
+/// Read the upgrade request. A valid one is returned with the bytes that
+/// followed it (pipelined frames); anything else is answered with its
+/// status here, and `None` says the connection is over.
+pub async fn read_upgrade(stream: &mut TcpStream, shard: &Shard) -> Option<(Upgrade, Vec<u8>)> {
+    let settings = &shard.settings;
+    let counters = shard.counters();
+    let deadline = Instant::now() + settings.handshake_timeout;
+    let mut request = Vec::new();
+    loop {
+        match handshake::parse_request(&request, settings.max_handshake) {
+            Ok(Parsed::Upgrade { upgrade, len }) => return Some((upgrade, request.split_off(len))),
+            Ok(Parsed::Partial) => {}
+            Err(rejection) => {
+                bump(&counters.rejected);
+                refuse(stream, rejection, settings.close_timeout).await;
+                return None;
+            }
+        }
+        request.reserve(1024);
+        match timeout_at(deadline, stream.read_buf(&mut request)).await {
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                bump(&counters.handshake_timeouts);
+                let response = Rejection::Timeout.response();
+                let _ = timeout(settings.close_timeout, stream.write_all(&response)).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Answer a refused request and close the way the hand-rolled backends do:
+/// shut our side, then read until the client hangs up (bounded), so unread
+/// input cannot turn the close into a reset that destroys the response.
+async fn refuse(stream: &mut TcpStream, rejection: Rejection, patience: Duration) {
+    let _ = timeout(patience, async {
+        stream.write_all(&rejection.response()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,169 @@
+//! The task-per-connection backends: the way most Rust servers are written,
+//! measured against the hand-rolled loops. Not built on the shard core: each
+//! connection is an async task on a runtime everybody uses.
+//!
+//! - `tokio`: one multi-thread tokio runtime (one worker per core), one
+//!   listener, tokio-tungstenite for WebSocket. One process, one fd table:
+//!   it holds what RLIMIT_NOFILE allows (about 19,980 connections here) and
+//!   no more.
+//! - `tokio-tpc`: the same connection code on a current-thread runtime per
+//!   shard (thread per core), each shard with its own SO_REUSEPORT listener
+//!   and, past one table, a private fd table: the way to take tokio past the
+//!   fd limit.
+//! - `tokio-uring`: a tokio-uring runtime per shard. tokio-tungstenite needs
+//!   `AsyncRead`/`AsyncWrite`, which tokio-uring's owned-buffer sockets do
+//!   not offer, so its connections run fanout's own protocol session
+//!   (`server::session`) — the runtime, not the WebSocket stack, is what
+//!   differs from `--backend uring`.
+//!
+//! Every one speaks the same protocol with the same limits and bad-input
+//! outcomes as the hand-rolled backends, counts the same `stats`, pauses
+//! accepting on EMFILE, and says goodbye (1001) at shutdown. The room is
+//! [`room::Room`]: per-member queues with a byte limit.
+
+mod accept;
+mod handshake;
+mod on_tokio;
+mod on_tokio_uring;
+pub mod room;
+mod session;
+mod ws;
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{watch, Notify};
+use tungstenite::Message;
+
+use crate::server::hub::{Hub, Wake};
+use crate::server::settings::Settings;
+use crate::server::stats::ShardCounters;
+use crate::server::{FdUse, ShardSetup, ShardStart};
+use room::Room;
+
+/// Which runtime runs the tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// One multi-thread runtime for the whole server.
+    Tokio,
+    /// A current-thread runtime per shard.
+    TokioPerShard,
+    /// A tokio-uring runtime per shard.
+    TokioUring,
+}
+
+/// The fds a shard holds besides its connections. A shard builds its
+/// runtime before it takes a private fd table (`ShardStart::claim`), so the
+/// runtime's fds — which other shards' threads write to when they wake its
+/// tasks — are in every table: tokio's epoll and waker eventfd, and for
+/// tokio-uring also the ring. The listener is the shard's own.
+pub fn fd_use(flavor: Flavor) -> FdUse {
+    let runtime = match flavor {
+        Flavor::Tokio | Flavor::TokioPerShard => 2,
+        Flavor::TokioUring => 3,
+    };
+    FdUse {
+        in_every_table: runtime,
+        own: 1,
+    }
+}
+
+/// The rooms every shard shares (one per payload type; a server uses one).
+#[derive(Clone)]
+pub struct Rooms {
+    /// tokio-tungstenite connections queue whole messages.
+    pub messages: Arc<Room<Message>>,
+    /// Session-driven connections queue encoded frames.
+    pub frames: Arc<Room<Bytes>>,
+}
+
+impl Rooms {
+    pub fn new(max_backlog: usize) -> Rooms {
+        Rooms {
+            messages: Arc::new(Room::new(max_backlog)),
+            frames: Arc::new(Room::new(max_backlog)),
+        }
+    }
+}
+
+/// One shard's runtime-to-be, made in the main thread.
+pub struct Prepared {
+    pub flavor: Flavor,
+    /// Worker threads of the multi-thread runtime (`Flavor::Tokio`).
+    pub workers: usize,
+    pub rooms: Rooms,
+    /// Woken by the hub: shutdown, or a cache-flush request.
+    pub signal: Arc<Notify>,
+}
+
+struct Signal(Arc<Notify>);
+
+impl Wake for Signal {
+    fn wake(&self) -> io::Result<()> {
+        self.0.notify_one();
+        Ok(())
+    }
+}
+
+pub fn prepare(flavor: Flavor, workers: usize, rooms: Rooms) -> (Prepared, Box<dyn Wake>) {
+    let signal = Arc::new(Notify::new());
+    let waker = Box::new(Signal(signal.clone()));
+    let prepared = Prepared {
+        flavor,
+        workers,
+        rooms,
+        signal,
+    };
+    (prepared, waker)
+}
+
+/// Whether tokio-uring can start here.
+pub fn probe_tokio_uring() -> Result<(), String> {
+    io_uring::IoUring::new(8)
+        .map(drop)
+        .map_err(|error| format!("io_uring_setup failed ({error}): io_uring is missing or disabled (sysctl kernel.io_uring_disabled)"))
+}
+
+/// Run one shard until the hub says shut down.
+pub fn run(prepared: Prepared, start: ShardStart, setup: ShardSetup) -> io::Result<()> {
+    match prepared.flavor {
+        Flavor::Tokio | Flavor::TokioPerShard => on_tokio::run(prepared, start, setup),
+        Flavor::TokioUring => on_tokio_uring::run(prepared, start, setup),
+    }
+}
+
+/// Claim the shard's listener (see [`fd_use`] for why only now).
+fn claim_listener(start: ShardStart) -> io::Result<TcpListener> {
+    let listener = start.claim()?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// What every connection task of a shard shares.
+pub struct Shard {
+    pub id: usize,
+    pub settings: Arc<Settings>,
+    pub hub: Arc<Hub>,
+    pub rooms: Rooms,
+    /// Turns `true` once, at shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shard {
+    pub fn counters(&self) -> &ShardCounters {
+        self.hub.counters(self.id)
+    }
+}
+
+/// Wait for the hub's signals: serve cache-flush requests until shutdown.
+async fn housekeeping(signal: &Notify, hub: &Hub, id: usize) {
+    loop {
+        signal.notified().await;
+        hub.serve_flush_request(id);
+        if hub.shutting_down() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! A connection task that runs fanout's own protocol session
+//! (`server::session::on_input`) over an async socket: every connection of
+//! `--backend tokio-uring`, and the raw-TCP protocol (`--proto tcp`) on the
+//! tokio backends, where there is no tungstenite to use. The protocol
+//! decisions are the ones the hand-rolled backends make; only the runtime
+//! and the task around them differ.
+
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::pin::pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::accept::Live;
+use super::room::Membership;
+use super::Shard;
+use crate::protocol::handshake::Rejection;
+use crate::protocol::{close_code, Proto, Route};
+use crate::server::session::{self, Ending, Limits, Outbox, Phase};
+use crate::server::stats::{bump, ShardCounters};
+
+/// How long the goodbye at shutdown may take (best effort, as in the core).
+const GOODBYE_PATIENCE: Duration = Duration::from_millis(100);
+/// Bytes a read asks for at least.
+pub const READ_CHUNK: usize = 4096;
+
+/// An async socket as the session task needs it. Reads and writes take
+/// `&self` so that a read can stay pending while the task writes.
+pub trait Transport {
+    /// Wait for bytes and append them to `buf` (growing it as needed);
+    /// `Ok(0)` means the peer has finished sending.
+    fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+    /// Write all of `bytes`.
+    fn write_all(&self, bytes: Bytes) -> impl Future<Output = io::Result<()>>;
+    fn shutdown(&self, how: Shutdown);
+}
+
+/// What one batch of input produced.
+#[derive(Default)]
+struct Produced {
+    replies: Vec<u8>,
+    echoes: u64,
+    published: Vec<Bytes>,
+}
+
+impl Outbox for Produced {
+    fn reply(&mut self, parts: &[&[u8]]) {
+        parts
+            .iter()
+            .for_each(|part| self.replies.extend_from_slice(part));
+    }
+    fn echo(&mut self, parts: &[&[u8]]) {
+        self.echoes += 1;
+        self.reply(parts);
+    }
+    fn publish(&mut self, frame: Bytes) {
+        self.published.push(frame);
+    }
+}
+
+/// How the conversation ended, and so how to close.
+enum Close {
+    /// Nothing more to send or wait for: drop the socket.
+    Now,
+    /// Our last bytes are written; shut our side and read until the peer
+    /// hangs up (bounded by --close-timeout).
+    Drain,
+    /// The room queue passed --max-backlog: close with 1008.
+    Kicked,
+    /// The server is shutting down: say 1001, best effort.
+    Goodbye,
+}
+
+pub async fn serve<T: Transport>(transport: T, shard: Arc<Shard>, _live: Live) {
+    let close = converse(&transport, &shard).await;
+    finish(&transport, close, &shard).await;
+    // A read may still be pending (its future dropped); on tokio-uring it
+    // holds the socket open until it completes, and this completes it.
+    transport.shutdown(Shutdown::Both);
+}
+
+async fn converse<T: Transport>(transport: &T, shard: &Shard) -> Close {
+    let settings = &shard.settings;
+    let limits = Limits {
+        proto: settings.proto,
+        max_message: settings.max_message,
+        max_handshake: settings.max_handshake,
+    };
+    let counters = shard.counters();
+    let mut shutdown = shard.shutdown.clone();
+    let handshake_deadline = Instant::now() + settings.handshake_timeout;
+    let mut phase = Phase::Handshake;
+    let mut fragments = None;
+    let mut member: Option<Membership<Bytes>> = None;
+    let mut kick: Option<Arc<Notify>> = None;
+    let mut reading = pin!(transport.read(Vec::new()).fuse());
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Close::Goodbye,
+            _ = kicked(kick.as_deref()) => return Close::Kicked,
+            _ = sleep_until(handshake_deadline), if phase == Phase::Handshake => {
+                bump(&counters.handshake_timeouts);
+                if limits.proto == Proto::Ws {
+                    let response = Bytes::from(Rejection::Timeout.response());
+                    let _ = timeout(settings.close_timeout, transport.write_all(response)).await;
+                }
+                return Close::Now;
+            }
+            Some(frame) = next_delivery(member.as_mut()) => {
+                let len = frame.len();
+                if transport.write_all(frame).await.is_err() {
+                    return Close::Now;
+                }
+                if let Some(member) = &member {
+                    member.written(len);
+                }
+            }
+            (result, mut input) = &mut reading => {
+                if !matches!(result, Ok(n) if n > 0) {
+                    return Close::Now;
+                }
+                let mut produced = Produced::default();
+                let (used, ending) =
+                    session::on_input(&limits, &mut phase, &mut input, &mut fragments, &mut produced);
+                input.drain(..used);
+                if phase == Phase::Open(Route::Room) && member.is_none() {
+                    // Joined before the 101 (or hello answer) is written.
+                    let joined = shard.rooms.frames.join();
+                    kick = Some(joined.kick_signal());
+                    member = Some(joined);
+                }
+                if send_produced(transport, produced, shard).await.is_err() {
+                    return Close::Now;
+                }
+                if let Some(ending) = ending {
+                    return count_ending(ending, counters);
+                }
+                if input.is_empty() {
+                    input = Vec::new(); // an idle connection keeps no buffer
+                }
+                reading.set(transport.read(input).fuse());
+            }
+        }
+    }
+}
+
+/// Count how the protocol ended the connection and say how to close.
+fn count_ending(ending: Ending, counters: &ShardCounters) -> Close {
+    match ending {
+        Ending::Rejected(_) => {
+            bump(&counters.rejected);
+            Close::Drain
+        }
+        Ending::Violation(_) => {
+            bump(&counters.protocol_errors);
+            Close::Drain
+        }
+        Ending::PeerClosed | Ending::CloseAnswered => Close::Now,
+    }
+}
+
+/// Publish what the input published and write its replies; if the socket
+/// cannot take an echo now, reading waits until it can (a read pause).
+async fn send_produced<T: Transport>(
+    transport: &T,
+    produced: Produced,
+    shard: &Shard,
+) -> io::Result<()> {
+    let counters = shard.counters();
+    for frame in &produced.published {
+        bump(&counters.published);
+        let delivered = shard.rooms.frames.publish(frame, counters);
+        counters.delivered.fetch_add(delivered, Relaxed);
+    }
+    if produced.replies.is_empty() {
+        return Ok(());
+    }
+    let mut write = pin!(transport.write_all(Bytes::from(produced.replies)));
+    let written = match write.as_mut().now_or_never() {
+        Some(done) => done,
+        None => {
+            if produced.echoes > 0 {
+                bump(&counters.read_pauses);
+            }
+            write.await
+        }
+    };
+    counters.echoed.fetch_add(produced.echoes, Relaxed);
+    written
+}
+
+async fn kicked(kick: Option<&Notify>) {
+    match kick {
+        Some(kick) => kick.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_delivery(member: Option<&mut Membership<Bytes>>) -> Option<Bytes> {
+    match member {
+        Some(member) => member.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Close as `close` says; the room membership is already gone.
+async fn finish<T: Transport>(transport: &T, close: Close, shard: &Shard) {
+    let settings = &shard.settings;
+    let (last_words, patience) = match close {
+        Close::Now => return,
+        Close::Drain => (None, settings.close_timeout),
+        Close::Kicked => (
+            Some((close_code::POLICY_VIOLATION, "room backlog over the limit")),
+            settings.close_timeout,
+        ),
+        Close::Goodbye => (
+            Some((close_code::GOING_AWAY, "server shutting down")),
+            GOODBYE_PATIENCE,
+        ),
+    };
+    let _ = timeout(patience, async {
+        if let (Some((code, reason)), Proto::Ws) = (last_words, settings.proto) {
+            let mut frame = Produced::default();
+            session::send_close(&mut frame, code, reason);
+            transport.write_all(Bytes::from(frame.replies)).await?;
+        }
+        transport.shutdown(Shutdown::Write);
+        let mut input = Vec::new();
+        loop {
+            let (result, buf) = transport.read(input).await;
+            if !matches!(result, Ok(n) if n > 0) {
+                return io::Result::Ok(());
+            }
+            input = buf;
+            input.clear();
+        }
+    })
+    .await;
+}

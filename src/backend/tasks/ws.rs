@@ -1,0 +1,196 @@
+//! A WebSocket connection on tokio with tokio-tungstenite, written the way a
+//! competent user writes a room server: one task per connection, a `select!`
+//! over the socket, the member's room queue, the room's kick and shutdown.
+//! tungstenite parses the frames, reassembles fragments, checks UTF-8 and
+//! the size limit, and answers pings and closes itself; this code maps its
+//! errors to close codes (1002, 1007, 1009) and keeps the counters.
+//!
+//! tungstenite is configured as its docs advise for many mostly idle
+//! connections (a 4 KiB read buffer instead of 128 KiB) and with the
+//! server's message limit; nothing else is tuned.
+
+use std::pin::pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Error, Message};
+
+use super::accept::Live;
+use super::handshake::read_upgrade;
+use super::room::Membership;
+use super::Shard;
+use crate::protocol::{close_code, handshake, Route};
+use crate::server::settings::Settings;
+use crate::server::stats::{bump, ShardCounters};
+
+/// How long the goodbye at shutdown may take (best effort, as in the core).
+const GOODBYE_PATIENCE: Duration = Duration::from_millis(100);
+
+/// The read buffer tungstenite's docs suggest when there are many
+/// connections and little read load.
+const READ_BUFFER: usize = 4 * 1024;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How a conversation ended.
+enum Ending {
+    /// The peer closed (tungstenite answered) or the socket failed.
+    Gone,
+    /// We close with this code.
+    Close(u16, &'static str),
+    /// The server is shutting down.
+    Goodbye,
+}
+
+pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, _live: Live) {
+    let Some((upgrade, pipelined)) = read_upgrade(&mut stream, &shard).await else {
+        return;
+    };
+    // A member from the moment its 101 is sent (docs/protocol.md).
+    let member = (upgrade.route == Route::Room).then(|| shard.rooms.messages.join());
+    if stream
+        .write_all(&handshake::accept_response(&upgrade))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    bump(&shard.counters().upgraded);
+    let config = Some(config(&shard.settings));
+    let mut ws =
+        WebSocketStream::from_partially_read(stream, pipelined, Role::Server, config).await;
+    let ending = converse(&mut ws, upgrade.route, member, &shard).await;
+    finish(ws, ending, &shard).await;
+}
+
+fn config(settings: &Settings) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(settings.max_message))
+        .max_frame_size(Some(settings.max_message))
+}
+
+/// Echo or publish what arrives and write what the room queues, until one
+/// side ends it. The membership is dropped (leaving the room) on return.
+async fn converse(
+    ws: &mut Ws,
+    route: Route,
+    mut member: Option<Membership<Message>>,
+    shard: &Shard,
+) -> Ending {
+    let counters = shard.counters();
+    let mut shutdown = shard.shutdown.clone();
+    let kick = member.as_ref().map(Membership::kick_signal);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Ending::Goodbye,
+            _ = kicked(kick.as_deref()) => {
+                return Ending::Close(close_code::POLICY_VIOLATION, "room backlog over the limit");
+            }
+            Some(message) = next_delivery(member.as_mut()) => {
+                let len = message.len();
+                if ws.send(message).await.is_err() {
+                    return Ending::Gone;
+                }
+                if let Some(member) = &member {
+                    member.written(len);
+                }
+            }
+            incoming = ws.next() => match incoming {
+                None => return Ending::Gone,
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => match route {
+                    Route::Echo => {
+                        if echo(ws, message, counters).await.is_err() {
+                            return Ending::Gone;
+                        }
+                        bump(&counters.echoed);
+                    }
+                    Route::Room => {
+                        bump(&counters.published);
+                        let delivered = shard.rooms.messages.publish(&message, counters);
+                        counters.delivered.fetch_add(delivered, Relaxed);
+                    }
+                },
+                // Pings, pongs and closes: tungstenite answers them itself.
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return violation(error, counters),
+            }
+        }
+    }
+}
+
+async fn kicked(kick: Option<&Notify>) {
+    match kick {
+        Some(kick) => kick.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_delivery(member: Option<&mut Membership<Message>>) -> Option<Message> {
+    match member {
+        Some(member) => member.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Send an echo; if the socket cannot take it now, reading from this client
+/// waits until it can (counted as a read pause).
+async fn echo(ws: &mut Ws, message: Message, counters: &ShardCounters) -> Result<(), Error> {
+    let mut send = pin!(ws.send(message));
+    if let Some(done) = send.as_mut().now_or_never() {
+        return done;
+    }
+    bump(&counters.read_pauses);
+    send.await
+}
+
+/// The close code for what tungstenite refused; other errors end the
+/// connection without one.
+fn violation(error: Error, counters: &ShardCounters) -> Ending {
+    let ending = match error {
+        Error::Protocol(_) => Ending::Close(close_code::PROTOCOL_ERROR, "protocol error"),
+        Error::Utf8 => Ending::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8"),
+        Error::Capacity(_) => Ending::Close(close_code::MESSAGE_TOO_BIG, "message too big"),
+        _ => return Ending::Gone,
+    };
+    bump(&counters.protocol_errors);
+    ending
+}
+
+/// Close as the ending says: a close we start is sent, our side shut and
+/// the peer read until it hangs up (bounded by --close-timeout).
+async fn finish(mut ws: Ws, ending: Ending, shard: &Shard) {
+    let (code, reason, patience) = match ending {
+        Ending::Gone => return,
+        Ending::Goodbye => (
+            close_code::GOING_AWAY,
+            "server shutting down",
+            GOODBYE_PATIENCE,
+        ),
+        Ending::Close(code, reason) => (code, reason, shard.settings.close_timeout),
+    };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = timeout(patience, async {
+        ws.close(Some(frame)).await.map_err(std::io::Error::other)?;
+        // tungstenite's stream ends at an error, so the rest is read raw.
+        let stream = ws.get_mut();
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
+}
