@@ -49,6 +49,17 @@ every_backend! {
             .unwrap()
             .count();
         assert!(main_table < CONNS, "main fd table holds {main_table} fds");
+        // A room spread over private tables: a shard wakes the others (their
+        // wakers must be valid in its table) and every member gets the message.
+        drop(clients);
+        server.wait_for_stats("the echo clients to be freed", |s| s.open == 0);
+        let mut members: Vec<Ws> = (0..CONNS).map(|_| ws_connect(&server, "/room")).collect();
+        let spread = server.stats().open_per_shard;
+        assert!(spread.iter().filter(|&&n| n > 0).count() >= 2, "{spread:?}");
+        members[0].send(Message::text("to every table")).unwrap();
+        for member in &mut members {
+            assert_eq!(read_data(member), Message::text("to every table"));
+        }
     }
 
     fn a_full_fd_table_pauses_accepting_without_spinning_and_resumes(backend: Backend) {
