@@ -18,6 +18,7 @@ GROUPS = [
     ("TCP/IP and the loopback device", r"^(tcp_|__tcp|inet_|__inet|ip_|__ip|ipv4_|dev_|__dev|netif_|__netif|net_rx|__napi|napi_|loopback|skb_|__skb|kfree_skb|consume_skb|sk_|__sk|sock_def|release_sock|lock_sock|bbr_|__alloc_skb|__copy_skb|process_backlog|__netif_receive|validate_xmit|__kfree_skb|raw_v4|nf_|__local_bh|do_softirq|handle_softirqs|_copy_to_iter|_copy_from_iter|__skb_datagram|copy_user|rep_movs|simple_copy|csum_)"),
     ("memory (slab, page allocator)", r"^(kmem_|__kmem|kmalloc|__kmalloc|kfree|___slab|__slab|slab_|__slab_free|alloc_pages|__alloc_pages|get_page_from|free_unref|__free_pages|rmqueue|memcg|__memcg|mod_memcg|obj_cgroup|refill_obj)"),
     ("scheduler, locks, time", r"^(_raw_spin|__raw_callee|queued_spin|native_queued|schedule|__schedule|finish_task_switch|try_to_wake_up|ttwu|enqueue|dequeue|update_|pick_next|read_tsc|ktime_|hrtimer|__wake_up|wake_up|autoremove_wake|default_wake|llist_|irq_|__irq|asm_|sysvec|psi_|rcu_|select_task|set_next)"),
+    ("runtime and WebSocket library (tokio, tungstenite, futures)", r"^(tokio::|<tokio|tokio_uring::|<tokio_uring|tungstenite::|<tungstenite|tokio_tungstenite::|<tokio_tungstenite|futures_util::|<futures_util|futures_core::|<futures)"),
     ("fanout (user space)", r"^(fanout::|<fanout|core::|alloc::|bytes::|slab::|mio::|io_uring::|std::|hashbrown|<bytes|<alloc|<core|<std|_rjem|je_|tikv_jemalloc)"),
     ("libc", r"^(__GI_|__libc|__memmove|__memcpy|__memset|malloc|free|cfree|__writev|__read|__recv|epoll_wait|syscall)"),
 ]
