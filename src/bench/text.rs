@@ -280,10 +280,11 @@ fn reach(out: &mut String, r: &ServerResult) {
         .collect();
     let _ = writeln!(
         out,
-        "STOPPED SHORT: held {} of the {} connections asked when the broadcasts began; failed to open, over the samples: {}; every figure of this server is for the connections it held",
+        "STOPPED SHORT: held {} of the {} connections asked when the broadcasts began; failed to open, over the samples: {}; the server said: {}; every figure of this server is for the connections it held",
         spread(&reach.held, 0),
         num(reach.asked as f64, 0),
-        if causes.is_empty() { "none (closed by the server)".to_string() } else { causes.join(", ") }
+        if causes.is_empty() { "none (closed by the server)".to_string() } else { causes.join(", ") },
+        r.server
     );
 }
 
