@@ -28,10 +28,12 @@ case "$JOB" in
   echo)
     "$B" load echo --url "ws://$addr/echo" --conns "$N" --size 32 --duration 8s > "$report" &
     load=$!
+    detail="closed loop for 8 s"
     sleep 3 ;;
   broadcast)
     "$B" load broadcast --url "ws://$addr/room" --conns "$N" --count 40 --interval 100ms --size 32 > "$report" &
     load=$!
+    detail="40 broadcasts 100 ms apart"
     # Record once every member is in (the ramp is not what is profiled).
     until [ "$(kill -USR1 "$pid"; sleep 0.3; sed -n 's/^stats //p' "$log" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["open"])')" -ge "$N" ]; do sleep 0.5; done
     sleep 0.5 ;;
@@ -40,8 +42,8 @@ esac
 perf_file="$OUT/$JOB-$N-$BACKEND.perf"
 perf record -F 999 -g -p "$pid" -o "$perf_file" -- sleep 4 2> /dev/null
 wait "$load"
-rate=$(grep -Eo '[0-9,]+ msgs/s|[0-9,]+ deliveries/s' "$report" | head -1 || true)
-title="fanout serve --backend $BACKEND under fanout load $JOB --conns $N (32 B); $rate; perf record -F 999 -g -p PID -- sleep 4"
+rate=$(grep -Eo '[0-9]+ msgs/s|deliveries, [0-9]+/s' "$report" | head -1 | sed 's/deliveries, //; s/\/s$/ deliveries\/s/' || true)
+title="fanout serve --backend $BACKEND under fanout load $JOB --conns $N (32 B), $detail${rate:+; $rate}; perf record -F 999 -g -p PID -- sleep 4"
 scripts/profile-summary.py "$perf_file" "$title" > "$OUT/$JOB-$N-$BACKEND.txt"
 rm -f "$perf_file" "$report"
 cat "$OUT/$JOB-$N-$BACKEND.txt" | head -14

@@ -75,6 +75,14 @@ impl BackendKind {
         }
     }
 
+    /// Whether this is one of the baselines that run a task per connection.
+    pub fn is_task_per_connection(self) -> bool {
+        matches!(
+            self,
+            BackendKind::Tokio | BackendKind::TokioTpc | BackendKind::TokioUring
+        )
+    }
+
     /// Whether the whole server is one runtime in one fd table (so the shard
     /// plan cannot give it private tables).
     pub fn single_fd_table(self) -> bool {

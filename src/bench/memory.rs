@@ -58,6 +58,14 @@ pub struct Slope {
     pub tcp_objects_per_conn: Option<f64>,
 }
 
+/// Whether the ramp opened enough connections between its points for a
+/// slope: at least a quarter of the `asked` (half is what a full ramp opens).
+/// A server that stopped short before N/2 opened almost none, and a slope
+/// over them would be noise divided by nearly nothing.
+pub fn enough_for_a_slope(half: &Point, full: &Point, asked: usize) -> bool {
+    full.open.saturating_sub(half.open) * 4 >= asked as u64
+}
+
 pub fn slope(half: &Point, full: &Point) -> Slope {
     let conns = full.open.saturating_sub(half.open);
     let per = |divisor: u64| move |a: u64, b: u64| (b as f64 - a as f64) / divisor.max(1) as f64;
@@ -283,5 +291,17 @@ mod tests {
         assert!((slots.per_conn_at_n.median - 2048.0 / 1400.0).abs() < 1e-9);
         assert!((slots.bytes_per_conn_at_n.median - 2048.0 * 24.0 / 1400.0).abs() < 1e-9);
         assert!(summarise(vec![slope(&half, &full)], None).slots.is_none());
+    }
+
+    #[test]
+    fn a_ramp_that_stalled_before_half_gives_no_slope() {
+        let at = |open| Point {
+            open,
+            ..Point::default()
+        };
+        assert!(enough_for_a_slope(&at(50_000), &at(100_000), 100_000));
+        assert!(enough_for_a_slope(&at(10_000), &at(35_000), 100_000));
+        assert!(!enough_for_a_slope(&at(19_986), &at(19_986), 100_000));
+        assert!(!enough_for_a_slope(&at(19_000), &at(20_000), 100_000));
     }
 }

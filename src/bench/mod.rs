@@ -406,7 +406,7 @@ fn run(
                 connect_p50_ms: room.as_ref().map(|r| r.connect_p50_ms),
                 connect_p99_ms: room.as_ref().map(|r| r.connect_p99_ms),
                 ramp: room.as_ref().map(|r| r.ramp.clone()),
-                memory: room.as_ref().map(|r| r.memory.clone()),
+                memory: room.as_ref().and_then(|r| r.memory.clone()),
                 broadcast: room.map(|r| r.broadcast),
                 echo: std::mem::take(&mut echoes[i]),
                 churn: churns[i].take(),

@@ -9,8 +9,12 @@ use crate::server::plan::{self, PlanInput};
 /// Kernel bytes per idle loopback TCP socket: measured here at 4,186 B with
 /// epoll (results/README.md), rounded up.
 const KERNEL_BYTES_PER_SOCKET: u64 = 4_200;
-/// User-space bytes per connection: server (~64) plus client (~200) with slack.
+/// User-space bytes per connection of the client (~200) and of a
+/// hand-rolled server (~64), with slack.
 const USER_BYTES_PER_CONN: u64 = 400;
+/// More per connection for a task-per-connection server: measured here at
+/// 9,750 B (tokio-tungstenite) and 7,500 B (tokio-uring) at 15K, rounded up.
+const TASK_BACKEND_BYTES_PER_CONN: u64 = 10_000;
 /// Share of available memory a run may plan to use.
 const MEMORY_SHARE: f64 = 0.8;
 
@@ -73,11 +77,19 @@ pub fn check(conns: usize, machine: &Machine, backends: &[BackendKind]) -> Prefl
         )),
         Err(e) => out.errors.push(format!("sources: {e}")),
     }
-    let needed = conns as u64 * (2 * KERNEL_BYTES_PER_SOCKET + USER_BYTES_PER_CONN);
+    let tasks = backends.iter().any(|kind| kind.is_task_per_connection());
+    let user = USER_BYTES_PER_CONN
+        + if tasks {
+            TASK_BACKEND_BYTES_PER_CONN
+        } else {
+            0
+        };
+    let needed = conns as u64 * (2 * KERNEL_BYTES_PER_SOCKET + user);
     let available = meminfo_kib("MemAvailable") * 1024;
     out.lines.push(format!(
-        "memory: ~{:.2} GiB estimated (2 sockets × ~4.2 KB kernel + user space per connection), {:.1} GiB available",
+        "memory: ~{:.2} GiB estimated (2 sockets × ~4.2 KB kernel + user space per connection{}), {:.1} GiB available",
         gib(needed),
+        if tasks { ", ~10 KB of it for a task per connection" } else { "" },
         gib(available)
     ));
     if needed as f64 > available as f64 * MEMORY_SHARE {

@@ -102,7 +102,8 @@ pub struct RoomResults {
     pub ramp: Compared,
     pub connect_p50_ms: Spread,
     pub connect_p99_ms: Spread,
-    pub memory: Memory,
+    /// None when no sample opened enough connections between N/2 and N.
+    pub memory: Option<Memory>,
     pub broadcast: BroadcastBench,
 }
 
@@ -160,8 +161,12 @@ fn room_phase(
         check_floor_complete(&report, conns)?;
     }
     let points = points.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    // A server that stopped short before N/2 opened (almost) nothing
+    // between the points: there is no slope to take.
     let slope = match points.as_slice() {
-        [half, full] => Some(memory::slope(half, full)),
+        [half, full] if memory::enough_for_a_slope(half, full, conns) => {
+            Some(memory::slope(half, full))
+        }
         _ => None,
     };
     let server_delivered = if running.fanout && measured {
@@ -292,10 +297,10 @@ fn summarise(
         ramp,
         connect_p50_ms: Spread::of(&each(server, &|s| vec![s.connect_p50_us / 1e3])),
         connect_p99_ms: Spread::of(&each(server, &|s| vec![s.connect_p99_us / 1e3])),
-        memory: memory::summarise(
-            server.iter().filter_map(|s| s.slope.clone()).collect(),
-            slot_bytes,
-        ),
+        memory: {
+            let slopes: Vec<Slope> = server.iter().filter_map(|s| s.slope.clone()).collect();
+            (!slopes.is_empty()).then(|| memory::summarise(slopes, slot_bytes))
+        },
         broadcast,
     }
 }

@@ -100,6 +100,9 @@ struct Row {
     label: String,
     better: Better,
     values: Vec<Option<Spread>>,
+    /// Measured at the N a server held: a server that stopped short is
+    /// shown but not ranked (its figure is for fewer connections).
+    at_n: bool,
 }
 
 /// The servers side by side: each figure's median with its range over the
@@ -107,7 +110,11 @@ struct Row {
 /// best).
 fn backends_table(out: &mut String, servers: &[ServerResult]) {
     let rows = table_rows(servers);
-    let cells: Vec<Vec<String>> = rows.iter().map(row_cells).collect();
+    let short: Vec<bool> = servers
+        .iter()
+        .map(|s| s.reach.as_ref().is_some_and(|r| !r.complete()))
+        .collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|row| row_cells(row, &short)).collect();
     let widths: Vec<usize> = (0..servers.len())
         .map(|i| {
             let widest = cells.iter().map(|c| c[i].chars().count()).max();
@@ -116,7 +123,12 @@ fn backends_table(out: &mut String, servers: &[ServerResult]) {
         .collect();
     let _ = writeln!(
         out,
-        "\nservers side by side: each figure's median (min – max), and its median ÷ the best (1.00×)"
+        "\nservers side by side: each figure's median (min – max), and its median ÷ the best (1.00×){}",
+        if short.contains(&true) {
+            "; \"short\": a figure of a server that stopped short, for the connections it held, not ranked"
+        } else {
+            ""
+        }
     );
     let _ = write!(out, "{:<38}", "figure");
     for (server, width) in servers.iter().zip(&widths) {
@@ -132,8 +144,15 @@ fn backends_table(out: &mut String, servers: &[ServerResult]) {
     }
 }
 
-fn row_cells(row: &Row) -> Vec<String> {
-    let medians: Vec<f64> = row.values.iter().flatten().map(|s| s.median).collect();
+fn row_cells(row: &Row, short: &[bool]) -> Vec<String> {
+    let unranked = |i: usize| row.at_n && short[i];
+    let medians: Vec<f64> = row
+        .values
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !unranked(*i))
+        .filter_map(|(_, v)| v.as_ref().map(|s| s.median))
+        .collect();
     // A ratio needs positive values (a slope at small N can be noise below 0).
     let comparable = medians.iter().all(|v| *v > 0.0);
     let best = match row.better {
@@ -142,7 +161,9 @@ fn row_cells(row: &Row) -> Vec<String> {
     };
     row.values
         .iter()
-        .map(|value| match value {
+        .enumerate()
+        .map(|(i, value)| match value {
+            Some(s) if unranked(i) => format!("{} short", spread(s, decimals_for(s.median))),
             Some(s) => {
                 let d = decimals_for(s.median);
                 let ratio = match row.better {
@@ -163,45 +184,52 @@ fn row_cells(row: &Row) -> Vec<String> {
 
 fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     let mut rows = Vec::new();
-    let mut row = |label: &str, better: Better, f: &dyn Fn(&ServerResult) -> Option<Spread>| {
-        let values: Vec<Option<Spread>> = servers.iter().map(f).collect();
-        if values.iter().any(Option::is_some) {
-            rows.push(Row {
-                label: label.to_string(),
-                better,
-                values,
-            });
-        }
-    };
+    let mut add =
+        |label: &str, better: Better, at_n: bool, f: &dyn Fn(&ServerResult) -> Option<Spread>| {
+            let values: Vec<Option<Spread>> = servers.iter().map(f).collect();
+            if values.iter().any(Option::is_some) {
+                rows.push(Row {
+                    label: label.to_string(),
+                    better,
+                    values,
+                    at_n,
+                });
+            }
+        };
+    // Figures of the room job depend on how many connections were held.
+    let mut room_row =
+        |label: &str, better: Better, f: &dyn Fn(&ServerResult) -> Option<Spread>| {
+            add(label, better, true, f)
+        };
     use Better::{Higher, Lower};
-    row("connections held (of N)", Higher, &|s| {
+    room_row("connections held (of N)", Higher, &|s| {
         Some(s.reach.as_ref()?.held)
     });
-    row("idle user B/conn (allocator)", Lower, &|s| {
+    room_row("idle user B/conn (allocator)", Lower, &|s| {
         s.memory.as_ref()?.heap_per_conn
     });
-    row("idle user B/conn (RSS)", Lower, &|s| {
+    room_row("idle user B/conn (RSS)", Lower, &|s| {
         Some(s.memory.as_ref()?.rss_per_conn)
     });
-    row("kernel B/socket", Lower, &|s| {
+    room_row("kernel B/socket", Lower, &|s| {
         Some(s.memory.as_ref()?.kernel_per_socket)
     });
-    row("ramp, connections/s", Higher, &|s| {
+    room_row("ramp, connections/s", Higher, &|s| {
         Some(s.ramp.as_ref()?.measured)
     });
-    row("broadcast first delivery, ms", Lower, &|s| {
+    room_row("broadcast first delivery, ms", Lower, &|s| {
         Some(s.broadcast.as_ref()?.first_delivery_ms)
     });
-    row("broadcast median delivery, ms", Lower, &|s| {
+    room_row("broadcast median delivery, ms", Lower, &|s| {
         Some(s.broadcast.as_ref()?.median_delivery_ms)
     });
-    row("broadcast p99 delivery, ms", Lower, &|s| {
+    room_row("broadcast p99 delivery, ms", Lower, &|s| {
         Some(s.broadcast.as_ref()?.p99_delivery_ms)
     });
-    row("broadcast last delivery, ms", Lower, &|s| {
+    room_row("broadcast last delivery, ms", Lower, &|s| {
         Some(s.broadcast.as_ref()?.last_delivery_ms.measured)
     });
-    row("server CPU-s per million deliveries", Lower, &|s| {
+    room_row("server CPU-s per million deliveries", Lower, &|s| {
         s.broadcast.as_ref()?.cpu_seconds_per_million
     });
     let modes: Vec<(usize, String)> = servers
@@ -222,17 +250,17 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
         };
         let label = format!("echo {conns} {kind} loop");
         let find_rate = find.clone();
-        row(&format!("{label}, msgs/s"), Higher, &move |s| {
+        add(&format!("{label}, msgs/s"), Higher, false, &move |s| {
             find_rate(s).map(|e| e.msgs_per_s)
         });
-        row(&format!("{label}, p99 µs"), Lower, &move |s| {
+        add(&format!("{label}, p99 µs"), Lower, false, &move |s| {
             find(s).map(|e| e.p99_us)
         });
     }
-    row("churn, cycles/s", Higher, &|s| {
+    add("churn, cycles/s", Higher, false, &|s| {
         Some(Spread::of(&[s.churn.as_ref()?.rate_per_s]))
     });
-    row("churn setup p99, µs", Lower, &|s| {
+    add("churn setup p99, µs", Lower, false, &|s| {
         Some(Spread::of(&[s.churn.as_ref()?.setup.p99_us]))
     });
     rows
@@ -280,11 +308,16 @@ fn reach(out: &mut String, r: &ServerResult) {
         .collect();
     let _ = writeln!(
         out,
-        "STOPPED SHORT: held {} of the {} connections asked when the broadcasts began; failed to open, over the samples: {}; the server said: {}; every figure of this server is for the connections it held",
+        "STOPPED SHORT: held {} of the {} connections asked when the broadcasts began; failed to open, over the samples: {}; the server said: {}; every figure of this server is for the connections it held{}",
         spread(&reach.held, 0),
         num(reach.asked as f64, 0),
         if causes.is_empty() { "none (closed by the server)".to_string() } else { causes.join(", ") },
-        r.server
+        r.server,
+        if r.memory.is_none() {
+            "; no memory slope: it opened (almost) nothing between N/2 and N"
+        } else {
+            ""
+        }
     );
 }
 

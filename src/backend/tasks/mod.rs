@@ -43,6 +43,9 @@ use crate::server::stats::ShardCounters;
 use crate::server::{FdUse, ShardSetup, ShardStart};
 use room::Room;
 
+/// How long the goodbye at shutdown may take (best effort, as in the core).
+const GOODBYE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Which runtime runs the tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -152,9 +155,37 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// The shard's shared state, and the sender that flips its shutdown flag.
+    fn new(prepared: &Prepared, setup: &ShardSetup) -> (watch::Sender<bool>, Arc<Shard>) {
+        let (stop, shutdown) = watch::channel(false);
+        let shard = Arc::new(Shard {
+            id: setup.id,
+            settings: setup.settings.clone(),
+            hub: setup.hub.clone(),
+            rooms: prepared.rooms.clone(),
+            shutdown,
+        });
+        (stop, shard)
+    }
+
     pub fn counters(&self) -> &ShardCounters {
         self.hub.counters(self.id)
     }
+}
+
+/// The shard's life once it accepts: serve the hub's signals until it says
+/// shut down, then stop accepting, tell every connection (the goodbye) and
+/// wait, bounded, for them to close.
+async fn serve_until_shutdown(
+    prepared: &Prepared,
+    shard: &Shard,
+    stop: watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<()>,
+) {
+    housekeeping(&prepared.signal, &shard.hub, shard.id).await;
+    accepting.abort();
+    let _ = stop.send(true);
+    wait_for_connections_to_end(shard).await;
 }
 
 /// Wait for the hub's signals: serve cache-flush requests until shutdown.
@@ -165,5 +196,22 @@ async fn housekeeping(signal: &Notify, hub: &Hub, id: usize) {
         if hub.shutting_down() {
             return;
         }
+    }
+}
+
+/// How long a shard waits at shutdown for its connections to say goodbye.
+const SHUTDOWN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// After the goodbye: wait (bounded) until this shard's connections are closed.
+async fn wait_for_connections_to_end(shard: &Shard) {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_PATIENCE;
+    let counters = shard.counters();
+    while tokio::time::Instant::now() < deadline {
+        let accepted = counters.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        let closed = counters.closed.load(std::sync::atomic::Ordering::Relaxed);
+        if closed >= accepted {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }

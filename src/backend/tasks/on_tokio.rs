@@ -9,36 +9,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::{Builder, Runtime};
-use tokio::sync::watch;
 
 use super::accept::accept_loop;
 use super::session::{self, Transport, READ_CHUNK};
-use super::{claim_listener, housekeeping, ws, Flavor, Prepared, Shard};
+use super::{claim_listener, serve_until_shutdown, ws, Flavor, Prepared, Shard};
 use crate::protocol::Proto;
 use crate::server::stats::bump;
 use crate::server::{ShardSetup, ShardStart};
 
-/// How long the shard waits at shutdown for its connections to say goodbye.
-const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(1);
-
 pub fn run(prepared: Prepared, start: ShardStart, setup: ShardSetup) -> io::Result<()> {
     let runtime = runtime(&prepared, &setup)?;
     let listener = claim_listener(start)?;
-    let (stop, shutdown) = watch::channel(false);
-    let shard = Arc::new(Shard {
-        id: setup.id,
-        settings: setup.settings.clone(),
-        hub: setup.hub.clone(),
-        rooms: prepared.rooms.clone(),
-        shutdown,
-    });
+    let (stop, shard) = Shard::new(&prepared, &setup);
     runtime.block_on(async {
         let listener = TcpListener::from_std(listener)?;
         let accepting = tokio::spawn(accept(listener, shard.clone(), setup.conn_limit));
-        housekeeping(&prepared.signal, &setup.hub, setup.id).await;
-        accepting.abort();
-        let _ = stop.send(true);
-        wait_for_connections_to_end(&shard).await;
+        serve_until_shutdown(&prepared, &shard, stop, accepting).await;
         io::Result::Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -79,20 +65,6 @@ async fn accept(listener: TcpListener, shard: Arc<Shard>, conn_limit: usize) {
         },
     )
     .await
-}
-
-/// After the goodbye: wait (bounded) until this shard's connections are closed.
-pub async fn wait_for_connections_to_end(shard: &Shard) {
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_PATIENCE;
-    let counters = shard.counters();
-    while tokio::time::Instant::now() < deadline {
-        let accepted = counters.accepted.load(std::sync::atomic::Ordering::Relaxed);
-        let closed = counters.closed.load(std::sync::atomic::Ordering::Relaxed);
-        if closed >= accepted {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// tokio's socket for the session task: readiness, then a non-blocking read

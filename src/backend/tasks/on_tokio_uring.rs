@@ -11,14 +11,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::accept::accept_loop;
-use super::on_tokio::wait_for_connections_to_end;
 use super::session::{self, Transport, READ_CHUNK};
-use super::{claim_listener, housekeeping, Prepared, Shard};
+use super::{claim_listener, serve_until_shutdown, Prepared, Shard};
 use crate::server::hub::Hub;
 use crate::server::stats::bump;
 use crate::server::{ShardSetup, ShardStart};
@@ -26,24 +24,14 @@ use crate::server::{ShardSetup, ShardStart};
 pub fn run(prepared: Prepared, start: ShardStart, setup: ShardSetup) -> io::Result<()> {
     let runtime = tokio_uring::Runtime::new(&tokio_uring::builder())?;
     let listener = claim_listener(start)?;
-    let (stop, shutdown) = watch::channel(false);
-    let shard = Arc::new(Shard {
-        id: setup.id,
-        settings: setup.settings.clone(),
-        hub: setup.hub.clone(),
-        rooms: prepared.rooms.clone(),
-        shutdown,
-    });
+    let (stop, shard) = Shard::new(&prepared, &setup);
     runtime.block_on(async {
         let listener = TcpListener::from_std(listener);
         let accepting = tokio_uring::spawn(counted(
             &shard,
             accept(listener, shard.clone(), setup.conn_limit),
         ));
-        housekeeping(&prepared.signal, &setup.hub, setup.id).await;
-        accepting.abort();
-        let _ = stop.send(true);
-        wait_for_connections_to_end(&shard).await;
+        serve_until_shutdown(&prepared, &shard, stop, accepting).await;
     });
     Ok(())
 }

@@ -119,6 +119,24 @@ impl<T: Payload> Membership<T> {
     }
 }
 
+/// The next message for a member, or never for a connection that is not
+/// one (for a `select!` branch).
+pub async fn next_delivery<T: Payload>(member: Option<&mut Membership<T>>) -> Option<T> {
+    match member {
+        Some(member) => member.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the member was kicked, or never for a connection that is
+/// not a member (for a `select!` branch).
+pub async fn kicked(kick: Option<&Notify>) {
+    match kick {
+        Some(kick) => kick.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<T: Payload> Drop for Membership<T> {
     fn drop(&mut self) {
         self.room.members.lock().unwrap().remove(self.key);

@@ -11,7 +11,6 @@ use std::net::Shutdown;
 use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -19,15 +18,13 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::accept::Live;
-use super::room::Membership;
-use super::Shard;
+use super::room::{kicked, next_delivery, Membership};
+use super::{Shard, GOODBYE_PATIENCE};
 use crate::protocol::handshake::Rejection;
 use crate::protocol::{close_code, Proto, Route};
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
 use crate::server::stats::{bump, ShardCounters};
 
-/// How long the goodbye at shutdown may take (best effort, as in the core).
-const GOODBYE_PATIENCE: Duration = Duration::from_millis(100);
 /// Bytes a read asks for at least.
 pub const READ_CHUNK: usize = 4096;
 
@@ -195,20 +192,6 @@ async fn send_produced<T: Transport>(
     };
     counters.echoed.fetch_add(produced.echoes, Relaxed);
     written
-}
-
-async fn kicked(kick: Option<&Notify>) {
-    match kick {
-        Some(kick) => kick.notified().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_delivery(member: Option<&mut Membership<Bytes>>) -> Option<Bytes> {
-    match member {
-        Some(member) => member.next().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Close as `close` says; the room membership is already gone.

@@ -12,12 +12,10 @@
 use std::pin::pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -26,14 +24,11 @@ use tungstenite::{Error, Message};
 
 use super::accept::Live;
 use super::handshake::read_upgrade;
-use super::room::Membership;
-use super::Shard;
+use super::room::{kicked, next_delivery, Membership};
+use super::{Shard, GOODBYE_PATIENCE};
 use crate::protocol::{close_code, handshake, Route};
 use crate::server::settings::Settings;
 use crate::server::stats::{bump, ShardCounters};
-
-/// How long the goodbye at shutdown may take (best effort, as in the core).
-const GOODBYE_PATIENCE: Duration = Duration::from_millis(100);
 
 /// The read buffer tungstenite's docs suggest when there are many
 /// connections and little read load.
@@ -126,20 +121,6 @@ async fn converse(
                 Some(Err(error)) => return violation(error, counters),
             }
         }
-    }
-}
-
-async fn kicked(kick: Option<&Notify>) {
-    match kick {
-        Some(kick) => kick.notified().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn next_delivery(member: Option<&mut Membership<Message>>) -> Option<Message> {
-    match member {
-        Some(member) => member.next().await,
-        None => std::future::pending().await,
     }
 }
 
