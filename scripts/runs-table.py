@@ -30,9 +30,20 @@ def echo(result, conns, loop):
     return None
 
 
+def short(result):
+    """'held of asked' when the server stopped short of N, else None."""
+    reach = result.get("reach")
+    if reach and reach["held"]["min"] < reach["asked"]:
+        return f"{reach['held']['median']:,.0f} of {reach['asked']:,}"
+    return None
+
+
 def rows(result):
-    """(label, text, median) for every headline figure of one result."""
+    """(label, text, median) for every headline figure of one result. The
+    room's figures of a server that stopped short are marked and left out of
+    the last column (they are for fewer connections)."""
     out = []
+    stopped = short(result)
     ramp = result.get("ramp")
     if ramp:
         out.append(("ramp, connections/s", spread(ramp["measured"]), ramp["measured"]["median"]))
@@ -77,6 +88,10 @@ def rows(result):
     c = result.get("churn")
     if c:
         out.append(("churn, cycles/s (of 10,000 asked)", f"{c['rate_per_s']:,.0f}", c["rate_per_s"]))
+    if stopped:
+        room = ("ramp", "broadcast", "server CPU", "deliveries", "user space", "kernel", "TCP slab")
+        out = [(label, f"{text} (short: {stopped})", None) if label.startswith(room) else (label, text, median)
+               for label, text, median in out]
     return out
 
 
@@ -115,6 +130,8 @@ def main(paths, versus=False):
             if found[1] is not None:
                 medians.append(found[1])
         change = ""
+        if len(medians) >= 2 and not versus and min(medians) > 0:
+            change = f"{max(medians) / min(medians):.2f}"
         if len(medians) == len(results) and min(medians) > 0:
             change = f"{medians[0] / medians[1]:.2f}" if versus else f"{max(medians) / min(medians):.2f}"
         print(f"| {label} | " + " | ".join(cells) + f" | {change} |")
