@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::bare::BareConfig;
 use crate::bench::BenchConfig;
+use crate::doctor::DoctorConfig;
 use crate::load::config::LoadConfig;
 use crate::serve::ServeConfig;
 
@@ -62,6 +63,20 @@ pub enum Command {
         after_help = "Examples:\n  fanout bare --route room --listen 127.0.0.1:9002\n  fanout load broadcast --url bare://127.0.0.1:9002 --conns 10000 --count 5"
     )]
     Bare(BareConfig),
+
+    /// Every limit between this machine and N connections: its value now,
+    /// the value needed, a verdict and the exact fix.
+    ///
+    /// Checks RLIMIT_NOFILE and fd tables, fs.file-max, ephemeral ports ×
+    /// source addresses (one address reaches one server port through at most
+    /// the port range, ~28K by default), the accept queue, conntrack, tcp_mem
+    /// during a broadcast, memory (user space + ~4.2 KB of kernel per
+    /// socket, both ends when the client is here), io_uring, threads and
+    /// maps. Exit status 1 when a limit says FAIL (N is out of reach).
+    #[command(
+        after_help = "Examples:\n  fanout doctor --conns 500000                       # a fanout bench here\n  fanout doctor --conns 50000 --url ws://10.0.0.5:80 # a client here, the server elsewhere, one source address\n  sudo scripts/tune.sh fanout doctor --conns 500000   # the same with the sysctls tune.sh sets"
+    )]
+    Doctor(DoctorConfig),
 }
 
 /// A mistake in the command line found after parsing (an impossible

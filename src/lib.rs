@@ -20,6 +20,7 @@ pub mod sys;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod doctor;
 pub mod load;
 pub mod netstat;
 pub mod process;

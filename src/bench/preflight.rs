@@ -1,22 +1,15 @@
 //! Before a run: can N connections be reached on this machine? Every check
 //! that fails says why and what would fix it, before anything is started.
 
-use super::machine::{meminfo_kib, Machine};
+use super::machine::Machine;
 use crate::backend::BackendKind;
+use crate::doctor::checks::{self, Goal, Snapshot, Verdict, USER_BYTES_PER_CONN};
 use crate::load::{client_shards, sources};
 use crate::server::plan::{self, PlanInput};
 
-/// Kernel bytes per idle loopback TCP socket: measured here at 4,186 B with
-/// epoll (results/README.md), rounded up.
-const KERNEL_BYTES_PER_SOCKET: u64 = 4_200;
-/// User-space bytes per connection of the client (~200) and of a
-/// hand-rolled server (~64), with slack.
-const USER_BYTES_PER_CONN: u64 = 400;
 /// More per connection for a task-per-connection server: measured here at
 /// 9,750 B (tokio-tungstenite) and 7,500 B (tokio-uring) at 15K, rounded up.
 const TASK_BACKEND_BYTES_PER_CONN: u64 = 10_000;
-/// Share of available memory a run may plan to use.
-const MEMORY_SHARE: f64 = 0.8;
 
 #[derive(Debug, Default)]
 pub struct Preflight {
@@ -77,40 +70,35 @@ pub fn check(conns: usize, machine: &Machine, backends: &[BackendKind]) -> Prefl
         )),
         Err(e) => out.errors.push(format!("sources: {e}")),
     }
+    // The machine-wide limits are fanout doctor's checks.
     let tasks = backends.iter().any(|kind| kind.is_task_per_connection());
-    let user = USER_BYTES_PER_CONN
-        + if tasks {
-            TASK_BACKEND_BYTES_PER_CONN
-        } else {
-            0
-        };
-    let needed = conns as u64 * (2 * KERNEL_BYTES_PER_SOCKET + user);
-    let available = meminfo_kib("MemAvailable") * 1024;
-    out.lines.push(format!(
-        "memory: ~{:.2} GiB estimated (2 sockets × ~4.2 KB kernel + user space per connection{}), {:.1} GiB available",
-        gib(needed),
-        if tasks { ", ~10 KB of it for a task per connection" } else { "" },
-        gib(available)
-    ));
-    if needed as f64 > available as f64 * MEMORY_SHARE {
-        out.errors.push(format!(
-            "memory: {conns} connections need ~{:.1} GiB but only {:.1} GiB is available; use fewer connections",
-            gib(needed),
-            gib(available)
-        ));
-    }
-    let file_max: u64 = sysctl(machine, "fs.file-max").parse().unwrap_or(u64::MAX);
-    if file_max < 2 * conns as u64 + 10_000 {
-        out.errors.push(format!(
-            "fs.file-max is {file_max}, below the {} files both ends need; run scripts/tune.sh (as root)",
-            2 * conns + 10_000
-        ));
-    }
-    let somaxconn: usize = sysctl(machine, "net.core.somaxconn").parse().unwrap_or(0);
-    if somaxconn < 4096 {
-        out.warnings.push(format!(
-            "net.core.somaxconn is {somaxconn}: a fast ramp may overflow the accept queue (SYN retries show as 1 s connect latencies); scripts/tune.sh raises it"
-        ));
+    let goal = Goal {
+        conns: conns as u64,
+        local_client: true,
+        source_addresses: 1,
+        user_bytes_per_conn: USER_BYTES_PER_CONN
+            + if tasks {
+                TASK_BACKEND_BYTES_PER_CONN
+            } else {
+                0
+            },
+    };
+    let snapshot = Snapshot::read();
+    let limits = [
+        checks::memory(&snapshot, &goal),
+        checks::file_max(&snapshot, &goal),
+        checks::accept_queue(&snapshot),
+    ];
+    for check in limits {
+        let text = format!(
+            "{}: now {}; needed {}",
+            check.limit, check.current, check.needed
+        );
+        match check.verdict {
+            Verdict::Ok => out.lines.push(text),
+            Verdict::Warn => out.warnings.push(format!("{text}: {}", check.fix)),
+            Verdict::Fail => out.errors.push(format!("{text}: {}", check.fix)),
+        }
     }
     out
 }
@@ -146,14 +134,6 @@ fn one_table_line(
     )
 }
 
-fn sysctl<'a>(machine: &'a Machine, name: &str) -> &'a str {
-    machine.sysctls.get(name).map(String::as_str).unwrap_or("")
-}
-
-fn gib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +147,10 @@ mod tests {
         assert!(ok.lines.iter().any(|l| l.starts_with("server (uring):")));
         let absurd = check(100_000_000, &machine, &[BackendKind::Epoll]);
         assert!(
-            absurd.errors.iter().any(|e| e.starts_with("memory:")),
+            absurd
+                .errors
+                .iter()
+                .any(|e| e.starts_with("memory available:")),
             "{:?}",
             absurd.errors
         );

@@ -1,0 +1,518 @@
+//! The checks of `fanout doctor`: pure functions from a snapshot of the
+//! machine's values to a verdict with the value needed and the exact fix.
+//! Nothing here reads the system, so every check is tested with injected
+//! values.
+
+use std::fmt;
+
+/// Kernel bytes per idle loopback TCP socket: 4,183–4,201 B measured here
+/// with every backend but tokio-uring (results/README.md), rounded up.
+pub const KERNEL_BYTES_PER_SOCKET: u64 = 4_200;
+/// User-space bytes per connection of fanout's server (42.5 B at 500K) and
+/// client (~200 B), with slack.
+pub const USER_BYTES_PER_CONN: u64 = 400;
+/// fds one process keeps besides its connections (stdio, listeners, polls).
+const FD_RESERVE: u64 = 100;
+/// Accept queue that a ramp at full speed does not overflow here: below it
+/// connections wait for a SYN retry (1 s and more).
+const ACCEPT_BURST: u64 = 4_096;
+/// SYN queue that held ramps of 50,000 connections/s here without a drop
+/// (on loopback a handshake completes at once, so few SYNs wait).
+const SYN_BURST: u64 = 2_048;
+/// Kernel memory one small queued message holds in a socket (an skb's
+/// truesize, rounded up): what a broadcast in flight costs per member.
+const QUEUED_MESSAGE_BYTES: u64 = 1_024;
+
+/// The values the checks read, as found on a machine (or made up in tests).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub nofile_soft: u64,
+    pub nofile_hard: u64,
+    pub file_max: u64,
+    /// `net.ipv4.ip_local_port_range`, inclusive.
+    pub port_range: (u64, u64),
+    pub somaxconn: u64,
+    pub syn_backlog: u64,
+    /// Connection tracking, when its module is loaded.
+    pub conntrack: Option<Conntrack>,
+    /// `net.ipv4.tcp_mem`: low, pressure, high, in pages.
+    pub tcp_mem_pages: (u64, u64, u64),
+    pub page_size: u64,
+    pub mem_available: u64,
+    /// Why the io_uring backends cannot run, if they cannot.
+    pub io_uring_missing: Option<String>,
+    pub threads_max: u64,
+    pub max_map_count: u64,
+}
+
+/// `net.netfilter.nf_conntrack_max` and `_count`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conntrack {
+    pub max: u64,
+    pub count: u64,
+}
+
+/// What is asked of the machine.
+#[derive(Clone, Debug)]
+pub struct Goal {
+    pub conns: u64,
+    /// The client runs here too (both ends of every connection on this
+    /// kernel), as with `fanout bench`; false with `--url` to another host.
+    pub local_client: bool,
+    /// Source addresses the client connects from (fanout's load generator
+    /// uses as many loopback addresses as it needs; a proxy or a remote
+    /// client often has one).
+    pub source_addresses: u64,
+    /// User-space bytes per connection, client and server together
+    /// ([`USER_BYTES_PER_CONN`] for fanout's).
+    pub user_bytes_per_conn: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    /// Reachable, at a cost the fix removes.
+    Warn,
+    /// Out of reach until fixed.
+    Fail,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Ok => "ok",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub limit: &'static str,
+    pub current: String,
+    pub needed: String,
+    pub verdict: Verdict,
+    /// What to do; empty when nothing is needed.
+    pub fix: String,
+}
+
+/// Every check, in the order a connection meets the limits.
+pub fn all(s: &Snapshot, goal: &Goal) -> Vec<Check> {
+    vec![
+        fd_table(s, goal),
+        file_max(s, goal),
+        source_ports(s, goal),
+        accept_queue(s),
+        conntrack(s, goal),
+        tcp_memory(s, goal),
+        memory(s, goal),
+        io_uring(s),
+        threads(s, goal),
+    ]
+}
+
+fn sockets(goal: &Goal) -> u64 {
+    goal.conns * if goal.local_client { 2 } else { 1 }
+}
+
+/// RLIMIT_NOFILE: one fd table holds the soft limit; fanout goes past it
+/// with a private table per shard, a server with one table does not.
+pub fn fd_table(s: &Snapshot, goal: &Goal) -> Check {
+    let needed = goal.conns + FD_RESERVE;
+    let tables = needed.div_ceil(s.nofile_soft.max(1));
+    let (verdict, fix) = if needed <= s.nofile_soft {
+        (Verdict::Ok, String::new())
+    } else {
+        (
+            Verdict::Warn,
+            format!(
+                "fanout serve and load take a private fd table per shard (unshare(CLONE_FILES)): at least {tables} tables of {} here, planned for you; a server with one fd table (e.g. --backend tokio) stops near {}: raise the hard limit (limits.conf, systemd LimitNOFILE) or run one shard per table",
+                s.nofile_soft,
+                s.nofile_soft.saturating_sub(FD_RESERVE)
+            ),
+        )
+    };
+    Check {
+        limit: "RLIMIT_NOFILE (fds per table)",
+        current: format!("{} soft, {} hard", s.nofile_soft, s.nofile_hard),
+        needed: format!("{needed} in one table, or {tables} tables"),
+        verdict,
+        fix,
+    }
+}
+
+/// fs.file-max: every socket of both ends is an open file.
+pub fn file_max(s: &Snapshot, goal: &Goal) -> Check {
+    let needed = sockets(goal) + 10_000;
+    sysctl_at_least("fs.file-max", s.file_max, needed)
+}
+
+/// Ephemeral ports: one source address reaches one server address and port
+/// through at most the port range — the classic ceiling near 28K.
+pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
+    let range = (s.port_range.1 + 1).saturating_sub(s.port_range.0);
+    let reach = range * goal.source_addresses;
+    let (verdict, fix) = if goal.conns <= reach {
+        (Verdict::Ok, String::new())
+    } else {
+        (
+            Verdict::Fail,
+            format!(
+                "connect fails with EADDRNOTAVAIL past {reach}: connect from {} source addresses (fanout load --sources 127.0.0.2-…; for a proxy, more upstream addresses), listen on more ports, or widen net.ipv4.ip_local_port_range (e.g. 1024 65535)",
+                goal.conns.div_ceil(range.max(1))
+            ),
+        )
+    };
+    Check {
+        limit: "ephemeral ports × source addresses",
+        current: format!(
+            "{range} ports ({}–{}) × {} address(es) = {reach}",
+            s.port_range.0, s.port_range.1, goal.source_addresses
+        ),
+        needed: format!("{}", goal.conns),
+        verdict,
+        fix,
+    }
+}
+
+/// somaxconn and the SYN backlog against a ramp's accept burst.
+pub fn accept_queue(s: &Snapshot) -> Check {
+    let (verdict, fix) = if s.somaxconn >= ACCEPT_BURST && s.syn_backlog >= SYN_BURST {
+        (Verdict::Ok, String::new())
+    } else {
+        (
+            Verdict::Warn,
+            "a fast ramp overflows the queue and those connections wait for a SYN retry (1 s, then 3 s): sysctl -w net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 (scripts/tune.sh does it and restores them)".into(),
+        )
+    };
+    Check {
+        limit: "accept queue (somaxconn, tcp_max_syn_backlog)",
+        current: format!("{} and {}", s.somaxconn, s.syn_backlog),
+        needed: format!("{ACCEPT_BURST} and {SYN_BURST}"),
+        verdict,
+        fix,
+    }
+}
+
+/// nf_conntrack_max, when connection tracking is active: a full table drops
+/// new connections. A module that is loaded but tracks nothing (no rule
+/// asks for it: the count stays 0) limits nothing.
+pub fn conntrack(s: &Snapshot, goal: &Goal) -> Check {
+    match s.conntrack {
+        Some(table) if table.count > 0 => sysctl_at_least(
+            "net.netfilter.nf_conntrack_max",
+            table.max,
+            goal.conns + 10_000,
+        ),
+        state => Check {
+            limit: "net.netfilter.nf_conntrack_max",
+            current: match state {
+                None => "connection tracking not loaded".into(),
+                Some(table) => format!("{} (loaded, tracking nothing: count 0)", table.max),
+            },
+            needed: "-".into(),
+            verdict: Verdict::Ok,
+            fix: String::new(),
+        },
+    }
+}
+
+/// tcp_mem against a broadcast: while one message is queued to every
+/// member, each socket holds about one skb.
+pub fn tcp_memory(s: &Snapshot, goal: &Goal) -> Check {
+    let needed = sockets(goal) * QUEUED_MESSAGE_BYTES;
+    let (_, pressure, high) = s.tcp_mem_pages;
+    let (pressure, high) = (pressure * s.page_size, high * s.page_size);
+    let verdict = if needed > high {
+        Verdict::Fail
+    } else if needed > pressure {
+        Verdict::Warn
+    } else {
+        Verdict::Ok
+    };
+    let fix = match verdict {
+        Verdict::Ok => String::new(),
+        _ => format!(
+            "past tcp_mem's pressure point TCP shrinks buffers, past its high point sends stall: raise net.ipv4.tcp_mem (pages) to at least {} {} {}",
+            needed / s.page_size / 2,
+            needed / s.page_size,
+            needed / s.page_size * 2
+        ),
+    };
+    Check {
+        limit: "net.ipv4.tcp_mem during a broadcast",
+        current: format!("pressure {}, high {}", mib(pressure), mib(high)),
+        needed: format!("{} (~1 KiB queued per socket)", mib(needed)),
+        verdict,
+        fix,
+    }
+}
+
+/// Memory: user space plus ~4.2 KB of kernel per socket.
+pub fn memory(s: &Snapshot, goal: &Goal) -> Check {
+    let needed = sockets(goal) * KERNEL_BYTES_PER_SOCKET + goal.conns * goal.user_bytes_per_conn;
+    let verdict = if needed as f64 <= s.mem_available as f64 * 0.8 {
+        Verdict::Ok
+    } else {
+        Verdict::Fail
+    };
+    let fix = match verdict {
+        Verdict::Ok => String::new(),
+        Verdict::Warn | Verdict::Fail => format!(
+            "fewer connections (about {} fit in 80 % of what is available), a client on another machine (half the kernel memory), or more memory",
+            (s.mem_available as f64 * 0.8) as u64
+                / (needed / goal.conns.max(1)).max(1)
+        ),
+    };
+    Check {
+        limit: "memory available",
+        current: gib(s.mem_available),
+        needed: format!(
+            "{} ({} sockets × ~4.2 KB kernel + user space)",
+            gib(needed),
+            sockets(goal)
+        ),
+        verdict,
+        fix,
+    }
+}
+
+/// io_uring, for `--backend uring` and `tokio-uring`.
+pub fn io_uring(s: &Snapshot) -> Check {
+    let (current, verdict, fix) = match &s.io_uring_missing {
+        None => ("available".to_string(), Verdict::Ok, String::new()),
+        Some(why) => (
+            why.clone(),
+            Verdict::Warn,
+            "the epoll and tokio backends run without it; for uring: Linux 6.1+ with sysctl kernel.io_uring_disabled=0".to_string(),
+        ),
+    };
+    Check {
+        limit: "io_uring",
+        current,
+        needed: "for --backend uring, tokio-uring".into(),
+        verdict,
+        fix,
+    }
+}
+
+/// Threads and memory maps: a shard per fd table on both sides.
+pub fn threads(s: &Snapshot, goal: &Goal) -> Check {
+    let tables = (goal.conns + FD_RESERVE).div_ceil(s.nofile_soft.max(1));
+    let needed = 2 * tables + 64;
+    let verdict = if s.threads_max >= needed && s.max_map_count >= needed * 8 {
+        Verdict::Ok
+    } else {
+        Verdict::Fail
+    };
+    let fix = match verdict {
+        Verdict::Ok => String::new(),
+        _ => format!(
+            "raise kernel.threads-max to {needed} and vm.max_map_count to {}",
+            needed * 8
+        ),
+    };
+    Check {
+        limit: "threads and memory maps",
+        current: format!(
+            "threads-max {}, max_map_count {}",
+            s.threads_max, s.max_map_count
+        ),
+        needed: format!("{needed} threads (server and client shards)"),
+        verdict,
+        fix,
+    }
+}
+
+fn sysctl_at_least(name: &'static str, current: u64, needed: u64) -> Check {
+    let ok = current >= needed;
+    Check {
+        limit: name,
+        current: current.to_string(),
+        needed: needed.to_string(),
+        verdict: if ok { Verdict::Ok } else { Verdict::Fail },
+        fix: if ok {
+            String::new()
+        } else {
+            format!(
+                "sysctl -w {name}={needed} (scripts/tune.sh raises it for a run and restores it)"
+            )
+        },
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This machine's values, as read on 2026-11-29.
+    fn here() -> Snapshot {
+        Snapshot {
+            nofile_soft: 20_000,
+            nofile_hard: 20_000,
+            file_max: 2_466_177,
+            port_range: (32_768, 60_999),
+            somaxconn: 4_096,
+            syn_backlog: 2_048,
+            conntrack: Some(Conntrack {
+                max: 262_144,
+                count: 0,
+            }),
+            tcp_mem_pages: (287_901, 383_868, 575_802),
+            page_size: 4_096,
+            mem_available: 24_193_976 * 1024,
+            io_uring_missing: None,
+            threads_max: 192_730,
+            max_map_count: 65_530,
+        }
+    }
+
+    fn goal(conns: u64) -> Goal {
+        Goal {
+            conns,
+            local_client: true,
+            source_addresses: 1,
+            user_bytes_per_conn: USER_BYTES_PER_CONN,
+        }
+    }
+
+    fn verdict(checks: &[Check], limit: &str) -> Verdict {
+        checks.iter().find(|c| c.limit == limit).unwrap().verdict
+    }
+
+    #[test]
+    fn one_source_address_stops_at_the_port_range() {
+        let s = here();
+        assert_eq!(source_ports(&s, &goal(28_232)).verdict, Verdict::Ok);
+        let past = source_ports(&s, &goal(28_233));
+        assert_eq!(past.verdict, Verdict::Fail);
+        assert!(
+            past.fix.contains("EADDRNOTAVAIL past 28232"),
+            "{}",
+            past.fix
+        );
+        assert!(past.fix.contains("connect from 2 source addresses"));
+        let two = Goal {
+            source_addresses: 2,
+            ..goal(50_000)
+        };
+        assert_eq!(source_ports(&s, &two).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn past_one_fd_table_fanout_plans_private_tables_and_says_what_others_hit() {
+        let s = here();
+        assert_eq!(fd_table(&s, &goal(19_900)).verdict, Verdict::Ok);
+        let big = fd_table(&s, &goal(500_000));
+        assert_eq!(big.verdict, Verdict::Warn);
+        assert!(big.needed.contains("26 tables"), "{}", big.needed);
+        assert!(big.fix.contains("stops near 19900"), "{}", big.fix);
+    }
+
+    #[test]
+    fn file_max_counts_both_ends_of_a_local_connection() {
+        let mut s = here();
+        s.file_max = 1_000_000;
+        assert_eq!(file_max(&s, &goal(490_000)).verdict, Verdict::Ok);
+        assert_eq!(file_max(&s, &goal(500_000)).verdict, Verdict::Fail);
+        let remote = Goal {
+            local_client: false,
+            ..goal(900_000)
+        };
+        assert_eq!(file_max(&s, &remote).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn small_accept_queues_warn_and_name_the_sysctls() {
+        assert_eq!(accept_queue(&here()).verdict, Verdict::Ok);
+        let mut old_default = here();
+        old_default.somaxconn = 128;
+        let c = accept_queue(&old_default);
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(c.fix.contains("net.core.somaxconn=65535"));
+        let mut small_syn = here();
+        small_syn.syn_backlog = 512;
+        assert_eq!(accept_queue(&small_syn).verdict, Verdict::Warn);
+    }
+
+    #[test]
+    fn conntrack_counts_only_when_it_tracks() {
+        let mut s = here();
+        // Loaded here, but tracking nothing: no limit (1M connections held).
+        assert_eq!(conntrack(&s, &goal(1_000_000)).verdict, Verdict::Ok);
+        s.conntrack = None;
+        assert_eq!(conntrack(&s, &goal(1_000_000)).verdict, Verdict::Ok);
+        s.conntrack = Some(Conntrack {
+            max: 262_144,
+            count: 12,
+        });
+        assert_eq!(conntrack(&s, &goal(200_000)).verdict, Verdict::Ok);
+        let full = conntrack(&s, &goal(300_000));
+        assert_eq!(full.verdict, Verdict::Fail);
+        assert!(full.fix.contains("net.netfilter.nf_conntrack_max=310000"));
+    }
+
+    #[test]
+    fn tcp_mem_warns_at_pressure_and_fails_past_high() {
+        let s = here(); // pressure 1,500 MiB, high 2,249 MiB
+        assert_eq!(tcp_memory(&s, &goal(500_000)).verdict, Verdict::Ok); // 977 MiB
+        assert_eq!(tcp_memory(&s, &goal(800_000)).verdict, Verdict::Warn); // 1,563 MiB
+        assert_eq!(tcp_memory(&s, &goal(1_200_000)).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn memory_fails_past_four_fifths_of_what_is_available_and_says_how_many_fit() {
+        let s = here();
+        assert_eq!(memory(&s, &goal(2_000_000)).verdict, Verdict::Ok);
+        let big = memory(&s, &goal(3_000_000));
+        assert_eq!(big.verdict, Verdict::Fail);
+        assert!(big.fix.contains("about 2252239 fit"), "{}", big.fix);
+        // A remote client halves the kernel's share.
+        let remote = Goal {
+            local_client: false,
+            ..goal(3_000_000)
+        };
+        assert_eq!(memory(&s, &remote).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn missing_io_uring_is_a_warning_not_a_failure() {
+        let mut s = here();
+        s.io_uring_missing = Some("io_uring_setup failed (ENOSYS)".into());
+        let c = io_uring(&s);
+        assert_eq!(c.verdict, Verdict::Warn);
+        assert!(c.current.contains("ENOSYS"));
+    }
+
+    #[test]
+    fn the_whole_list_at_500k_here_has_no_failure_and_warns_only_of_the_fd_table() {
+        let mut s = here();
+        s.file_max = 4_194_304; // after scripts/tune.sh
+        let spread = Goal {
+            source_addresses: 51, // what fanout load uses for 500K here
+            ..goal(500_000)
+        };
+        let checks = all(&s, &spread);
+        assert!(
+            checks.iter().all(|c| c.verdict != Verdict::Fail),
+            "{checks:#?}"
+        );
+        let warned: Vec<&str> = checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Warn)
+            .map(|c| c.limit)
+            .collect();
+        assert_eq!(warned, ["RLIMIT_NOFILE (fds per table)"]);
+        assert_eq!(verdict(&checks, "fs.file-max"), Verdict::Ok);
+        assert_eq!(checks.len(), 9);
+    }
+}
