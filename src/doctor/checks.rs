@@ -19,6 +19,8 @@ const ACCEPT_BURST: u64 = 4_096;
 /// SYN queue that held ramps of 50,000 connections/s here without a drop
 /// (on loopback a handshake completes at once, so few SYNs wait).
 const SYN_BURST: u64 = 2_048;
+/// Share of available memory a run may plan to use.
+const MEMORY_SHARE: f64 = 0.8;
 /// Kernel memory one small queued message holds in a socket (an skb's
 /// truesize, rounded up): what a broadcast in flight costs per member.
 const QUEUED_MESSAGE_BYTES: u64 = 1_024;
@@ -120,19 +122,19 @@ fn sockets(goal: &Goal) -> u64 {
 /// with a private table per shard, a server with one table does not.
 pub fn fd_table(s: &Snapshot, goal: &Goal) -> Check {
     let needed = goal.conns + FD_RESERVE;
-    let tables = needed.div_ceil(s.nofile_soft.max(1));
-    let (verdict, fix) = if needed <= s.nofile_soft {
-        (Verdict::Ok, String::new())
+    let tables = fd_tables(s, goal);
+    let verdict = if needed <= s.nofile_soft {
+        Verdict::Ok
     } else {
-        (
-            Verdict::Warn,
-            format!(
-                "fanout serve and load take a private fd table per shard (unshare(CLONE_FILES)): at least {tables} tables of {} here, planned for you; a server with one fd table (e.g. --backend tokio) stops near {}: raise the hard limit (limits.conf, systemd LimitNOFILE) or run one shard per table",
-                s.nofile_soft,
-                s.nofile_soft.saturating_sub(FD_RESERVE)
-            ),
-        )
+        Verdict::Warn
     };
+    let fix = fix_unless_ok(verdict, || {
+        format!(
+            "fanout serve and load take a private fd table per shard (unshare(CLONE_FILES)): at least {tables} tables of {} here, planned for you; a server with one fd table (e.g. --backend tokio) stops near {}: raise the hard limit (limits.conf, systemd LimitNOFILE) or run one shard per table",
+            s.nofile_soft,
+            s.nofile_soft.saturating_sub(FD_RESERVE)
+        )
+    });
     Check {
         limit: "RLIMIT_NOFILE (fds per table)",
         current: format!("{} soft, {} hard", s.nofile_soft, s.nofile_hard),
@@ -153,17 +155,17 @@ pub fn file_max(s: &Snapshot, goal: &Goal) -> Check {
 pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
     let range = (s.port_range.1 + 1).saturating_sub(s.port_range.0);
     let reach = range * goal.source_addresses;
-    let (verdict, fix) = if goal.conns <= reach {
-        (Verdict::Ok, String::new())
+    let verdict = if goal.conns <= reach {
+        Verdict::Ok
     } else {
-        (
-            Verdict::Fail,
-            format!(
-                "connect fails with EADDRNOTAVAIL past {reach}: connect from {} source addresses (fanout load --sources 127.0.0.2-…; for a proxy, more upstream addresses), listen on more ports, or widen net.ipv4.ip_local_port_range (e.g. 1024 65535)",
-                goal.conns.div_ceil(range.max(1))
-            ),
-        )
+        Verdict::Fail
     };
+    let fix = fix_unless_ok(verdict, || {
+        format!(
+            "connect fails with EADDRNOTAVAIL past {reach}: connect from {} source addresses (fanout load --sources 127.0.0.2-…; for a proxy, more upstream addresses), listen on more ports, or widen net.ipv4.ip_local_port_range (e.g. 1024 65535)",
+            goal.conns.div_ceil(range.max(1))
+        )
+    });
     Check {
         limit: "ephemeral ports × source addresses",
         current: format!(
@@ -178,14 +180,14 @@ pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
 
 /// somaxconn and the SYN backlog against a ramp's accept burst.
 pub fn accept_queue(s: &Snapshot) -> Check {
-    let (verdict, fix) = if s.somaxconn >= ACCEPT_BURST && s.syn_backlog >= SYN_BURST {
-        (Verdict::Ok, String::new())
+    let verdict = if s.somaxconn >= ACCEPT_BURST && s.syn_backlog >= SYN_BURST {
+        Verdict::Ok
     } else {
-        (
-            Verdict::Warn,
-            "a fast ramp overflows the queue and those connections wait for a SYN retry (1 s, then 3 s): sysctl -w net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 (scripts/tune.sh does it and restores them)".into(),
-        )
+        Verdict::Warn
     };
+    let fix = fix_unless_ok(verdict, || {
+        "a fast ramp overflows the queue and those connections wait for a SYN retry (1 s, then 3 s): sysctl -w net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 (scripts/tune.sh does it and restores them)".into()
+    });
     Check {
         limit: "accept queue (somaxconn, tcp_max_syn_backlog)",
         current: format!("{} and {}", s.somaxconn, s.syn_backlog),
@@ -231,15 +233,14 @@ pub fn tcp_memory(s: &Snapshot, goal: &Goal) -> Check {
     } else {
         Verdict::Ok
     };
-    let fix = match verdict {
-        Verdict::Ok => String::new(),
-        _ => format!(
+    let fix = fix_unless_ok(verdict, || {
+        format!(
             "past tcp_mem's pressure point TCP shrinks buffers, past its high point sends stall: raise net.ipv4.tcp_mem (pages) to at least {} {} {}",
             needed / s.page_size / 2,
             needed / s.page_size,
             needed / s.page_size * 2
-        ),
-    };
+        )
+    });
     Check {
         limit: "net.ipv4.tcp_mem during a broadcast",
         current: format!("pressure {}, high {}", mib(pressure), mib(high)),
@@ -252,19 +253,18 @@ pub fn tcp_memory(s: &Snapshot, goal: &Goal) -> Check {
 /// Memory: user space plus ~4.2 KB of kernel per socket.
 pub fn memory(s: &Snapshot, goal: &Goal) -> Check {
     let needed = sockets(goal) * KERNEL_BYTES_PER_SOCKET + goal.conns * goal.user_bytes_per_conn;
-    let verdict = if needed as f64 <= s.mem_available as f64 * 0.8 {
+    let usable = (s.mem_available as f64 * MEMORY_SHARE) as u64;
+    let verdict = if needed <= usable {
         Verdict::Ok
     } else {
         Verdict::Fail
     };
-    let fix = match verdict {
-        Verdict::Ok => String::new(),
-        Verdict::Warn | Verdict::Fail => format!(
+    let fix = fix_unless_ok(verdict, || {
+        format!(
             "fewer connections (about {} fit in 80 % of what is available), a client on another machine (half the kernel memory), or more memory",
-            (s.mem_available as f64 * 0.8) as u64
-                / (needed / goal.conns.max(1)).max(1)
-        ),
-    };
+            usable / (needed / goal.conns.max(1)).max(1)
+        )
+    });
     Check {
         limit: "memory available",
         current: gib(s.mem_available),
@@ -299,20 +299,18 @@ pub fn io_uring(s: &Snapshot) -> Check {
 
 /// Threads and memory maps: a shard per fd table on both sides.
 pub fn threads(s: &Snapshot, goal: &Goal) -> Check {
-    let tables = (goal.conns + FD_RESERVE).div_ceil(s.nofile_soft.max(1));
-    let needed = 2 * tables + 64;
+    let needed = 2 * fd_tables(s, goal) + 64;
     let verdict = if s.threads_max >= needed && s.max_map_count >= needed * 8 {
         Verdict::Ok
     } else {
         Verdict::Fail
     };
-    let fix = match verdict {
-        Verdict::Ok => String::new(),
-        _ => format!(
+    let fix = fix_unless_ok(verdict, || {
+        format!(
             "raise kernel.threads-max to {needed} and vm.max_map_count to {}",
             needed * 8
-        ),
-    };
+        )
+    });
     Check {
         limit: "threads and memory maps",
         current: format!(
@@ -326,20 +324,36 @@ pub fn threads(s: &Snapshot, goal: &Goal) -> Check {
 }
 
 fn sysctl_at_least(name: &'static str, current: u64, needed: u64) -> Check {
-    let ok = current >= needed;
+    let verdict = if current >= needed {
+        Verdict::Ok
+    } else {
+        Verdict::Fail
+    };
     Check {
         limit: name,
         current: current.to_string(),
         needed: needed.to_string(),
-        verdict: if ok { Verdict::Ok } else { Verdict::Fail },
-        fix: if ok {
-            String::new()
-        } else {
+        verdict,
+        fix: fix_unless_ok(verdict, || {
             format!(
                 "sysctl -w {name}={needed} (scripts/tune.sh raises it for a run and restores it)"
             )
-        },
+        }),
     }
+}
+
+/// The fix to print: none when the limit is not in the way.
+fn fix_unless_ok(verdict: Verdict, fix: impl FnOnce() -> String) -> String {
+    match verdict {
+        Verdict::Ok => String::new(),
+        Verdict::Warn | Verdict::Fail => fix(),
+    }
+}
+
+/// fd tables of RLIMIT_NOFILE each that the connections and a process's
+/// own fds need (one per shard of fanout's server and of its client).
+fn fd_tables(s: &Snapshot, goal: &Goal) -> u64 {
+    (goal.conns + FD_RESERVE).div_ceil(s.nofile_soft.max(1))
 }
 
 fn mib(bytes: u64) -> String {
