@@ -52,10 +52,16 @@ pub async fn read_upgrade(stream: &mut TcpStream, shard: &Shard) -> Option<(Upgr
 async fn refuse(stream: &mut TcpStream, rejection: Rejection, patience: Duration) {
     let _ = timeout(patience, async {
         stream.write_all(&rejection.response()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        std::io::Result::Ok(())
+        shut_and_drain(stream).await
     })
     .await;
+}
+
+/// After our last bytes: shut our side and read (discarding) until the
+/// peer hangs up. Callers bound it with their patience.
+pub async fn shut_and_drain(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream.shutdown().await?;
+    let mut sink = [0u8; 1024];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
 }

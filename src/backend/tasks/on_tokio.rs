@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::{Builder, Runtime};
 
 use super::accept::accept_loop;
-use super::session::{self, Transport, READ_CHUNK};
+use super::session::{self, Transport};
 use super::{claim_listener, serve_until_shutdown, ws, Flavor, Prepared, Shard};
 use crate::protocol::Proto;
 use crate::server::stats::bump;
@@ -77,9 +77,7 @@ impl Transport for TokioSocket {
             if let Err(error) = self.0.readable().await {
                 return (Err(error), buf);
             }
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
+            session::room_to_read(&mut buf);
             match self.0.try_read_buf(&mut buf) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                 result => return (result, buf),

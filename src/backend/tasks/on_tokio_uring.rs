@@ -15,7 +15,7 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::accept::accept_loop;
-use super::session::{self, Transport, READ_CHUNK};
+use super::session::{self, Transport};
 use super::{claim_listener, serve_until_shutdown, Prepared, Shard};
 use crate::server::hub::Hub;
 use crate::server::stats::bump;
@@ -78,9 +78,7 @@ struct UringSocket(TcpStream);
 
 impl Transport for UringSocket {
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
+        session::room_to_read(&mut buf);
         // A read fills a buffer from its start: read into the spare room.
         let len = buf.len();
         let (result, spare) = self.0.read(buf.slice(len..)).await;

@@ -26,7 +26,15 @@ use crate::server::session::{self, Ending, Limits, Outbox, Phase};
 use crate::server::stats::{bump, ShardCounters};
 
 /// Bytes a read asks for at least.
-pub const READ_CHUNK: usize = 4096;
+const READ_CHUNK: usize = 4096;
+
+/// Make room in `buf` for a read of at least a quarter of [`READ_CHUNK`]
+/// (growing it by a chunk when it has less), for a transport to read into.
+pub fn room_to_read(buf: &mut Vec<u8>) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
 
 /// An async socket as the session task needs it. Reads and writes take
 /// `&self` so that a read can stay pending while the task writes.

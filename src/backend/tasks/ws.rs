@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::WebSocketStream;
@@ -23,7 +23,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error, Message};
 
 use super::accept::Live;
-use super::handshake::read_upgrade;
+use super::handshake::{read_upgrade, shut_and_drain};
 use super::room::{kicked, next_delivery, Membership};
 use super::{Shard, GOODBYE_PATIENCE};
 use crate::protocol::{close_code, handshake, Route};
@@ -167,11 +167,7 @@ async fn finish(mut ws: Ws, ending: Ending, shard: &Shard) {
     let _ = timeout(patience, async {
         ws.close(Some(frame)).await.map_err(std::io::Error::other)?;
         // tungstenite's stream ends at an error, so the rest is read raw.
-        let stream = ws.get_mut();
-        stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
-        std::io::Result::Ok(())
+        shut_and_drain(ws.get_mut()).await
     })
     .await;
 }
