@@ -101,26 +101,22 @@ pub enum Prepared {
 /// Whether this kernel can run the backend; the error names what is missing.
 pub fn probe(kind: BackendKind) -> Result<(), Missing> {
     match kind {
-        BackendKind::Epoll => Ok(()),
-        // In a thread of its own, which ends with its test ring: the ring's
-        // teardown queues task work on the thread that made it, which would
-        // interrupt that thread's next blocking call (EINTR).
-        BackendKind::Uring => std::thread::scope(|scope| scope.spawn(uring::probe).join())
-            .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
-            .map_err(|missing| Missing {
-                backend: "uring",
-                missing,
-            }),
-        BackendKind::TokioUring => {
-            std::thread::scope(|scope| scope.spawn(tasks::probe_tokio_uring).join())
-                .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
-                .map_err(|missing| Missing {
-                    backend: "tokio-uring",
-                    missing,
-                })
-        }
-        BackendKind::Tokio | BackendKind::TokioTpc => Ok(()),
+        BackendKind::Epoll | BackendKind::Tokio | BackendKind::TokioTpc => Ok(()),
+        BackendKind::Uring => probe_ring(kind, uring::probe),
+        BackendKind::TokioUring => probe_ring(kind, tasks::probe_tokio_uring),
     }
+}
+
+/// Run an io_uring probe in a thread of its own, which ends with its test
+/// ring: the ring's teardown queues task work on the thread that made it,
+/// which would interrupt that thread's next blocking call (EINTR).
+fn probe_ring(kind: BackendKind, probe: fn() -> Result<(), String>) -> Result<(), Missing> {
+    std::thread::scope(|scope| scope.spawn(probe).join())
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+        .map_err(|missing| Missing {
+            backend: kind.name(),
+            missing,
+        })
 }
 
 /// What a backend needs and the kernel lacks.
