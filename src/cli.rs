@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::bare::BareConfig;
 use crate::bench::BenchConfig;
+use crate::ceiling::CeilingConfig;
 use crate::doctor::DoctorConfig;
 use crate::load::config::LoadConfig;
 use crate::serve::ServeConfig;
@@ -77,6 +78,21 @@ pub enum Command {
         after_help = "Examples:\n  fanout doctor --conns 500000                       # a fanout bench here\n  fanout doctor --conns 50000 --url ws://10.0.0.5:80 # a client here, the server elsewhere, one source address\n  sudo scripts/tune.sh fanout doctor --conns 500000   # the same with the sysctls tune.sh sets"
     )]
     Doctor(DoctorConfig),
+
+    /// Ramp connections until something gives, then name the limit with
+    /// evidence and the fix.
+    ///
+    /// Opens connections (idle, like `fanout load hold`) until the first one
+    /// fails or --up-to is reached, then says which limit it was from the
+    /// errno the client saw (EADDRNOTAVAIL: source ports; EMFILE/ENFILE:
+    /// fds; ENOMEM: memory), the kernel's counters (ListenOverflows: the
+    /// accept queue), the server's fd tables against its RLIMIT_NOFILE, its
+    /// memory and CPU, and whether the client, the server or the machine hit
+    /// it — with the fix `fanout doctor` gives for that limit.
+    #[command(
+        after_help = "Examples:\n  fanout ceiling --up-to 200000                       # fanout serve here, started for the ramp\n  fanout ceiling --backend tokio                      # where a one-fd-table server stops\n  fanout ceiling --url ws://127.0.0.1:8080/ws --source 127.0.0.1   # a server already running, one source address"
+    )]
+    Ceiling(CeilingConfig),
 }
 
 /// A mistake in the command line found after parsing (an impossible

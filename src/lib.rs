@@ -11,6 +11,10 @@
 //!   scenarios, latency histograms, the report.
 //! - [`bench`]: `fanout bench` — the main job: floors, server child,
 //!   memory at 0 and N, broadcast, echo, churn, results/.
+//! - [`doctor`]: `fanout doctor` — every limit between this machine and N
+//!   connections, judged before a run.
+//! - [`ceiling`]: `fanout ceiling` — ramp until something gives, and name
+//!   the limit with evidence.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
 //! - [`netstat`]: the kernel's TCP counters, the evidence behind an outlier.
 
@@ -19,6 +23,7 @@ pub mod sys;
 
 pub mod backend;
 pub mod bench;
+pub mod ceiling;
 pub mod cli;
 pub mod doctor;
 pub mod load;

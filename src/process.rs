@@ -118,6 +118,11 @@ impl ServerProcess {
         tree_cpu_seconds(self.pid() as u32)
     }
 
+    /// How it ended, if it has.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGTERM a fanout server; its final stats and exit status.
     pub fn stop(mut self) -> anyhow::Result<(Snapshot, ExitStatus)> {
         self.signal(libc::SIGTERM);

@@ -162,7 +162,7 @@ pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
     };
     let fix = fix_unless_ok(verdict, || {
         format!(
-            "connect fails with EADDRNOTAVAIL past {reach}: connect from {} source addresses (fanout load --sources 127.0.0.2-…; for a proxy, more upstream addresses), listen on more ports, or widen net.ipv4.ip_local_port_range (e.g. 1024 65535)",
+            "connect fails with EADDRNOTAVAIL past {reach}: connect from {} source addresses (fanout load --source 127.0.0.2-…; for a proxy, more upstream addresses), listen on more ports, or widen net.ipv4.ip_local_port_range (e.g. 1024 65535)",
             goal.conns.div_ceil(range.max(1))
         )
     });
@@ -250,19 +250,31 @@ pub fn tcp_memory(s: &Snapshot, goal: &Goal) -> Check {
     }
 }
 
+/// Memory one connection costs: user space plus ~4.2 KB of kernel per
+/// socket (two sockets when the client is here too).
+fn bytes_per_conn(goal: &Goal) -> u64 {
+    let sockets_per_conn = if goal.local_client { 2 } else { 1 };
+    sockets_per_conn * KERNEL_BYTES_PER_SOCKET + goal.user_bytes_per_conn
+}
+
+/// Connections that fit in the share of available memory a run may take.
+pub fn conns_that_fit(s: &Snapshot, goal: &Goal) -> u64 {
+    let usable = (s.mem_available as f64 * MEMORY_SHARE) as u64;
+    usable / bytes_per_conn(goal).max(1)
+}
+
 /// Memory: user space plus ~4.2 KB of kernel per socket.
 pub fn memory(s: &Snapshot, goal: &Goal) -> Check {
-    let needed = sockets(goal) * KERNEL_BYTES_PER_SOCKET + goal.conns * goal.user_bytes_per_conn;
-    let usable = (s.mem_available as f64 * MEMORY_SHARE) as u64;
-    let verdict = if needed <= usable {
+    let needed = goal.conns * bytes_per_conn(goal);
+    let fit = conns_that_fit(s, goal);
+    let verdict = if goal.conns <= fit {
         Verdict::Ok
     } else {
         Verdict::Fail
     };
     let fix = fix_unless_ok(verdict, || {
         format!(
-            "fewer connections (about {} fit in 80 % of what is available), a client on another machine (half the kernel memory), or more memory",
-            usable / (needed / goal.conns.max(1)).max(1)
+            "fewer connections (about {fit} fit in 80 % of what is available), a client on another machine (half the kernel memory), or more memory"
         )
     });
     Check {

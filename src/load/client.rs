@@ -122,10 +122,12 @@ pub fn connect(source: Ipv4Addr, server: SocketAddr) -> io::Result<TcpStream> {
 pub fn failure_cause(error: &io::Error) -> String {
     match error.raw_os_error() {
         Some(libc::ECONNREFUSED) => "refused".into(),
-        Some(libc::ETIMEDOUT) => "timeout".into(),
+        Some(libc::ETIMEDOUT) => "connect timeout".into(),
         Some(libc::ECONNRESET) | Some(libc::EPIPE) => "reset".into(),
         Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => "no free source port".into(),
-        Some(libc::EMFILE) | Some(libc::ENFILE) => "fd limit".into(),
+        Some(libc::EMFILE) => "fd limit".into(),
+        Some(libc::ENFILE) => "file-max".into(),
+        Some(libc::ENOMEM) | Some(libc::ENOBUFS) => "out of memory".into(),
         _ => match error.kind() {
             io::ErrorKind::UnexpectedEof => "closed by server".into(),
             _ => format!("{error}"),

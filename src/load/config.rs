@@ -102,6 +102,12 @@ pub struct LoadConfig {
     #[arg(long)]
     pub shards: Option<usize>,
 
+    /// Stop opening connections at the first one that fails; the ramp ends
+    /// once every attempt in flight has finished (`fanout ceiling` ramps
+    /// this way to find where a limit gives).
+    #[arg(long)]
+    pub until_failure: bool,
+
     /// A connection not open (TCP + upgrade) by then counts as a timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 #[derive(Default, Debug)]
 #[repr(align(64))]
 pub struct Progress {
+    /// Connection attempts started.
+    pub started: AtomicU64,
     pub opened: AtomicU64,
     pub failed: AtomicU64,
     /// Connections open right now.
@@ -24,6 +26,10 @@ pub struct Control {
     /// The ramp stops at half of each shard's connections until cleared
     /// (`fanout bench` samples memory there).
     pub hold_at_half: AtomicBool,
+    /// `--until-failure`: the first failed attempt sets `stop_opening`.
+    pub until_failure: AtomicBool,
+    /// Start no more connection attempts.
+    pub stop_opening: AtomicBool,
     /// The ramp is over: start the scenario's work.
     pub work: AtomicBool,
     /// Stop everything, close all sockets, report.
@@ -44,6 +50,8 @@ impl Control {
     pub fn new(shards: usize) -> Control {
         Control {
             hold_at_half: AtomicBool::new(false),
+            until_failure: AtomicBool::new(false),
+            stop_opening: AtomicBool::new(false),
             work: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             published: AtomicU64::new(0),

@@ -107,13 +107,19 @@ pub fn run_with(
         .map(sources::parse_range)
         .transpose()
         .map_err(UsageError)?;
-    let source_list =
-        sources::plan(scenario.conns, sources::ports_per_source(), given).map_err(UsageError)?;
+    let source_list = match given {
+        // A ramp until failure is there to find where they run out.
+        Some(list) if config.until_failure => list,
+        given => {
+            sources::plan(scenario.conns, sources::ports_per_source(), given).map_err(UsageError)?
+        }
+    };
     let nofile = sys::nofile_limit()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (shards, private) = client_shards(config.shards, cores, scenario.conns, nofile);
     let control = Arc::new(Control::new(shards));
     control.hold_at_half.store(pause_at_half, Relaxed);
+    control.until_failure.store(config.until_failure, Relaxed);
     let share = |id: usize| held / shards + usize::from(id < held % shards);
     let counters_before = crate::netstat::read();
     let run_start = Instant::now();
@@ -203,7 +209,8 @@ pub fn run_with(
     ))
 }
 
-/// Wait until `held` connection attempts have succeeded or failed.
+/// Wait until `held` connection attempts have succeeded or failed; once the
+/// shards stop opening (`--until-failure`), only for the attempts started.
 fn ramp(
     control: &Control,
     scenario: &Scenario,
@@ -220,9 +227,15 @@ fn ramp(
     let deadline =
         start + expected + connect_timeout * 3 + Duration::from_secs(held as u64 / 5_000 + 5);
     while Instant::now() < deadline {
-        let done = control.sum(|p| &p.opened) + control.sum(|p| &p.failed);
+        let failed = control.sum(|p| &p.failed);
+        let done = control.sum(|p| &p.opened) + failed;
         progress.ramp(control, start);
-        if done >= held as u64 {
+        let wanted = if control.stop_opening.load(Relaxed) {
+            control.sum(|p| &p.started)
+        } else {
+            held as u64
+        };
+        if done >= wanted {
             break;
         }
         std::thread::sleep(WATCH_EVERY);

@@ -29,13 +29,20 @@ impl Shard {
             Pace::AsFast { inflight } => inflight,
             Pace::Rate(_) => usize::MAX,
         };
+        if self.job.control.stop_opening.load(Relaxed) {
+            return;
+        }
         while self.started < wanted && self.in_flight < cap {
             self.started += 1;
             self.open_one(now);
+            if self.job.control.stop_opening.load(Relaxed) {
+                break;
+            }
         }
     }
 
     pub(super) fn open_one(&mut self, now: u64) {
+        self.progress().started.fetch_add(1, Relaxed);
         let source = self.job.sources[self.started % self.job.sources.len()];
         let socket = match client::connect(source, self.job.target.addr) {
             Ok(socket) => socket,
@@ -58,6 +65,10 @@ impl Shard {
     pub(super) fn fail(&mut self, cause: &str) {
         *self.result.failures.entry(cause.to_string()).or_default() += 1;
         self.progress().failed.fetch_add(1, Relaxed);
+        let control = &self.job.control;
+        if control.until_failure.load(Relaxed) {
+            control.stop_opening.store(true, Relaxed);
+        }
     }
 
     /// A connection attempt failed: count it, drop it.
@@ -104,14 +115,20 @@ impl Shard {
 
     pub(super) fn sweep_timeouts(&mut self, now: u64) {
         let limit = self.job.connect_timeout.as_nanos() as u64;
-        let late: Vec<usize> = self
+        let late: Vec<(usize, Phase)> = self
             .clients
             .iter()
             .filter(|(_, c)| c.phase != Phase::Open && now - c.started_ns > limit)
-            .map(|(key, _)| key)
+            .map(|(key, c)| (key, c.phase))
             .collect();
-        for key in late {
-            self.fail_client(key, "timeout");
+        for (key, phase) in late {
+            // No SYN-ACK in time (a full accept queue drops SYNs) is not the
+            // same trouble as a server that accepted and never answered.
+            let cause = match phase {
+                Phase::Connecting => "connect timeout",
+                _ => "handshake timeout",
+            };
+            self.fail_client(key, cause);
         }
     }
 
