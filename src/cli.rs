@@ -7,6 +7,7 @@ use crate::bench::BenchConfig;
 use crate::ceiling::CeilingConfig;
 use crate::doctor::DoctorConfig;
 use crate::load::config::LoadConfig;
+use crate::plan::PlanConfig;
 use crate::serve::ServeConfig;
 
 /// fanout — how many sockets can this box hold, what does each one cost, and
@@ -93,6 +94,22 @@ pub enum Command {
         after_help = "Examples:\n  fanout ceiling --up-to 200000                       # fanout serve here, started for the ramp\n  fanout ceiling --backend tokio                      # where a one-fd-table server stops\n  fanout ceiling --url ws://127.0.0.1:8080/ws --source 127.0.0.1   # a server already running, one source address"
     )]
     Ceiling(CeilingConfig),
+
+    /// How many machines like the measured one a fleet needs, and why.
+    ///
+    /// From a `fanout bench` result: memory for the connections held (user
+    /// space + kernel per socket, at 80 % of RAM), accepting every user back
+    /// within --reconnect-window after a restart, delivering
+    /// --msgs-per-user to each — each at --headroom, the binding one named.
+    /// A seeded simulation of the routing (random, round-robin,
+    /// least-connections, power of two choices; 1 and --routers load
+    /// balancers that share no state) gives the busiest machine's share of
+    /// long-lived connections, which the memory line pays for, and the
+    /// request queues at 10–110 % utilization.
+    #[command(
+        after_help = "Examples:\n  fanout plan --users 1000000 --from results/2026-11-29-vm/all-backends-100k.json\n  fanout plan --users 5000000 --msgs-per-user 1 --reconnect-window 30s --policy least-connections --routers 8 --from R.json --server uring"
+    )]
+    Plan(PlanConfig),
 }
 
 /// A mistake in the command line found after parsing (an impossible

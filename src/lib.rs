@@ -28,6 +28,7 @@ pub mod cli;
 pub mod doctor;
 pub mod load;
 pub mod netstat;
+pub mod plan;
 pub mod process;
 pub mod protocol;
 pub mod serve;

@@ -373,3 +373,86 @@ fn bad_options_are_refused_before_anything_starts() {
         assert!(!stderr.contains("[1/"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_plan_sizes_a_fleet_from_a_measured_run_the_same_way_every_time() {
+    let out = scratch_dir("plan");
+    let (result, stdout) = small_room_bench(&[], "plan-source", &out);
+    let written = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("written: "))
+        .unwrap()
+        .to_string();
+    let plan = |json: &Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["plan", "--users", "3000000", "--msgs-per-user", "0.5"])
+            .args(["--routers", "4", "--from", &written, "--json"])
+            .arg(json)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{text}");
+        (text, std::fs::read_to_string(json).unwrap())
+    };
+    let (text, first) = plan(&out.join("plan1.json"));
+    let (_, second) = plan(&out.join("plan2.json"));
+    assert_eq!(first, second, "the same seed must give the same plan");
+    let p: serde_json::Value = serde_json::from_str(&first).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // The memory line is the measured figures' arithmetic.
+    let server = &result.servers[0];
+    let memory = server.memory.as_ref().unwrap();
+    let per_conn = memory.rss_per_conn.median + memory.kernel_per_socket.median;
+    let imbalance = p["demand"]["imbalance"].as_f64().unwrap();
+    let expected = result.machine.memory_bytes as f64 * 0.8 / per_conn / imbalance;
+    let held = p["fleet"]["constraints"][0]["per_machine"]
+        .as_f64()
+        .unwrap();
+    assert!((held - expected).abs() < 1.0, "{held} vs {expected}");
+    assert!(imbalance >= 1.0);
+    // The fleet is the largest constraint, named.
+    let constraints = p["fleet"]["constraints"].as_array().unwrap();
+    assert_eq!(constraints.len(), 3, "memory, accept, deliveries");
+    let most = constraints
+        .iter()
+        .map(|c| c["machines"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(p["fleet"]["machines"].as_u64(), Some(most));
+    assert!(
+        text.contains(&format!("machines: {most} — bound by")),
+        "{text}"
+    );
+    // Both router counts, every policy; requests at 10–110 %.
+    assert_eq!(p["connections"].as_array().unwrap().len(), 2 * 4);
+    assert_eq!(p["requests"].as_array().unwrap().len(), 2 * 11 * 4);
+    assert!(
+        text.contains("power-of-two") && text.contains("N+1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_plan_from_something_else_is_a_clear_error() {
+    let fanout = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .arg("plan")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let not_a_result =
+        std::env::temp_dir().join(format!("fanout-plan-{}.json", std::process::id()));
+    std::fs::write(&not_a_result, "{\"url\": \"ws://x\"}").unwrap();
+    let path = not_a_result.to_str().unwrap();
+    let output = fanout(&["--users", "10", "--from", path]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a fanout bench result"), "{stderr}");
+    let output = fanout(&["--users", "0", "--from", path]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = fanout(&["--users", "10", "--headroom", "1.5", "--from", path]);
+    assert_eq!(output.status.code(), Some(2));
+    std::fs::remove_file(&not_a_result).unwrap();
+}

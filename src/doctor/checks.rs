@@ -20,7 +20,7 @@ const ACCEPT_BURST: u64 = 4_096;
 /// (on loopback a handshake completes at once, so few SYNs wait).
 const SYN_BURST: u64 = 2_048;
 /// Share of available memory a run may plan to use.
-const MEMORY_SHARE: f64 = 0.8;
+pub const MEMORY_SHARE: f64 = 0.8;
 /// Kernel memory one small queued message holds in a socket (an skb's
 /// truesize, rounded up): what a broadcast in flight costs per member.
 const QUEUED_MESSAGE_BYTES: u64 = 1_024;
