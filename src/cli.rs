@@ -110,6 +110,10 @@ pub enum Command {
         after_help = "Examples:\n  fanout plan --users 1000000 --from results/2026-11-29-vm/all-backends-100k.json\n  fanout plan --users 5000000 --msgs-per-user 1 --reconnect-window 30s --policy least-connections --routers 8 --from R.json --server uring"
     )]
     Plan(PlanConfig),
+
+    /// Print the JSON Schema of a `fanout bench` result file (every field,
+    /// its type and what it means); results/schema.json is this output.
+    Schema,
 }
 
 /// A mistake in the command line found after parsing (an impossible

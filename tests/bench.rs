@@ -40,8 +40,29 @@ fn bench(args: &[&str], out: &Path) -> (BenchResult, String) {
         .lines()
         .find_map(|l| l.strip_prefix("written: "))
         .expect("a written: line");
-    let result = serde_json::from_str(&std::fs::read_to_string(written).unwrap()).unwrap();
-    (result, stdout)
+    let text = std::fs::read_to_string(written).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_valid(&json);
+    (serde_json::from_value(json).unwrap(), stdout)
+}
+
+/// Every bench output validates against results/schema.json.
+fn assert_valid(json: &serde_json::Value) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/results/schema.json");
+    let schema = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(json)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not valid against results/schema.json: {errors:?}"
+    );
+    // The validator is not a yes-man: the same file without its servers fails.
+    let mut broken = json.clone();
+    broken.as_object_mut().unwrap().remove("servers");
+    assert!(!validator.is_valid(&broken));
 }
 
 /// The tokio-tungstenite reference server cargo built beside fanout.

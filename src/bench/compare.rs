@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::load::spread::Spread;
 
 /// Which way is faster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Better {
     /// A rate: connections/s, messages/s.
@@ -19,7 +19,7 @@ pub enum Better {
     Lower,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The floor is at least as fast (the ratio is on the expected side of 1).
@@ -31,28 +31,35 @@ pub enum Verdict {
     Suspect,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ratio {
     /// measured median ÷ floor median.
     pub median: f64,
-    /// The ratio's range: worst and best pairing of the two ranges.
+    /// The ratio's range, low end: the worst pairing of the two ranges.
     pub min: f64,
+    /// The best pairing.
     pub max: f64,
+    /// Whether the ratio is on the expected side of 1, within noise, or suspect.
     pub verdict: Verdict,
     /// Why the result is suspect, when it is.
     pub suspect: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Compared {
     /// What is compared, with its unit, e.g. "ramp, connections/s".
     pub what: String,
+    /// Which way is better: a higher rate or a lower time.
     pub better: Better,
+    /// The measured server's samples: median and range.
     pub measured: Spread,
+    /// The floor's samples (`fanout bare`): median and range.
     pub floor: Spread,
     /// Every sample, in the order taken (phases interleave floor and server).
     pub measured_samples: Vec<f64>,
+    /// The floor's samples, in the order taken.
     pub floor_samples: Vec<f64>,
+    /// measured ÷ floor, with its range and verdict.
     pub ratio: Ratio,
     /// Samples whose phase showed kernel trouble (drops, overflows,
     /// retransmits), e.g. "server sample 2: ListenOverflows +130".

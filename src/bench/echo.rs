@@ -20,16 +20,21 @@ use crate::load::spread::Spread;
 /// server's and not a queue's.
 const OPEN_LOOP_SHARE: f64 = 0.25;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EchoBench {
+    /// Connections echoing at once.
     pub conns: usize,
     /// `closed-loop, window 1` or `open-loop R/s per connection`.
     pub mode: String,
     /// Open loop: the stated total rate, messages/s.
     pub open_loop_rate: Option<f64>,
+    /// Messages echoed per second, per sample.
     pub msgs_per_s: Spread,
+    /// Round-trip latency, median, per sample, microseconds.
     pub p50_us: Spread,
+    /// Round-trip latency, p99, per sample, microseconds.
     pub p99_us: Spread,
+    /// Round-trip latency, p99.9, per sample, microseconds.
     pub p999_us: Spread,
     /// Open loop: how late sends were against their schedule (p99).
     pub send_lag_p99_us: Option<Spread>,

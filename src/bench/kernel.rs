@@ -23,7 +23,7 @@ const SOCKET_CACHES: [&str; 8] = [
     "io_kiocb",
 ];
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Slab {
     /// /proc/meminfo Slab.
     pub total_bytes: u64,

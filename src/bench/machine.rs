@@ -19,16 +19,25 @@ const SYSCTLS: [&str; 9] = [
     "fs/nr_open",
 ];
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Machine {
+    /// The machine's hostname.
     pub hostname: String,
+    /// CPU model, from /proc/cpuinfo.
     pub cpu_model: String,
+    /// CPUs this process may run on.
     pub cores: usize,
+    /// Total memory (MemTotal), bytes.
     pub memory_bytes: u64,
+    /// Kernel release (uname -r).
     pub kernel: String,
+    /// Soft RLIMIT_NOFILE: fds one fd table holds.
     pub rlimit_nofile: usize,
+    /// The sysctls that limit connections, as read (name → value).
     pub sysctls: BTreeMap<String, String>,
+    /// The fanout source revision (`-dirty` when it had uncommitted changes).
     pub git_revision: String,
+    /// The fanout version.
     pub fanout_version: String,
 }
 

@@ -37,13 +37,15 @@ pub struct Point {
 }
 
 /// One phase's slopes between its two points.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Slope {
     /// Connections opened between the points.
     pub conns: u64,
     /// Connections open at the second point (N).
     pub open: u64,
+    /// Server RSS growth ÷ connections opened, bytes.
     pub rss_per_conn: f64,
+    /// jemalloc allocated-bytes growth ÷ connections opened (fanout).
     pub heap_per_conn: Option<f64>,
     /// Slab slots at the two points (fanout).
     pub slots: Option<(u64, u64)>,
@@ -93,7 +95,7 @@ pub fn slope(half: &Point, full: &Point) -> Slope {
 }
 
 /// Memory over every measured phase.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Memory {
     /// Each phase's slopes, in order.
     pub slopes: Vec<Slope>,
@@ -109,7 +111,9 @@ pub struct Memory {
     pub kernel_per_socket: Spread,
     /// Per cache, the median over phases, bytes per socket.
     pub kernel_caches_per_socket: BTreeMap<String, f64>,
+    /// Slab growth no socket cache explains, per socket (median over phases).
     pub kernel_unattributed_per_socket: f64,
+    /// TCP slab objects gained per connection: 2 when both ends are here.
     pub tcp_objects_per_conn: Option<Spread>,
     /// Whether the TCP slab grew by two objects per connection, in words.
     pub kernel_check: String,
@@ -117,10 +121,11 @@ pub struct Memory {
 
 /// Why 24 bytes of state cost more per connection at some N: the slabs'
 /// capacity, which doubles, at the two points.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Slots {
-    /// Slots at N/2 and at N in the first sample.
+    /// Slots at N/2 in the first sample.
     pub first_half: u64,
+    /// Slots at N in the first sample.
     pub first_full: u64,
     /// Slot bytes added between the points ÷ connections added.
     pub growth_per_conn: Spread,

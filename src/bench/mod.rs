@@ -18,6 +18,7 @@ pub mod memory;
 pub mod phase;
 pub mod preflight;
 pub mod room;
+pub mod schema;
 pub mod settle;
 pub mod text;
 
@@ -250,15 +251,19 @@ impl BenchConfig {
 }
 
 /// Everything one bench run measured, as written to results/.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BenchResult {
+    /// The command line that produced this file.
     pub command: String,
     /// When the run started.
     pub time_utc: String,
+    /// How long the whole run took, seconds.
     pub seconds: f64,
+    /// The machine, the fanout revision and the sysctls that matter.
     pub machine: Machine,
     /// The floor servers' plan lines (one per floor: room, echo).
     pub floor_servers: Vec<String>,
+    /// N: the connections every room phase asked for.
     pub conns: usize,
     /// Samples per figure and side.
     pub samples: usize,
@@ -266,14 +271,16 @@ pub struct BenchResult {
     pub baseline: Settled,
     /// Every measured server (fanout backend, or --server-cmd), in order.
     pub servers: Vec<ServerResult>,
+    /// Every phase in the order run (floor and servers interleaved).
     pub phases: Vec<PhaseRecord>,
     /// Ratios on the wrong side of 1 beyond the samples' spread.
     pub suspects: Vec<String>,
+    /// Anything that makes a figure less than it seems, in words.
     pub warnings: Vec<String>,
 }
 
 /// Everything one measured server got, each figure against the same floors.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerResult {
     /// `epoll`, `uring`, or `other` (--server-cmd).
     pub name: String,
@@ -281,13 +288,19 @@ pub struct ServerResult {
     pub server: String,
     /// How many of the N connections it held, and why not all.
     pub reach: Option<room::Reach>,
+    /// Connections opened per second during the ramp, against the floor.
     pub ramp: Option<Compared>,
-    /// Connect + upgrade latency, per measured sample, ms.
+    /// Connect + upgrade latency, median, per measured sample, ms.
     pub connect_p50_ms: Option<Spread>,
+    /// Connect + upgrade latency, p99, per measured sample, ms.
     pub connect_p99_ms: Option<Spread>,
+    /// Memory per connection: user space and kernel, as slopes from N/2 to N.
     pub memory: Option<Memory>,
+    /// The room: one broadcast at a time to every member.
     pub broadcast: Option<BroadcastBench>,
+    /// Echo at each connection count: closed loop against the floor, then open loop.
     pub echo: Vec<EchoBench>,
+    /// Connections that open, echo once and close, at a fixed rate.
     pub churn: Option<ChurnReport>,
 }
 

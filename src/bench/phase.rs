@@ -24,7 +24,7 @@ const SETTLE_BOUND: Duration = Duration::from_secs(60);
 /// Longest wait for a server's `ready` line.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// `fanout bare`: the floor.
@@ -42,11 +42,13 @@ pub enum Target {
 }
 
 /// What the results keep of every phase.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PhaseRecord {
+    /// Position in the run, from 1.
     pub index: usize,
     /// `room`, `echo 1000 closed-loop`, `echo 1000 open-loop`, `churn`.
     pub job: String,
+    /// Whether it ran on the floor or on a measured server.
     pub side: Side,
     /// The measured server's name (`epoll`, `uring`, `other`); none for a floor.
     pub server: Option<String>,
@@ -54,6 +56,7 @@ pub struct PhaseRecord {
     pub sample: usize,
     /// The wait for a settled system before the phase.
     pub settle: Settled,
+    /// How long the phase took, seconds.
     pub seconds: f64,
     /// Kernel counters that changed during the phase.
     pub netstat: netstat::Counters,
@@ -62,6 +65,7 @@ pub struct PhaseRecord {
     pub trouble: Vec<String>,
     /// What that trouble usually means.
     pub causes: Vec<String>,
+    /// What the load generator warned of during the phase.
     pub warnings: Vec<String>,
 }
 

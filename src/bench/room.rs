@@ -53,7 +53,7 @@ pub struct RoomSample {
 
 /// How far a server got towards N: a server that cannot hold N here is
 /// shown with where and why it stopped, not dropped.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reach {
     /// N, the connections asked for.
     pub asked: usize,
@@ -71,21 +71,29 @@ impl Reach {
 }
 
 /// The broadcast figures over every measured room phase.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BroadcastBench {
+    /// Room members open when the broadcasts began (first sample).
     pub members: u64,
+    /// Message size, bytes.
     pub size: usize,
     /// Broadcasts per room phase.
     pub per_sample: u64,
+    /// Publish to the last member's delivery, ms, per broadcast, against the floor.
     pub last_delivery_ms: Compared,
+    /// Publish to the first member's delivery, ms, per broadcast.
     pub first_delivery_ms: Spread,
+    /// Publish to the median member's delivery, ms, per broadcast.
     pub median_delivery_ms: Spread,
+    /// Publish to the p99 member's delivery, ms, per broadcast.
     pub p99_delivery_ms: Spread,
     /// Per broadcast: members ÷ last delivery.
     pub deliveries_per_s: Spread,
     /// Summed over the measured phases.
     pub tally: Tally,
+    /// Members the server closed during the broadcasts, summed.
     pub members_closed: u64,
+    /// Broadcasts whose wait for every member gave up.
     pub timed_out: u64,
     /// fanout's own count of frames handed to members, summed (fanout only).
     pub server_delivered: Option<u64>,

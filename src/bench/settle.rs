@@ -18,10 +18,15 @@ const POLL: Duration = Duration::from_millis(50);
 const SLACK: u64 = 16;
 
 /// TCP socket counts from /proc/net/sockstat, and the TCP slab's objects.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Sockets {
+    /// TCP sockets in use (sockstat `inuse`).
     pub tcp_inuse: u64,
+    /// Orphaned TCP sockets (closed by their process, not yet gone).
     pub tcp_orphan: u64,
+    /// TCP sockets in TIME_WAIT.
     pub tcp_time_wait: u64,
     /// Objects in the TCP slab cache (approximate: see `kernel`), when
     /// /proc/slabinfo is readable.
@@ -29,9 +34,11 @@ pub struct Sockets {
 }
 
 /// How a wait for a settled system ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Settled {
+    /// The socket counts when the wait ended.
     pub sockets: Sockets,
+    /// How long the wait took, seconds.
     pub seconds: f64,
     /// False when the bound passed first.
     pub settled: bool,

@@ -16,7 +16,17 @@ pub struct Deliveries {
 }
 
 /// Totals over members.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct Tally {
     /// Messages received, each counted once per member.
     pub delivered: u64,

@@ -26,15 +26,23 @@ impl Default for Latency {
 }
 
 /// What a report shows of one histogram, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
+    /// Values recorded.
     pub count: u64,
+    /// Smallest, microseconds.
     pub min_us: f64,
+    /// Median, microseconds.
     pub p50_us: f64,
+    /// p90, microseconds.
     pub p90_us: f64,
+    /// p99, microseconds.
     pub p99_us: f64,
+    /// p99.9, microseconds.
     pub p999_us: f64,
+    /// Largest, microseconds.
     pub max_us: f64,
+    /// Mean, microseconds.
     pub mean_us: f64,
 }
 

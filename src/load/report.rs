@@ -10,7 +10,7 @@ use super::accounting::Tally;
 use super::histogram::Summary;
 use super::spread::Spread;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     pub scenario: String,
     pub url: String,
@@ -34,7 +34,7 @@ pub struct Report {
     pub kernel_causes: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConnectReport {
     pub opened: u64,
     pub failed: u64,
@@ -50,7 +50,7 @@ pub struct ConnectReport {
     pub closed_by_server: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BroadcastReport {
     /// Members open when the work started.
     pub members: u64,
@@ -80,7 +80,7 @@ pub struct BroadcastReport {
     pub deliveries_per_s: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MessageReport {
     pub seq: u64,
     pub deliveries: u64,
@@ -92,7 +92,7 @@ pub struct MessageReport {
     pub deliveries_per_s: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EchoReport {
     /// Echo connections.
     pub conns: usize,
@@ -110,11 +110,15 @@ pub struct EchoReport {
     pub send_lag: Option<Summary>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChurnReport {
+    /// Connections asked for per second.
     pub target_rate_per_s: f64,
+    /// Cycles (open, echo once, close) completed.
     pub completed: u64,
+    /// How long churn ran, seconds.
     pub seconds: f64,
+    /// Cycles completed per second.
     pub rate_per_s: f64,
     /// Connect plus upgrade.
     pub setup: Summary,
@@ -122,7 +126,7 @@ pub struct ChurnReport {
     pub total: Summary,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClientReport {
     /// Client CPU time over (wall time × cores): near 1 means the load
     /// generator, not the server, was the limit.

@@ -17,7 +17,7 @@ macro_rules! counters {
         }
 
         /// Counters summed over shards.
-        #[derive(Default, Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+        #[derive(Default, Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
         pub struct Totals {
             $( $(#[$doc])* pub $name: u64, )*
         }
@@ -75,7 +75,7 @@ pub fn bump(counter: &AtomicU64) {
 }
 
 /// What the `stats` line reports: counters plus process memory.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Snapshot {
     /// Connections open now (accepted − closed).
     pub open: u64,
