@@ -8,6 +8,7 @@ use crate::ceiling::CeilingConfig;
 use crate::doctor::DoctorConfig;
 use crate::load::config::LoadConfig;
 use crate::plan::PlanConfig;
+use crate::report::ReportConfig;
 use crate::serve::ServeConfig;
 
 /// fanout — how many sockets can this box hold, what does each one cost, and
@@ -110,6 +111,19 @@ pub enum Command {
         after_help = "Examples:\n  fanout plan --users 1000000 --from results/2026-11-29-vm/all-backends-100k.json\n  fanout plan --users 5000000 --msgs-per-user 1 --reconnect-window 30s --policy least-connections --routers 8 --from R.json --server uring"
     )]
     Plan(PlanConfig),
+
+    /// Markdown tables and SVG plots from a results folder.
+    ///
+    /// Reads every bench, ceiling and plan JSON file in DIR and writes
+    /// DIR/report/report.md with the side-by-side table of each bench run
+    /// and plots: memory per connection against N across runs, broadcast
+    /// last delivery and echo latency with their ranges, broadcast delivery
+    /// quantiles, ceiling ramps, and request queues by routing policy. Each
+    /// plot names its file, machine, date and revision.
+    #[command(
+        after_help = "Examples:\n  fanout report results/2026-11-29-vm\n  fanout report results/2026-11-29-vm --out /tmp/report"
+    )]
+    Report(ReportConfig),
 
     /// Print the JSON Schema of a `fanout bench` result file (every field,
     /// its type and what it means); results/schema.json is this output.

@@ -15,6 +15,10 @@
 //!   connections, judged before a run.
 //! - [`ceiling`]: `fanout ceiling` — ramp until something gives, and name
 //!   the limit with evidence.
+//! - [`plan`]: `fanout plan` — fleet sizing from a bench result, with a
+//!   seeded routing simulation.
+//! - [`report`]: `fanout report` — Markdown tables and SVG plots from a
+//!   results folder.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
 //! - [`netstat`]: the kernel's TCP counters, the evidence behind an outlier.
 
@@ -31,6 +35,7 @@ pub mod netstat;
 pub mod plan;
 pub mod process;
 pub mod protocol;
+pub mod report;
 pub mod serve;
 pub mod server;
 pub mod units;

@@ -13,6 +13,7 @@ fn main() {
         Command::Serve(config) => fanout::serve::serve(config),
         Command::Load(config) => fanout::load::load(config),
         Command::Bare(config) => fanout::bench::bare::bare(config),
+        Command::Report(config) => fanout::report::report(&config),
         Command::Schema => fanout::bench::schema::print(),
         Command::Plan(config) => fanout::plan::plan(&config),
         Command::Ceiling(config) => fanout::ceiling::ceiling(&config),

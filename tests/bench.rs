@@ -396,7 +396,7 @@ fn bad_options_are_refused_before_anything_starts() {
 }
 
 #[test]
-fn a_plan_sizes_a_fleet_from_a_measured_run_the_same_way_every_time() {
+fn a_measured_run_gives_the_same_plan_every_time_and_a_report_with_every_series() {
     let out = scratch_dir("plan");
     let (result, stdout) = small_room_bench(&[], "plan-source", &out);
     let written = stdout
@@ -419,7 +419,6 @@ fn a_plan_sizes_a_fleet_from_a_measured_run_the_same_way_every_time() {
     let (_, second) = plan(&out.join("plan2.json"));
     assert_eq!(first, second, "the same seed must give the same plan");
     let p: serde_json::Value = serde_json::from_str(&first).unwrap();
-    std::fs::remove_dir_all(&out).unwrap();
 
     // The memory line is the measured figures' arithmetic.
     let server = &result.servers[0];
@@ -452,6 +451,73 @@ fn a_plan_sizes_a_fleet_from_a_measured_run_the_same_way_every_time() {
         text.contains("power-of-two") && text.contains("N+1"),
         "{text}"
     );
+
+    // The run's folder, with the plans and a ceiling beside it, as a report.
+    let folder = Path::new(&written).parent().unwrap();
+    for name in ["plan1.json", "plan2.json"] {
+        std::fs::rename(out.join(name), folder.join(name)).unwrap();
+    }
+    let ceiling = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/results/2026-11-29-vm/ceiling-tokio.json"
+    );
+    std::fs::copy(ceiling, folder.join("ceiling-tokio.json")).unwrap();
+    std::fs::write(folder.join("notes.json"), "[1, 2]").unwrap();
+    let report = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .arg("report")
+        .arg(folder)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&report.stdout).to_string();
+    assert!(
+        report.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        said.contains("from 1 bench, 1 ceiling and 2 plan files"),
+        "{said}"
+    );
+    assert!(said.contains("not read (earlier layouts): notes"), "{said}");
+    let dir = folder.join("report");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let server = &result.servers[0].name;
+    assert!(md.contains(&format!("| | {server} |")), "{md}");
+    assert!(md.contains("| held | 400 |"), "{md}");
+    // Every plot the report links is there, parses as SVG, names its
+    // file, and shows every series it should.
+    let linked: Vec<&str> = md
+        .lines()
+        .filter_map(|l| l.strip_prefix("![")?.split_once("](")?.1.strip_suffix(')'))
+        .collect();
+    assert!(linked.len() >= 7, "{linked:?}");
+    for name in &linked {
+        let svg = std::fs::read_to_string(dir.join(name)).unwrap();
+        usvg::Tree::from_str(&svg, &usvg::Options::default())
+            .unwrap_or_else(|e| panic!("{name} does not parse: {e}"));
+        assert!(
+            svg.contains(".json") || svg.contains("1 bench files"),
+            "{name} names no source"
+        );
+        let series: &[&str] = match *name {
+            n if n.ends_with("-routing.svg") => &[
+                "random, 1 router(s)",
+                "round-robin, 4 router(s)",
+                "least-connections, 1 router(s)",
+                "power-of-two, 4 router(s)",
+            ],
+            "ceiling-ramps.svg" => &["ceiling-tokio"],
+            _ => &[server.as_str()],
+        };
+        let texts: Vec<&str> = svg
+            .split("</text>")
+            .filter_map(|chunk| Some(chunk.rsplit_once('>')?.1.trim()))
+            .collect();
+        for s in series {
+            assert!(texts.contains(s), "{name} lacks the series {s}: {texts:?}");
+        }
+    }
+    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
