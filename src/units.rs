@@ -27,6 +27,34 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// Parse a count of things: a number with an optional k (thousand) or m
+/// (million) suffix, e.g. `10k`, `2.5m`, `250000`.
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        other => {
+            return Err(format!(
+                "unknown count suffix `{other}` (use k or m: 10k, 1m)"
+            ))
+        }
+    };
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a count (try 10000, 10k or 1m)"))?;
+    let count = number * multiplier;
+    if !(count >= 1.0 && count.fract() == 0.0 && count < 1e12) {
+        return Err(format!("`{text}` is not a whole count of at least 1"));
+    }
+    Ok(count as usize)
+}
+
 /// Parse a duration: a number with a unit of ms, s or m.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -54,6 +82,18 @@ fn split_number(text: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("10k"), Ok(10_000));
+        assert_eq!(parse_count("2.5m"), Ok(2_500_000));
+        assert_eq!(parse_count("250000"), Ok(250_000));
+        assert_eq!(parse_count("1M"), Ok(1_000_000));
+        assert!(parse_count("0").is_err());
+        assert!(parse_count("1.5").is_err());
+        assert!(parse_count("10x").is_err());
+        assert!(parse_count("k").is_err());
+    }
 
     #[test]
     fn sizes() {

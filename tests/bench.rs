@@ -543,3 +543,63 @@ fn a_plan_from_something_else_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(2));
     std::fs::remove_file(&not_a_result).unwrap();
 }
+
+#[test]
+fn a_sweep_runs_each_size_and_fits_the_growth() {
+    let out = scratch_dir("sweep");
+    let _turn = ONE_BENCH_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args([
+            "bench",
+            "--sweep",
+            "300,600",
+            "--measure",
+            "room",
+            "--samples",
+            "1",
+        ])
+        .args(["--broadcasts", "1", "--name", "sw", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("written: "))
+        .collect();
+    assert_eq!(written.len(), 3, "{stdout}");
+    assert!(written[0].ends_with("sw-300.json") && written[1].ends_with("sw-600.json"));
+    for run in &written[..2] {
+        let json = serde_json::from_str(&std::fs::read_to_string(run).unwrap()).unwrap();
+        assert_valid(&json);
+    }
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(written[2]).unwrap()).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    let server = &sweep["servers"][0];
+    let sizes: Vec<u64> = server["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["conns"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [300, 600]);
+    // Two sizes held in full: a line through both, exactly.
+    for fitted in ["memory", "broadcast_last"] {
+        let fit = &server[fitted];
+        assert_eq!(fit["points"], 2, "{fitted}: {fit}");
+        assert!(
+            (fit["r2"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+            "{fitted}: {fit}"
+        );
+    }
+    assert!(stdout.contains("sweep: "), "{stdout}");
+    assert!(stdout.contains("B × N"), "{stdout}");
+}

@@ -45,6 +45,14 @@ pub struct Slope {
     pub open: u64,
     /// Server RSS growth ÷ connections opened, bytes.
     pub rss_per_conn: f64,
+    /// Server RSS (its process tree) at N, bytes: with N, the points a
+    /// sweep fits its fixed cost and per-connection growth to.
+    #[serde(default)]
+    pub rss_at_n: Option<u64>,
+    /// jemalloc allocated bytes at N (fanout), for the same fit without
+    /// the page granularity of RSS.
+    #[serde(default)]
+    pub heap_at_n: Option<u64>,
     /// jemalloc allocated-bytes growth ÷ connections opened (fanout).
     pub heap_per_conn: Option<f64>,
     /// Slab slots at the two points (fanout).
@@ -83,6 +91,8 @@ pub fn slope(half: &Point, full: &Point) -> Slope {
         conns,
         open: full.open,
         rss_per_conn: per_conn(half.rss, full.rss),
+        rss_at_n: Some(full.rss),
+        heap_at_n: full.heap,
         heap_per_conn: half.heap.zip(full.heap).map(|(a, b)| per_conn(a, b)),
         slots: half.slots.zip(full.slots),
         kernel_per_socket,

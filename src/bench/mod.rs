@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod room;
 pub mod schema;
 pub mod settle;
+pub mod sweep;
 pub mod text;
 
 use std::path::PathBuf;
@@ -127,6 +128,16 @@ pub struct BenchConfig {
     /// Print the results without writing a file.
     #[arg(long)]
     pub no_write: bool,
+
+    /// Run the bench at each of these N instead of --conns (e.g.
+    /// 10k,50k,100k,250k,500k) and fit how cost grows: the server's memory
+    /// as fixed bytes + bytes per connection, the broadcast's last delivery
+    /// as fixed ms + time per member. Each N writes its own file
+    /// (<name>-<N>.json), the fit goes to <name>-sweep.json. Echo runs at
+    /// each N with min(N, the largest --echo-conns) connections; churn,
+    /// which does not depend on N, is left out.
+    #[arg(long, value_delimiter = ',', value_parser = crate::units::parse_count)]
+    pub sweep: Vec<usize>,
 }
 
 /// One server a bench measures.
@@ -191,8 +202,11 @@ pub fn server_max_conns(conns: usize) -> usize {
 impl BenchConfig {
     /// Everything that can be checked before anything starts.
     pub fn validate(&self) -> Result<(), String> {
-        if self.conns < 2 {
-            return Err("--conns must be at least 2 (memory is a slope from N/2 to N)".into());
+        if self.conns < 2 || self.sweep.iter().any(|&n| n < 2) {
+            return Err(
+                "--conns and --sweep sizes must be at least 2 (memory is a slope from N/2 to N)"
+                    .into(),
+            );
         }
         if self.samples == 0 {
             return Err("--samples must be at least 1".into());
@@ -307,6 +321,62 @@ pub struct ServerResult {
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
     config.validate().map_err(crate::cli::UsageError)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if !config.sweep.is_empty() {
+        return sweep_bench(&config, command);
+    }
+    bench_one(&config, command).map(|_| ())
+}
+
+/// The bench at each N of --sweep, then the fitted growth across them.
+fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
+    let mut sizes = config.sweep.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let base = config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("sweep-{}", server_names(config)));
+    let largest_echo = config.echo_conns.iter().copied().max().unwrap_or(1000);
+    let mut runs = Vec::new();
+    let mut dir = None;
+    for (i, &n) in sizes.iter().enumerate() {
+        step(&format!(
+            "sweep point {} of {}: N = {n}",
+            i + 1,
+            sizes.len()
+        ));
+        let mut one = config.clone();
+        one.conns = n;
+        one.sweep.clear();
+        one.name = Some(format!("{base}-{n}"));
+        one.echo_conns = vec![n.min(largest_echo)];
+        one.measure.retain(|job| *job != Job::Churn);
+        if one.measure.is_empty() {
+            one.measure.push(Job::Room);
+        }
+        let (result, path) = bench_one(&one, format!("{command} (sweep point N = {n})"))?;
+        if let Some(path) = path {
+            dir = path.parent().map(std::path::Path::to_path_buf);
+        }
+        runs.push((format!("{base}-{n}"), result));
+    }
+    let swept = sweep::sweep(command, &runs);
+    print!("{}", sweep::text(&swept));
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{base}-sweep.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&swept)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("written: {}", path.display());
+    }
+    Ok(())
+}
+
+/// One bench at --conns: run, print, write. Returns the result and the
+/// file it went to.
+fn bench_one(
+    config: &BenchConfig,
+    command: String,
+) -> anyhow::Result<(BenchResult, Option<PathBuf>)> {
     let machine = machine::fingerprint();
     let preflight = preflight::check(config.conns, &machine, &config.backends());
     step("preflight");
@@ -327,13 +397,15 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
         crate::backend::probe(backend)
             .map_err(|missing| crate::cli::UsageError(missing.to_string()))?;
     }
-    let result = run(&config, command, machine, preflight.warnings)?;
+    let result = run(config, command, machine, preflight.warnings)?;
     print!("{}", text::text(&result));
+    let mut path = None;
     if !config.no_write {
-        let path = write(&config, &result)?;
-        println!("written: {}", path.display());
+        let written = write(config, &result)?;
+        println!("written: {}", written.display());
+        path = Some(written);
     }
-    Ok(())
+    Ok((result, path))
 }
 
 fn step(what: &str) {
