@@ -603,3 +603,73 @@ fn a_sweep_runs_each_size_and_fits_the_growth() {
     assert!(stdout.contains("sweep: "), "{stdout}");
     assert!(stdout.contains("B × N"), "{stdout}");
 }
+
+/// `fanout bench --slo TARGET` on a small ladder; the result file.
+fn slo_run(target: &str, name: &str) -> (serde_json::Value, String) {
+    let out = scratch_dir(name);
+    let _turn = ONE_BENCH_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args([
+            "bench",
+            "--slo",
+            target,
+            "--slo-start",
+            "200",
+            "--conns",
+            "800",
+        ])
+        .args(["--samples", "1", "--name", name, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("written: "))
+        .last()
+        .expect("written lines");
+    assert!(written.ends_with(&format!("{name}-slo.json")), "{stdout}");
+    let json = serde_json::from_str(&std::fs::read_to_string(written).unwrap()).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+    (json, stdout)
+}
+
+#[test]
+fn an_slo_every_step_meets_climbs_the_whole_ladder() {
+    let (r, text) = slo_run("broadcast p95<=60s", "slo-easy");
+    let sizes: Vec<u64> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["conns"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [200, 400, 800]);
+    let verdict = &r["verdicts"][0];
+    assert_eq!(verdict["largest_met"], 800);
+    assert!(verdict["first_missed"].is_null());
+    // Every step had at least 20 broadcasts for its p95.
+    assert!(r["broadcasts_per_step"].as_u64().unwrap() >= 20);
+    assert!(text.contains("never missed"), "{text}");
+}
+
+#[test]
+fn an_slo_no_step_meets_stops_at_the_first_and_says_so() {
+    let (r, text) = slo_run("broadcast p95<=0ms", "slo-impossible");
+    assert_eq!(
+        r["steps"].as_array().unwrap().len(),
+        1,
+        "dropped after missing"
+    );
+    let verdict = &r["verdicts"][0];
+    assert!(verdict["largest_met"].is_null());
+    assert_eq!(verdict["first_missed"][0], 200);
+    assert!(verdict["first_missed"][1].as_f64().unwrap() > 0.0);
+    assert!(text.contains("met it at no N tried"), "{text}");
+}

@@ -20,6 +20,7 @@ pub mod preflight;
 pub mod room;
 pub mod schema;
 pub mod settle;
+pub mod slo;
 pub mod sweep;
 pub mod text;
 
@@ -138,6 +139,23 @@ pub struct BenchConfig {
     /// which does not depend on N, is left out.
     #[arg(long, value_delimiter = ',', value_parser = crate::units::parse_count)]
     pub sweep: Vec<usize>,
+
+    /// Capacity at a service level: step N up from --slo-start (×--slo-step,
+    /// up to --conns) with every server in each step, drop a server once it
+    /// misses, and report the largest N each met, with the curve. A target
+    /// is METRIC pNN<=TIME: "broadcast p95<=500ms" (each broadcast's last
+    /// delivery; at least 20 broadcasts per step), "echo p99<=20ms" (echo
+    /// at N connections), "connect p99<=1s" (connect + upgrade in the ramp).
+    #[arg(long, value_parser = slo::parse)]
+    pub slo: Option<slo::Slo>,
+
+    /// The first N an --slo run tries.
+    #[arg(long, default_value = "1000", value_parser = crate::units::parse_count)]
+    pub slo_start: usize,
+
+    /// Each --slo step multiplies N by this.
+    #[arg(long, default_value_t = 2.0)]
+    pub slo_step: f64,
 }
 
 /// One server a bench measures.
@@ -321,6 +339,15 @@ pub struct ServerResult {
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
     config.validate().map_err(crate::cli::UsageError)?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if !config.sweep.is_empty() && config.slo.is_some() {
+        return Err(crate::cli::UsageError(
+            "--sweep and --slo each choose the sizes: give one".into(),
+        )
+        .into());
+    }
+    if let Some(slo) = &config.slo {
+        return slo_bench(&config, command, slo);
+    }
     if !config.sweep.is_empty() {
         return sweep_bench(&config, command);
     }
@@ -365,6 +392,84 @@ fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
     if let Some(dir) = dir {
         let path = dir.join(format!("{base}-sweep.json"));
         std::fs::write(&path, serde_json::to_string_pretty(&swept)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("written: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Step N up until every server misses the target (or N reaches --conns).
+fn slo_bench(config: &BenchConfig, command: String, target: &slo::Slo) -> anyhow::Result<()> {
+    if config.slo_step <= 1.0 || config.slo_step.is_nan() {
+        return Err(crate::cli::UsageError("--slo-step must be more than 1".into()).into());
+    }
+    let sizes = slo::ladder(config.slo_start.max(2), config.slo_step, config.conns);
+    let base = config
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("slo-{}", server_names(config)));
+    let mut current = config.clone();
+    current.slo = None;
+    current.measure = match target.metric {
+        slo::Metric::Echo => vec![Job::Echo],
+        slo::Metric::Broadcast | slo::Metric::Connect => vec![Job::Room],
+    };
+    if target.metric == slo::Metric::Broadcast {
+        current.broadcasts = current
+            .broadcasts
+            .max(slo::MIN_BROADCASTS.div_ceil(current.samples as u64));
+    }
+    let mut steps = Vec::new();
+    let mut dir = None;
+    let mut machine = None;
+    for (i, &n) in sizes.iter().enumerate() {
+        step(&format!(
+            "slo step {} of at most {}: N = {n}, servers {}",
+            i + 1,
+            sizes.len(),
+            server_names(&current)
+        ));
+        let mut one = current.clone();
+        one.conns = n;
+        one.name = Some(format!("{base}-{n}"));
+        one.echo_conns = vec![n];
+        let (result, path) = bench_one(&one, format!("{command} (slo step N = {n})"))?;
+        if let Some(path) = path {
+            dir = path.parent().map(std::path::Path::to_path_buf);
+        }
+        machine.get_or_insert_with(|| result.machine.clone());
+        let judged = slo::judge(target, n, format!("{base}-{n}"), &result);
+        let missed: Vec<String> = judged
+            .servers
+            .iter()
+            .filter(|m| !m.met)
+            .map(|m| m.server.clone())
+            .collect();
+        steps.push(judged);
+        current.backends = Some(
+            current
+                .backends()
+                .into_iter()
+                .filter(|b| !missed.iter().any(|m| m == b.name()))
+                .collect(),
+        );
+        current.server_cmd.retain(|c| !missed.contains(&c.name));
+        if current.measured().is_empty() {
+            break;
+        }
+    }
+    let result = slo::SloResult {
+        slo: target.clone(),
+        broadcasts_per_step: current.broadcasts * current.samples as u64,
+        command,
+        machine,
+        verdicts: slo::verdicts(&steps),
+        steps,
+    };
+    print!("{}", slo::text(&result));
+    if let Some(dir) = dir {
+        let path = dir.join(format!("{base}-slo.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&result)?)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("written: {}", path.display());
     }
