@@ -632,8 +632,8 @@ fn slo_run(target: &str, name: &str) -> (serde_json::Value, String) {
     );
     let written = stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("written: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("written: "))
         .expect("written lines");
     assert!(written.ends_with(&format!("{name}-slo.json")), "{stdout}");
     let json = serde_json::from_str(&std::fs::read_to_string(written).unwrap()).unwrap();
