@@ -41,6 +41,20 @@ pub struct Machine {
     pub fanout_version: String,
 }
 
+impl Machine {
+    /// `vm: 2 × Intel Xeon, 23.5 GiB, Linux 6.18`: the machine in a line.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: {} × {}, {:.1} GiB, Linux {}",
+            self.hostname,
+            self.cores,
+            self.cpu_model,
+            self.memory_bytes as f64 / (1u64 << 30) as f64,
+            self.kernel
+        )
+    }
+}
+
 pub fn fingerprint() -> Machine {
     let read = |path: &str| {
         std::fs::read_to_string(path)

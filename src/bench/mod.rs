@@ -140,6 +140,12 @@ pub struct BenchConfig {
     #[arg(long, value_delimiter = ',', value_parser = crate::units::parse_count)]
     pub sweep: Vec<usize>,
 
+    /// Fit a sweep from result files already written (e.g. the <name>-<N>.json
+    /// of an earlier --sweep), without running anything; the fit is written
+    /// beside the first as <name>-sweep.json.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep_from: Vec<PathBuf>,
+
     /// Capacity at a service level: step N up from --slo-start (×--slo-step,
     /// up to --conns) with every server in each step, drop a server once it
     /// misses, and report the largest N each met, with the curve. A target
@@ -348,6 +354,9 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
     if let Some(slo) = &config.slo {
         return slo_bench(&config, command, slo);
     }
+    if !config.sweep_from.is_empty() {
+        return refit_sweep(&config, command);
+    }
     if !config.sweep.is_empty() {
         return sweep_bench(&config, command);
     }
@@ -395,6 +404,44 @@ fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("written: {}", path.display());
     }
+    Ok(())
+}
+
+/// `--sweep-from`: the fit over result files already written.
+fn refit_sweep(config: &BenchConfig, command: String) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for path in &config.sweep_from {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let result: BenchResult = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a bench result this version reads",
+                path.display()
+            )
+        })?;
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        runs.push((name, result));
+    }
+    runs.sort_by_key(|(_, r)| r.conns);
+    let base = config.name.clone().unwrap_or_else(|| {
+        let first = &runs[0].0;
+        first
+            .rsplit_once('-')
+            .map_or(first.clone(), |(base, _)| base.to_string())
+    });
+    let swept = sweep::sweep(command, &runs);
+    print!("{}", sweep::text(&swept));
+    let dir = config.sweep_from[0]
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let path = dir.join(format!("{base}-sweep.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&swept)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("written: {}", path.display());
     Ok(())
 }
 

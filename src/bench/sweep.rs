@@ -53,6 +53,9 @@ pub fn fit(points: &[(f64, f64)]) -> Option<Fit> {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Point {
     pub conns: usize,
+    /// Shards in the server's plan (fanout: more shards at larger N, one
+    /// fd table each past the first).
+    pub shards: Option<usize>,
     pub held: Option<f64>,
     pub rss_at_n_bytes: Option<f64>,
     /// jemalloc allocated bytes at N (fanout servers).
@@ -74,6 +77,12 @@ pub struct ServerSweep {
     pub memory: Option<Fit>,
     /// `allocator` or `RSS`: what `memory` was fitted to.
     pub memory_measure: String,
+    /// The within-run slopes (N/2 to N), median over the points: what one
+    /// more connection costs on a given plan.
+    pub marginal_bytes_per_conn: Option<f64>,
+    /// What memory at N holds beyond the within-run slope × N, fitted
+    /// against the plan's shard count: `per_conn` here is bytes per shard.
+    pub per_shard: Option<Fit>,
     /// Broadcast last delivery: fixed ms + ms per member.
     pub broadcast_last: Option<Fit>,
 }
@@ -117,7 +126,28 @@ pub fn sweep(command: String, runs: &[(String, BenchResult)]) -> Sweep {
             } else {
                 (fit(&pairs(&|p| p.rss_at_n_bytes)), "RSS")
             };
+            let marginal: Vec<f64> = points
+                .iter()
+                .filter_map(|p| p.user_bytes_per_conn)
+                .collect();
+            let residuals: Vec<(f64, f64)> = points
+                .iter()
+                .filter_map(|p| {
+                    let at_n = if memory_measure == "allocator" {
+                        p.heap_at_n_bytes?
+                    } else {
+                        p.rss_at_n_bytes?
+                    };
+                    Some((
+                        p.shards? as f64,
+                        at_n - p.user_bytes_per_conn? * p.conns as f64,
+                    ))
+                })
+                .collect();
             ServerSweep {
+                marginal_bytes_per_conn: (!marginal.is_empty())
+                    .then(|| crate::load::spread::Spread::of(&marginal).median),
+                per_shard: fit(&residuals),
                 memory,
                 memory_measure: memory_measure.into(),
                 broadcast_last: fit(&pairs(&|p| p.broadcast_last_ms)),
@@ -147,6 +177,7 @@ fn point(run: &BenchResult, name: &str) -> Option<Point> {
     };
     Some(Point {
         conns: run.conns,
+        shards: shards_in_plan(&s.server),
         held: s.reach.as_ref().map(|r| r.held.median),
         rss_at_n_bytes: at_n(&|slope| slope.rss_at_n),
         heap_at_n_bytes: at_n(&|slope| slope.heap_at_n),
@@ -162,6 +193,15 @@ fn point(run: &BenchResult, name: &str) -> Option<Point> {
     })
 }
 
+/// `fanout serve: …; 27 shards, …` → 27 (a single shard says `1 shard`).
+fn shards_in_plan(plan: &str) -> Option<usize> {
+    let words: Vec<&str> = plan.split_whitespace().collect();
+    words.windows(2).find_map(|w| {
+        let unit = w[1].trim_end_matches([',', ';']);
+        (unit == "shards" || unit == "shard").then(|| w[0].parse().ok())?
+    })
+}
+
 pub fn text(sweep: &Sweep) -> String {
     let mut out = String::new();
     let opt =
@@ -170,8 +210,9 @@ pub fn text(sweep: &Sweep) -> String {
         let _ = writeln!(out, "\nsweep: {}", server.name);
         let _ = writeln!(
             out,
-            "{:>9} {:>9} {:>11} {:>10} {:>10} {:>10} {:>13} {:>13} {:>9}",
+            "{:>9} {:>6} {:>9} {:>11} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11}",
             "N",
+            "shards",
             "held",
             "RSS at N",
             "user B/c",
@@ -179,13 +220,14 @@ pub fn text(sweep: &Sweep) -> String {
             "ramp/s",
             "bcast last ms",
             "deliveries/s",
-            "echo p99"
+            "echo p99 ms"
         );
         for p in &server.points {
             let _ = writeln!(
                 out,
-                "{:>9} {:>9} {:>11} {:>10} {:>10} {:>10} {:>13} {:>13} {:>9}",
+                "{:>9} {:>6} {:>9} {:>11} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11}",
                 p.conns,
+                p.shards.map_or("—".into(), |n| n.to_string()),
                 opt(p.held, 0),
                 p.rss_at_n_bytes.map_or("—".into(), |b| format!(
                     "{:.1} MiB",
@@ -216,6 +258,22 @@ pub fn text(sweep: &Sweep) -> String {
                 let _ = writeln!(out, "  memory: no fit (fewer than two sizes held in full)");
             }
         }
+        if let (Some(f), Some(marginal)) = (server.memory, server.marginal_bytes_per_conn) {
+            if f.per_conn > 1.25 * marginal {
+                let per_shard = server.per_shard.map_or(String::new(), |s| {
+                    format!(": about {:.0} KiB per shard", s.per_conn / 1024.0)
+                });
+                let shards: Vec<usize> = server.points.iter().filter_map(|p| p.shards).collect();
+                let _ = writeln!(
+                    out,
+                    "  note: across N memory grows {:.1} B per connection, one more connection on a given plan costs {:.1} B (the N/2-to-N slope): the rest grows with the plan, not the connections — shards {} → {}{per_shard}",
+                    f.per_conn,
+                    marginal,
+                    shards.first().copied().unwrap_or(0),
+                    shards.last().copied().unwrap_or(0),
+                );
+            }
+        }
         if let Some(f) = server.broadcast_last {
             let _ = writeln!(
                 out,
@@ -226,6 +284,19 @@ pub fn text(sweep: &Sweep) -> String {
                 f.points,
                 loose(f)
             );
+            if f.fixed < 0.0 {
+                let rates: Vec<f64> = server
+                    .points
+                    .iter()
+                    .filter_map(|p| p.deliveries_per_s)
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  note: a negative fixed time means the time grows faster than linearly: deliveries/s fall from {:.0} to {:.0} as N grows",
+                    rates.first().copied().unwrap_or(0.0),
+                    rates.last().copied().unwrap_or(0.0)
+                );
+            }
         }
     }
     out
@@ -244,6 +315,17 @@ fn loose(f: Fit) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shard_count_is_read_from_a_plan_line() {
+        let plan = "fanout serve: epoll backend, ws protocol; 27 shards, each with a private fd table of 20000 fds";
+        assert_eq!(shards_in_plan(plan), Some(27));
+        assert_eq!(
+            shards_in_plan("fanout serve: tokio backend, ws protocol; 1 shard in one fd table"),
+            Some(1)
+        );
+        assert_eq!(shards_in_plan("ref server"), None);
+    }
 
     #[test]
     fn a_line_is_fitted_exactly_and_noise_lowers_r2() {

@@ -72,6 +72,8 @@ pub struct CeilingConfig {
 /// What `fanout ceiling` found, as printed and written.
 #[derive(Debug, Serialize)]
 pub struct CeilingReport {
+    /// The command line that produced this file.
+    pub command: String,
     pub url: String,
     /// The server's plan line, when the ceiling started it.
     pub server_plan: Option<String>,
@@ -158,6 +160,7 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
 
     let diagnosis = diagnose::diagnose(&evidence);
     let result = CeilingReport {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
         url,
         server_plan,
         ramp_seconds: ramp,

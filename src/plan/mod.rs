@@ -95,6 +95,8 @@ pub struct ConnectionRow {
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
+    /// The command line that produced this file.
+    pub command: String,
     pub measured: Measured,
     pub demand: Demand,
     pub policy: Policy,
@@ -169,6 +171,7 @@ pub fn plan(config: &PlanConfig) -> anyhow::Result<()> {
     }
     let reconnect_rate = config.users as f64 / demand.reconnect_window_s;
     let plan = Plan {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
         heroku_dynos_for_reconnect: (reconnect_rate
             / (fleet::HEROKU_CONNECTIONS_PER_S * (1.0 - config.headroom)))
             .ceil() as u64,
@@ -264,12 +267,8 @@ fn measured(config: &PlanConfig) -> anyhow::Result<Measured> {
         server: server.name.clone(),
         from: path.display().to_string(),
         machine: format!(
-            "{}: {} × {}, {:.1} GiB, Linux {}, fanout {} ({}), {} connections, {}",
-            m.hostname,
-            m.cores,
-            m.cpu_model,
-            m.memory_bytes as f64 / (1u64 << 30) as f64,
-            m.kernel,
+            "{}, fanout {} ({}), {} connections, {}",
+            m.describe(),
             m.fanout_version,
             m.git_revision,
             result.conns,

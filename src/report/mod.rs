@@ -6,6 +6,7 @@
 //! per routing policy). Nothing in it is typed: every figure is read from
 //! a file, and every plot names its file, machine, date and revision.
 
+pub mod index;
 pub mod svg;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,8 @@ use svg::{Bar, BarPlot, Group, LinePlot, Series};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ReportConfig {
-    /// A results folder (results/<date>-<host>).
+    /// A results folder (results/<date>-<host>), or the results root: then
+    /// every folder's report is written and results/README.md regenerated.
     pub dir: PathBuf,
 
     /// Where report.md and the plots go. Default: DIR/report.
@@ -35,17 +37,70 @@ pub struct Runs {
     pub benches: Vec<(String, BenchResult)>,
     pub ceilings: Vec<(String, Value)>,
     pub plans: Vec<(String, Value)>,
+    /// `fanout bench --sweep` fits and `--slo` ladders.
+    pub sweeps: Vec<(String, Value)>,
+    pub slos: Vec<(String, Value)>,
     /// JSON files read as none of those (an older layout), by name.
     pub skipped: Vec<String>,
 }
 
+impl Runs {
+    /// Whether any file is one the report draws.
+    pub fn drawable(&self) -> bool {
+        !(self.benches.is_empty()
+            && self.ceilings.is_empty()
+            && self.plans.is_empty()
+            && self.sweeps.is_empty()
+            && self.slos.is_empty())
+    }
+}
+
 pub fn report(config: &ReportConfig) -> anyhow::Result<()> {
+    let folders = result_folders(&config.dir)?;
+    if !folders.is_empty() {
+        return index::write(&config.dir, &folders);
+    }
+    report_folder(&config.dir, config.out.clone())
+}
+
+/// The folders under `dir` that hold result files, when `dir` is the
+/// results root (no result file of its own); empty for a results folder.
+fn result_folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if read_dir(dir)?.drawable() {
+        return Ok(Vec::new());
+    }
+    let has_json = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+            .unwrap_or(false)
+    };
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && has_json(p))
+        .collect();
+    folders.sort();
+    folders.reverse();
+    Ok(folders)
+}
+
+/// One results folder's report.md and plots.
+pub fn report_folder(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = ReportConfig {
+        dir: dir.to_path_buf(),
+        out,
+    };
     let out = config
         .out
         .clone()
         .unwrap_or_else(|| config.dir.join("report"));
     let runs = read_dir(&config.dir)?;
-    if runs.benches.is_empty() && runs.ceilings.is_empty() && runs.plans.is_empty() {
+    if !runs.drawable() {
         return Err(crate::cli::UsageError(format!(
             "{} holds no fanout result files (bench, ceiling or plan JSON)",
             config.dir.display()
@@ -55,12 +110,14 @@ pub fn report(config: &ReportConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let written = write(&runs, &config.dir, &out)?;
     println!(
-        "report: {} ({} plots) from {} bench, {} ceiling and {} plan files{}",
+        "report: {} ({} plots) from {} bench, {} ceiling and {} plan files, {} sweeps and {} slo ladders{}",
         out.join("report.md").display(),
         written,
         runs.benches.len(),
         runs.ceilings.len(),
         runs.plans.len(),
+        runs.sweeps.len(),
+        runs.slos.len(),
         if runs.skipped.is_empty() {
             String::new()
         } else {
@@ -94,6 +151,10 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Runs> {
             runs.ceilings.push((name, value));
         } else if value.get("fleet").is_some() && value.get("requests").is_some() {
             runs.plans.push((name, value));
+        } else if value.get("verdicts").is_some() && value.get("steps").is_some() {
+            runs.slos.push((name, value));
+        } else if value.get("files").is_some() && value.get("servers").is_some() {
+            runs.sweeps.push((name, value));
         } else if let Ok(bench) = serde_json::from_value::<BenchResult>(value) {
             runs.benches.push((name, bench));
         } else {
@@ -183,6 +244,42 @@ fn write(runs: &Runs, dir: &Path, out: &Path) -> anyhow::Result<usize> {
         let plot = ramp_plot(&runs.ceilings);
         save(
             "ceiling-ramps.svg",
+            svg::line_svg(&plot),
+            &mut md,
+            &plot.title,
+        )?;
+    }
+    for (file, sweep) in &runs.sweeps {
+        let _ = writeln!(md, "## {file}: how cost grows with N\n");
+        md.push_str(&sweep_table(sweep));
+        for (suffix, plot) in sweep_plots(file, sweep) {
+            save(
+                &format!("{file}-{suffix}.svg"),
+                svg::line_svg(&plot),
+                &mut md,
+                &plot.title,
+            )?;
+        }
+    }
+    for (file, slo) in &runs.slos {
+        let _ = writeln!(
+            md,
+            "## {file}: capacity at \"{}\"\n",
+            slo["slo"]["text"].as_str().unwrap_or("?")
+        );
+        for v in slo["verdicts"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "- **{}**: largest N meeting it {}; first missed {}",
+                v["server"].as_str().unwrap_or("?"),
+                v["largest_met"],
+                v["first_missed"]
+            );
+        }
+        md.push('\n');
+        let plot = slo_plot(file, slo);
+        save(
+            &format!("{file}-curve.svg"),
             svg::line_svg(&plot),
             &mut md,
             &plot.title,
@@ -561,5 +658,163 @@ fn routing_plot(file: &str, plan: &Value) -> LinePlot {
             plan["seed"],
             plan["measured"]["from"].as_str().unwrap_or("?")
         ),
+    }
+}
+
+fn footer_of(file: &str, value: &Value) -> String {
+    let m = &value["machine"];
+    format!(
+        "{file}.json · {} ({} cores, Linux {}) · fanout {}",
+        m["hostname"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["git_revision"].as_str().unwrap_or("?")
+    )
+}
+
+/// A sweep's points, one row per server and N.
+fn sweep_table(sweep: &Value) -> String {
+    let mut md = String::from(
+        "| server | N | held | memory at N, MiB | user B/conn | kernel B/socket | ramp/s | broadcast last, ms | deliveries/s |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let num =
+        |v: &Value, digits: usize| v.as_f64().map_or("—".into(), |x| format!("{x:.digits$}"));
+    for server in sweep["servers"].as_array().into_iter().flatten() {
+        let name = server["name"].as_str().unwrap_or("?");
+        for p in server["points"].as_array().into_iter().flatten() {
+            let memory = p["heap_at_n_bytes"]
+                .as_f64()
+                .or(p["rss_at_n_bytes"].as_f64())
+                .map_or("—".into(), |b| format!("{:.1}", b / (1u64 << 20) as f64));
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {memory} | {} | {} | {} | {} | {} |",
+                p["conns"],
+                num(&p["held"], 0),
+                num(&p["user_bytes_per_conn"], 1),
+                num(&p["kernel_bytes_per_socket"], 0),
+                num(&p["ramp_per_s"], 0),
+                num(&p["broadcast_last_ms"], 1),
+                num(&p["deliveries_per_s"], 0)
+            );
+        }
+    }
+    md.push('\n');
+    for server in sweep["servers"].as_array().into_iter().flatten() {
+        let name = server["name"].as_str().unwrap_or("?");
+        if let Some(f) = server["memory"].as_object() {
+            let _ = writeln!(
+                md,
+                "- {name}: memory ({}) ≈ {:.2} MiB + {:.1} B × N (R² {:.4})",
+                server["memory_measure"].as_str().unwrap_or("?"),
+                f["fixed"].as_f64().unwrap_or(0.0) / (1u64 << 20) as f64,
+                f["per_conn"].as_f64().unwrap_or(0.0),
+                f["r2"].as_f64().unwrap_or(0.0)
+            );
+        }
+        if let Some(f) = server["broadcast_last"].as_object() {
+            let _ = writeln!(
+                md,
+                "- {name}: broadcast last delivery ≈ {:.1} ms + {:.3} µs × N (R² {:.4})",
+                f["fixed"].as_f64().unwrap_or(0.0),
+                f["per_conn"].as_f64().unwrap_or(0.0) * 1000.0,
+                f["r2"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// Memory at N and broadcast last delivery against N, per server.
+fn sweep_plots(file: &str, sweep: &Value) -> Vec<(&'static str, LinePlot)> {
+    let series = |get: &dyn Fn(&Value) -> Option<f64>| -> Vec<Series> {
+        sweep["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|server| Series {
+                name: server["name"].as_str().unwrap_or("?").to_string(),
+                points: server["points"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| Some((p["conns"].as_f64()?, get(p)?)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let footer = footer_of(file, sweep);
+    vec![
+        (
+            "memory",
+            LinePlot {
+                title: "Server memory at N (allocator bytes, else RSS)".into(),
+                x_label: "connections (N)".into(),
+                y_label: "MiB".into(),
+                x_log: false,
+                y_log: false,
+                series: series(&|p| {
+                    Some(
+                        p["heap_at_n_bytes"]
+                            .as_f64()
+                            .or(p["rss_at_n_bytes"].as_f64())?
+                            / (1u64 << 20) as f64,
+                    )
+                }),
+                footer: footer.clone(),
+            },
+        ),
+        (
+            "broadcast",
+            LinePlot {
+                title: "Broadcast to every member: last delivery against N".into(),
+                x_label: "members (N)".into(),
+                y_label: "ms from publish to the last member".into(),
+                x_log: false,
+                y_log: false,
+                series: series(&|p| p["broadcast_last_ms"].as_f64()),
+                footer,
+            },
+        ),
+    ]
+}
+
+/// Each server's figure at every step of an --slo ladder, and the target.
+fn slo_plot(file: &str, slo: &Value) -> LinePlot {
+    let mut by_server: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut sizes = Vec::new();
+    for step in slo["steps"].as_array().into_iter().flatten() {
+        let n = step["conns"].as_f64().unwrap_or(0.0);
+        sizes.push(n);
+        for m in step["servers"].as_array().into_iter().flatten() {
+            if let Some(v) = m["value_ms"].as_f64() {
+                by_server
+                    .entry(m["server"].as_str().unwrap_or("?").to_string())
+                    .or_default()
+                    .push((n, v));
+            }
+        }
+    }
+    let bound = slo["slo"]["bound_ms"].as_f64().unwrap_or(0.0);
+    let mut series: Vec<Series> = by_server
+        .into_iter()
+        .map(|(name, points)| Series { name, points })
+        .collect();
+    series.push(Series {
+        name: format!("target: {}", slo["slo"]["text"].as_str().unwrap_or("?")),
+        points: sizes.iter().map(|&n| (n, bound)).collect(),
+    });
+    LinePlot {
+        title: format!(
+            "Capacity at \"{}\": the figure at each N tried",
+            slo["slo"]["text"].as_str().unwrap_or("?")
+        ),
+        x_label: "connections (N, log)".into(),
+        y_label: "ms".into(),
+        x_log: true,
+        y_log: false,
+        series,
+        footer: footer_of(file, slo),
     }
 }
