@@ -528,6 +528,34 @@ fn a_measured_run_gives_the_same_plan_every_time_and_a_report_with_every_series(
             assert!(texts.contains(s), "{name} lacks the series {s}: {texts:?}");
         }
     }
+
+    // The folder's parent as a results root: its README.md is generated,
+    // listing every file with its command, linking the report, and
+    // carrying the folder's notes under its heading.
+    std::fs::write(folder.join("notes.md"), "## What it means\n\nSmall.\n").unwrap();
+    let index = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        index.status.success(),
+        "{}",
+        String::from_utf8_lossy(&index.stderr)
+    );
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    let folder_name = folder.file_name().unwrap().to_string_lossy();
+    assert!(readme.contains(&format!("## {folder_name}")), "{readme}");
+    assert!(
+        readme.contains(&format!("({folder_name}/report/report.md)")),
+        "{readme}"
+    );
+    assert!(readme.contains("### What it means\n\nSmall."), "{readme}");
+    assert!(readme.contains("| plan1.json | plan | `"), "{readme}");
+    assert!(
+        readme.contains("| plan-source.json | bench, 400 connections"),
+        "{readme}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 
