@@ -10,7 +10,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Backend, Server};
+use common::{in_new_netns, Backend, Server};
 use serde_json::Value;
 
 fn ceiling(args: &[&str], json: &Path) -> (Output, Value) {
@@ -49,67 +49,6 @@ fn evidence_lines(result: &Value) -> String {
         .map(|f| f.as_str().unwrap().to_string())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Run `body` on a thread of its own in a new network namespace with its
-/// loopback up; the children it starts live there too. None (and a SKIPPED
-/// line) when this machine does not allow it.
-fn in_new_netns<T: Send + 'static>(
-    test: &str,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let entered = std::thread::spawn(move || {
-        // SAFETY: unshare affects only this thread, which is ours and runs
-        // nothing else; the network namespace is what we ask to be new.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(format!(
-                "unshare(CLONE_NEWNET): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
-        Ok(body())
-    })
-    .join()
-    .expect("the namespace thread does not panic");
-    match entered {
-        Ok(value) => Some(value),
-        Err(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            None
-        }
-    }
-}
-
-/// `ip link set lo up`, without needing iproute2.
-fn loopback_up() -> std::io::Result<()> {
-    // SAFETY: a plain socket call; the fd is closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own;
-    // ifru_flags is the union member these two requests use.
-    let result = unsafe {
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        }
-    };
-    // SAFETY: our own fd, closed once.
-    unsafe { libc::close(fd) };
-    result
 }
 
 #[test]

@@ -414,6 +414,7 @@ mod tests {
             client_shards: 2,
             private_fd_tables: false,
             sources: vec![],
+            source_notes: vec![],
             connect: ConnectReport {
                 opened,
                 failed: 100 - opened,

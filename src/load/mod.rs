@@ -107,13 +107,24 @@ pub fn run_with(
         .map(sources::parse_range)
         .transpose()
         .map_err(UsageError)?;
-    let source_list = match given {
+    let source_plan = match given {
         // A ramp until failure is there to find where they run out.
-        Some(list) if config.until_failure => list,
+        Some(list) if config.until_failure => sources::SourcePlan {
+            sources: list,
+            notes: Vec::new(),
+        },
         given => {
-            sources::plan(scenario.conns, sources::ports_per_source(), given).map_err(UsageError)?
+            let space = match target.addr {
+                std::net::SocketAddr::V4(destination) => sources::PortSpace::read(destination),
+                std::net::SocketAddr::V6(_) => sources::PortSpace {
+                    range: sources::ports_per_source(),
+                    ..Default::default()
+                },
+            };
+            sources::plan_around(scenario.conns, &space, given).map_err(UsageError)?
         }
     };
+    let source_list = source_plan.sources.clone();
     let nofile = sys::nofile_limit()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (shards, private) = client_shards(config.shards, cores, scenario.conns, nofile);
@@ -195,6 +206,7 @@ pub fn run_with(
             shards,
             private,
             sources: source_list.iter().map(|a| a.to_string()).collect(),
+            source_notes: source_plan.notes.clone(),
             ramp_seconds,
             work_seconds,
             wall,
@@ -365,6 +377,7 @@ struct MergeInput {
     shards: usize,
     private: bool,
     sources: Vec<String>,
+    source_notes: Vec<String>,
     ramp_seconds: f64,
     work_seconds: f64,
     wall: Duration,
@@ -420,6 +433,7 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
         all.churn_total.merge(&result.churn_total);
         all.alive_at_end += result.alive_at_end;
         all.closed_by_server += result.closed_by_server;
+        all.source_moves += result.source_moves;
         all.cpu_ns += result.cpu_ns;
     }
     all
@@ -445,6 +459,7 @@ fn merge(
         latency: all.connect.summary(),
         alive_at_end: all.alive_at_end,
         closed_by_server: all.closed_by_server,
+        source_moves: all.source_moves,
     };
     let mut warnings = Vec::new();
     let cpu_share = all.cpu_ns as f64 / (input.wall.as_nanos() as f64 * input.cores as f64);
@@ -453,6 +468,13 @@ fn merge(
     }
     if failed > 0 {
         warnings.push(format!("{failed} connections failed (see causes above)"));
+    }
+    if let Some(n) = all.failures.get("no free source port") {
+        warnings.push(format!(
+            "{n} connections found every one of the {} source addresses out of ports (EADDRNOTAVAIL): give more (--source 127.0.0.2-127.0.0.N), widen net.ipv4.ip_local_port_range, or wait for ports in TIME_WAIT to come back (60 s on Linux){}",
+            input.sources.len(),
+            if input.source_notes.is_empty() { String::new() } else { format!(" — {}", input.source_notes.join("; ")) }
+        ));
     }
 
     let broadcast = match scenario.work {
@@ -497,6 +519,7 @@ fn merge(
         client_shards: input.shards,
         private_fd_tables: input.private,
         sources: input.sources,
+        source_notes: input.source_notes,
         connect,
         broadcast,
         echo,

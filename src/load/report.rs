@@ -18,6 +18,11 @@ pub struct Report {
     pub client_shards: usize,
     pub private_fd_tables: bool,
     pub sources: Vec<String>,
+    /// What the source plan went around: ports already held toward the
+    /// server (TIME_WAIT included) per source address, and the addresses
+    /// used or skipped for it.
+    #[serde(default)]
+    pub source_notes: Vec<String>,
     pub connect: ConnectReport,
     pub broadcast: Option<BroadcastReport>,
     pub echo: Option<EchoReport>,
@@ -48,6 +53,10 @@ pub struct ConnectReport {
     pub latency: Summary,
     pub alive_at_end: u64,
     pub closed_by_server: u64,
+    /// Attempts that found their source address out of ports and moved to
+    /// the next (each address out of ports is then skipped until all are).
+    #[serde(default)]
+    pub source_moves: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -224,6 +233,9 @@ impl Report {
             },
             self.sources.len()
         );
+        for note in &self.source_notes {
+            let _ = writeln!(out, "sources   {note}");
+        }
         let _ = writeln!(
             out,
             "connect   {} opened, {} failed in {:.2} s: {:.0}/s",
@@ -231,6 +243,13 @@ impl Report {
         );
         for (cause, n) in &c.failures {
             let _ = writeln!(out, "  failed: {cause}: {n}");
+        }
+        if c.source_moves > 0 {
+            let _ = writeln!(
+                out,
+                "  moved to another source address {} times (EADDRNOTAVAIL: that address was out of ports)",
+                c.source_moves
+            );
         }
         out.push_str(&latency_line("setup", &c.latency));
         let _ = writeln!(

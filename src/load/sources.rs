@@ -4,7 +4,8 @@
 //! binds its address with IP_BIND_ADDRESS_NO_PORT and the kernel picks the
 //! port at connect time.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Share of a port range a plan fills. The kernel picks each connect's port
 /// by probing the range for a free 4-tuple, and the probing cost explodes as
@@ -45,28 +46,243 @@ pub fn ports_per_source() -> usize {
     }
 }
 
-/// The addresses to use for `conns` connections: the given ones if they
-/// suffice, else an error saying how many are needed; by default as many
-/// loopback addresses from 127.0.0.2 as the port range requires.
+/// The addresses to use for `conns` connections on an empty machine: the
+/// given ones if they suffice, else an error saying how many are needed; by
+/// default as many loopback addresses from 127.0.0.2 as the port range
+/// requires.
 pub fn plan(
     conns: usize,
     ports: usize,
     given: Option<Vec<Ipv4Addr>>,
 ) -> Result<Vec<Ipv4Addr>, String> {
-    let per_source = ((ports as f64 * USABLE_SHARE) as usize).max(1);
-    let needed = conns.div_ceil(per_source).max(1);
-    match given {
-        Some(addresses) if addresses.len() >= needed => Ok(addresses),
-        Some(addresses) => Err(format!(
-            "{conns} connections need {needed} source addresses at {per_source} ports each, but --source gives {}; widen it (e.g. 127.0.0.2-127.0.0.{}) or widen net.ipv4.ip_local_port_range",
-            addresses.len(),
-            1 + needed
-        )),
-        None => {
-            let first = u32::from(FIRST_DEFAULT);
-            Ok((first..first + needed as u32).map(Ipv4Addr::from).collect())
+    let space = PortSpace {
+        range: ports,
+        ..PortSpace::default()
+    };
+    plan_around(conns, &space, given).map(|plan| plan.sources)
+}
+
+/// Sockets that already hold ports on one source address toward the
+/// destination: each takes a port the plan cannot use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Held {
+    pub time_wait: usize,
+    pub established: usize,
+    /// Any other state (SYN_SENT, FIN_WAIT, CLOSE_WAIT, …).
+    pub other: usize,
+}
+
+impl Held {
+    pub fn total(&self) -> usize {
+        self.time_wait + self.established + self.other
+    }
+}
+
+/// The ports a plan can use: the ephemeral range, the reserved ports in
+/// it, and what already holds ports toward the destination, per source.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PortSpace {
+    pub range: usize,
+    /// Ports of the range in net.ipv4.ip_local_reserved_ports.
+    pub reserved: usize,
+    pub held: BTreeMap<Ipv4Addr, Held>,
+    /// Where the connections go, for the plan's words.
+    pub destination: Option<SocketAddrV4>,
+}
+
+impl PortSpace {
+    /// This machine's, toward `destination`.
+    pub fn read(destination: SocketAddrV4) -> PortSpace {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let range = port_range(&read("/proc/sys/net/ipv4/ip_local_port_range"));
+        PortSpace {
+            range: (range.1 + 1).saturating_sub(range.0) as usize,
+            reserved: reserved_in(range, &read("/proc/sys/net/ipv4/ip_local_reserved_ports")),
+            held: held_toward(&read("/proc/net/tcp"), destination),
+            destination: Some(destination),
         }
     }
+
+    /// Ports a plan may fill on `source`: its share of the range, less the
+    /// reserved ports and the ports already held.
+    pub fn usable(&self, source: Ipv4Addr) -> usize {
+        let share = (self.range as f64 * USABLE_SHARE) as usize;
+        let held = self.held.get(&source).map_or(0, Held::total);
+        share.saturating_sub(self.reserved + held)
+    }
+}
+
+/// The sources chosen, and what the plan had to go around.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SourcePlan {
+    pub sources: Vec<Ipv4Addr>,
+    /// "127.0.0.2: 25,718 ports toward 127.0.0.1:9001 held (…); …".
+    pub notes: Vec<String>,
+}
+
+/// Like [`plan`], counting what is really free: reserved ports and the
+/// sockets (TIME_WAIT included) that already hold ports on each source
+/// toward the destination. The default skips sources with no room.
+pub fn plan_around(
+    conns: usize,
+    space: &PortSpace,
+    given: Option<Vec<Ipv4Addr>>,
+) -> Result<SourcePlan, String> {
+    let mut notes = held_notes(space);
+    let share = ((space.range as f64 * USABLE_SHARE) as usize).max(1);
+    match given {
+        Some(addresses) => {
+            let room: usize = addresses.iter().map(|a| space.usable(*a)).sum();
+            if room >= conns {
+                return Ok(SourcePlan {
+                    sources: addresses,
+                    notes,
+                });
+            }
+            let needed = conns.div_ceil(share).max(1);
+            let busy = if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", notes.join("; "))
+            };
+            Err(format!(
+                "{conns} connections need room on about {needed} source addresses at {share} ports each, but --source gives {} with room for {room}{busy}; widen it (e.g. 127.0.0.2-127.0.0.{}), widen net.ipv4.ip_local_port_range, or wait for TIME_WAIT to pass (60 s)",
+                addresses.len(),
+                1 + needed + addresses.len()
+            ))
+        }
+        None => {
+            let mut sources = Vec::new();
+            let mut room = 0;
+            let mut skipped = Vec::new();
+            let mut next = u32::from(FIRST_DEFAULT);
+            while room < conns.max(1) {
+                let address = Ipv4Addr::from(next);
+                next += 1;
+                match space.usable(address) {
+                    0 => skipped.push(address),
+                    usable => {
+                        room += usable;
+                        sources.push(address);
+                    }
+                }
+                if next > u32::from(LAST_DEFAULT) {
+                    return Err(format!(
+                        "{conns} connections do not fit the loopback source addresses 127.0.0.2–{LAST_DEFAULT}: give --source, or widen net.ipv4.ip_local_port_range"
+                    ));
+                }
+            }
+            if !notes.is_empty() || !skipped.is_empty() {
+                notes.push(format!(
+                    "using {}{}",
+                    span(&sources),
+                    if skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", skipping {} (no room)", span(&skipped))
+                    }
+                ));
+            }
+            Ok(SourcePlan { sources, notes })
+        }
+    }
+}
+
+/// The last loopback address the default plan may take.
+const LAST_DEFAULT: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 254);
+
+fn held_notes(space: &PortSpace) -> Vec<String> {
+    let toward = space
+        .destination
+        .map_or(String::new(), |d| format!(" toward {d}"));
+    space
+        .held
+        .iter()
+        .filter(|(_, held)| held.total() > 0)
+        .map(|(address, held)| {
+            format!(
+                "{address}: {} ports{toward} held ({} TIME_WAIT, {} established, {} other)",
+                held.total(),
+                held.time_wait,
+                held.established,
+                held.other
+            )
+        })
+        .collect()
+}
+
+/// `127.0.0.2–127.0.0.4`, or one address.
+fn span(addresses: &[Ipv4Addr]) -> String {
+    match (addresses.first(), addresses.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first}–{last}"),
+        (Some(first), _) => first.to_string(),
+        _ => "none".into(),
+    }
+}
+
+/// `32768 60999` → (32768, 60999); the kernel default when unreadable.
+fn port_range(text: &str) -> (u32, u32) {
+    let mut bounds = text.split_whitespace().filter_map(|n| n.parse().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(low), Some(high)) if high >= low => (low, high),
+        _ => (32768, 60999),
+    }
+}
+
+/// Reserved ports (`8080,9000-9100`) inside the range.
+pub fn reserved_in(range: (u32, u32), text: &str) -> usize {
+    text.trim()
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .filter_map(|part| {
+            let (a, b) = part
+                .trim()
+                .split_once('-')
+                .unwrap_or((part.trim(), part.trim()));
+            let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+            let (low, high) = (a.max(range.0), b.min(range.1));
+            Some((high + 1).saturating_sub(low) as usize)
+        })
+        .sum()
+}
+
+/// Sockets from each local IPv4 address to `destination`, by state, from
+/// the text of /proc/net/tcp (addresses and ports in the kernel's hex).
+pub fn held_toward(table: &str, destination: SocketAddrV4) -> BTreeMap<Ipv4Addr, Held> {
+    let mut held: BTreeMap<Ipv4Addr, Held> = BTreeMap::new();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some(state)) =
+            (fields.get(1), fields.get(2), fields.get(3))
+        else {
+            continue;
+        };
+        let (Some(local), Some(remote)) = (hex_address(local), hex_address(remote)) else {
+            continue;
+        };
+        if remote != destination {
+            continue;
+        }
+        let entry = held.entry(*local.ip()).or_default();
+        match *state {
+            "06" => entry.time_wait += 1,
+            "01" => entry.established += 1,
+            _ => entry.other += 1,
+        }
+    }
+    held
+}
+
+/// `0100007F:2329` → 127.0.0.1:9001 (the address as the kernel's u32 in
+/// host byte order, the port in hex).
+fn hex_address(text: &str) -> Option<SocketAddrV4> {
+    let (address, port) = text.split_once(':')?;
+    let address = u32::from_str_radix(address, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(SocketAddrV4::new(
+        Ipv4Addr::from(address.to_ne_bytes()),
+        port,
+    ))
 }
 
 #[cfg(test)]
@@ -101,10 +317,76 @@ mod tests {
         assert_eq!(plan(10, 28_232, None).unwrap().len(), 1);
     }
 
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:2329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0
+   1: 0200007F:9C40 0100007F:2329 06 00000000:00000000 03:00000F2A 00000000     0        0 0 3 0
+   2: 0200007F:9C41 0100007F:2329 06 00000000:00000000 03:00000F2A 00000000     0        0 0 3 0
+   3: 0200007F:9C42 0100007F:2329 01 00000000:00000000 00:00000000 00000000     0        0 7 1 0
+   4: 0300007F:9C40 0100007F:2329 08 00000000:00000000 00:00000000 00000000     0        0 8 1 0
+   5: 0200007F:9C43 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 9 1 0
+";
+
+    #[test]
+    fn held_ports_are_counted_per_source_toward_one_destination() {
+        let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
+        let held = held_toward(TCP, server);
+        let two = held[&Ipv4Addr::new(127, 0, 0, 2)];
+        assert_eq!((two.time_wait, two.established, two.other), (2, 1, 0));
+        assert_eq!(held[&Ipv4Addr::new(127, 0, 0, 3)].other, 1);
+        // The listener and the socket toward port 8080 are not counted.
+        assert_eq!(held.len(), 2);
+    }
+
+    #[test]
+    fn reserved_ports_count_only_inside_the_range() {
+        assert_eq!(reserved_in((32768, 60999), ""), 0);
+        assert_eq!(
+            reserved_in((32768, 60999), "8080,40000-40099,60990-61010\n"),
+            110
+        );
+    }
+
+    #[test]
+    fn a_plan_goes_around_held_ports_and_says_so() {
+        let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
+        let mut held = BTreeMap::new();
+        let busy = Held {
+            time_wait: 25_700,
+            established: 18,
+            other: 0,
+        };
+        held.insert(FIRST_DEFAULT, busy);
+        let space = PortSpace {
+            range: 28_232,
+            reserved: 0,
+            held,
+            destination: Some(server),
+        };
+        // 127.0.0.2 has no room left in its share: skipped, named.
+        let plan = plan_around(15_000, &space, None).unwrap();
+        assert_eq!(plan.sources[0], Ipv4Addr::new(127, 0, 0, 3));
+        assert_eq!(plan.sources.len(), 2);
+        let notes = plan.notes.join("; ");
+        assert!(notes.contains("127.0.0.2: 25718 ports toward 127.0.0.1:9001 held (25700 TIME_WAIT, 18 established, 0 other)"), "{notes}");
+        assert!(
+            notes.contains("using 127.0.0.3–127.0.0.4, skipping 127.0.0.2 (no room)"),
+            "{notes}"
+        );
+        // Given only the busy address: an error that names why.
+        let error = plan_around(100, &space, Some(vec![FIRST_DEFAULT])).unwrap_err();
+        assert!(
+            error.contains("25700 TIME_WAIT") && error.contains("room for 0"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn too_few_given_sources_is_an_error_naming_the_need() {
         let given = parse_range("127.0.0.2-127.0.0.3").unwrap();
         let error = plan(500_000, 28_232, Some(given)).unwrap_err();
-        assert!(error.contains("need 51 source addresses"), "{error}");
+        assert!(
+            error.contains("need room on about 51 source addresses"),
+            "{error}"
+        );
     }
 }

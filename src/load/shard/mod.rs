@@ -84,6 +84,9 @@ pub struct ShardResult {
     pub alive_at_end: u64,
     /// Open connections the server closed.
     pub closed_by_server: u64,
+    /// Attempts that found a source address out of ports (EADDRNOTAVAIL)
+    /// and moved to the next one.
+    pub source_moves: u64,
     pub cpu_ns: u64,
 }
 
@@ -96,6 +99,8 @@ struct Shard {
     rng: u64,
     /// Connection attempts started so far (ramp) and their schedule.
     started: usize,
+    /// Source addresses found out of ports, skipped until all are.
+    spent_sources: Vec<bool>,
     open_schedule: Option<Schedule>,
     in_flight: usize,
     /// Broadcast: the publishing client (shard 0 only), whether it still
@@ -151,6 +156,7 @@ pub fn run(job: Job) -> ShardResult {
         }
         result.per_message_extremes = vec![Extremes::default(); count.min(MAX_EXTREMES) as usize];
     }
+    let spent_sources = vec![false; job.sources.len()];
     let mut shard = Shard {
         rng: 0x9E37_79B9_7F4A_7C15 ^ (job.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
         job,
@@ -159,6 +165,7 @@ pub fn run(job: Job) -> ShardResult {
         result,
         scratch: vec![0; SCRATCH_LEN],
         started: 0,
+        spent_sources,
         open_schedule,
         in_flight: 0,
         publisher: None,

@@ -43,8 +43,7 @@ impl Shard {
 
     pub(super) fn open_one(&mut self, now: u64) {
         self.progress().started.fetch_add(1, Relaxed);
-        let source = self.job.sources[self.started % self.job.sources.len()];
-        let socket = match client::connect(source, self.job.target.addr) {
+        let socket = match self.connect_from_a_source() {
             Ok(socket) => socket,
             Err(e) => return self.fail(&client::failure_cause(&e)),
         };
@@ -60,6 +59,32 @@ impl Shard {
         }
         entry.insert(Client::new(socket, now));
         self.in_flight += 1;
+    }
+
+    /// Connect from this attempt's source address; one out of ports
+    /// (EADDRNOTAVAIL) is skipped from then on and the next one tried. When
+    /// every one is out, the attempt fails and they are all tried again
+    /// next time (ports come back as connections close).
+    fn connect_from_a_source(&mut self) -> std::io::Result<std::net::TcpStream> {
+        let count = self.job.sources.len();
+        let first = self.started % count;
+        for step in 0..count {
+            let i = (first + step) % count;
+            if self.spent_sources[i] {
+                continue;
+            }
+            match client::connect(self.job.sources[i], self.job.target.addr) {
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    self.spent_sources[i] = true;
+                    self.result.source_moves += 1;
+                }
+                other => return other,
+            }
+        }
+        self.spent_sources
+            .iter_mut()
+            .for_each(|spent| *spent = false);
+        Err(std::io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))
     }
 
     pub(super) fn fail(&mut self, cause: &str) {

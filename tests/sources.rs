@@ -1,0 +1,140 @@
+//! `fanout load` on a machine that is not empty: source ports already held
+//! toward the server are planned around and named, and a source address
+//! that runs out of ports mid-run hands its attempts to the next one. Each
+//! test runs in a network namespace of its own with a narrow port range
+//! (per-namespace sysctls: nothing changes outside); without the privilege
+//! for one it says SKIPPED.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::process::Command;
+
+use common::{in_new_netns, Backend, Server};
+use fanout::load::report::Report;
+
+/// `count` connections from `source` to the server, held by this process.
+/// Like any load client's, each port is chosen at connect time
+/// (IP_BIND_ADDRESS_NO_PORT): bound at bind time, a port would be taken
+/// from every source address at once.
+fn hold_from(source: Ipv4Addr, server: SocketAddr, count: usize) -> Vec<TcpStream> {
+    use std::os::fd::AsRawFd;
+    (0..count)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let one: libc::c_int = 1;
+            // SAFETY: a valid socket fd and an int option of the right size.
+            let set = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0);
+            socket
+                .bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())
+                .unwrap();
+            socket.connect(&server.into()).unwrap();
+            socket.into()
+        })
+        .collect()
+}
+
+fn load(args: &[&str]) -> (Report, String) {
+    let json = std::env::temp_dir().join(format!(
+        "fanout-sources-{}-{}.json",
+        std::process::id(),
+        args.len()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .arg("load")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(json).unwrap();
+    (report, text)
+}
+
+#[test]
+fn ports_already_held_toward_the_server_are_planned_around_and_named() {
+    in_new_netns("ports_already_held_are_planned_around", || {
+        // 300 ports; a plan fills about a third of each address's range.
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40299").unwrap();
+        let server = Server::start(Backend::Epoll, &[]);
+        let busy = Ipv4Addr::new(127, 0, 0, 2);
+        let held = hold_from(busy, server.addr, 100);
+        let url = server.url("/echo");
+        let (report, text) = load(&["hold", "--url", &url, "--conns", "150", "--duration", "0s"]);
+        assert_eq!(report.connect.opened, 150, "{text}");
+        let notes = report.source_notes.join("\n");
+        assert!(
+            notes.contains(&format!(
+                "127.0.0.2: 100 ports toward {} held (0 TIME_WAIT, 100 established, 0 other)",
+                server.addr
+            )),
+            "{notes}"
+        );
+        // 127.0.0.2 has room for 5 of its share of 105: the plan adds two more.
+        assert!(notes.contains("using 127.0.0.2–127.0.0.4"), "{notes}");
+        assert!(text.contains("sources   127.0.0.2: 100 ports"), "{text}");
+        drop(held);
+    });
+}
+
+#[test]
+fn an_address_out_of_ports_hands_its_attempts_to_the_next() {
+    in_new_netns("an_address_out_of_ports_hands_over", || {
+        // 100 ports; 127.0.0.2 keeps 20 of them free, 127.0.0.3 all 100.
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40099").unwrap();
+        let server = Server::start(Backend::Epoll, &[]);
+        let held = hold_from(Ipv4Addr::new(127, 0, 0, 2), server.addr, 80);
+        let url = server.url("/echo");
+        // Ramp until every attempt fails: round-robin over both addresses.
+        let (report, text) = load(&[
+            "hold",
+            "--url",
+            &url,
+            "--conns",
+            "1000",
+            "--duration",
+            "0s",
+            "--until-failure",
+            "--shards",
+            "1",
+            "--source",
+            "127.0.0.2-127.0.0.3",
+        ]);
+        // Without moving on, the first address out of ports would have
+        // stopped the ramp at about 40 (20 from each); moving on, both
+        // addresses are used up: 20 + 100, minus the ports the kernel keeps.
+        assert!(report.connect.opened >= 110, "{text}");
+        assert!(report.connect.source_moves > 0, "{text}");
+        assert!(
+            report.connect.failures.contains_key("no free source port"),
+            "{text}"
+        );
+        assert!(
+            report
+                .client
+                .warnings
+                .iter()
+                .any(|w| w.contains("every one of the 2 source addresses out of ports")),
+            "{:?}",
+            report.client.warnings
+        );
+        drop(held);
+    });
+}
