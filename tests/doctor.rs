@@ -26,6 +26,7 @@ fn a_small_goal_is_within_reach() {
         "RLIMIT_NOFILE",
         "fs.file-max",
         "ephemeral ports",
+        "ports already held",
         "accept queue",
         "nf_conntrack_max",
         "tcp_mem",

@@ -3,7 +3,11 @@
 //! Nothing here reads the system, so every check is tested with injected
 //! values.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::load::sources::Held;
 
 /// Kernel bytes per idle loopback TCP socket: 4,183–4,201 B measured here
 /// with every backend but tokio-uring (results/README.md), rounded up.
@@ -45,6 +49,13 @@ pub struct Snapshot {
     pub io_uring_missing: Option<String>,
     pub threads_max: u64,
     pub max_map_count: u64,
+    /// Ports of the range in `net.ipv4.ip_local_reserved_ports`.
+    pub reserved_ports: u64,
+    /// Sockets already holding ports, per local address: toward the
+    /// server of `--url` when given, else toward anywhere.
+    pub ports_held: BTreeMap<Ipv4Addr, Held>,
+    /// The server they were counted toward, if one was given.
+    pub ports_held_toward: Option<SocketAddrV4>,
 }
 
 /// `net.netfilter.nf_conntrack_max` and `_count`.
@@ -105,6 +116,7 @@ pub fn all(s: &Snapshot, goal: &Goal) -> Vec<Check> {
         fd_table(s, goal),
         file_max(s, goal),
         source_ports(s, goal),
+        ports_held(s),
         accept_queue(s),
         conntrack(s, goal),
         tcp_memory(s, goal),
@@ -153,7 +165,9 @@ pub fn file_max(s: &Snapshot, goal: &Goal) -> Check {
 /// Ephemeral ports: one source address reaches one server address and port
 /// through at most the port range — the classic ceiling near 28K.
 pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
-    let range = (s.port_range.1 + 1).saturating_sub(s.port_range.0);
+    let range = (s.port_range.1 + 1)
+        .saturating_sub(s.port_range.0)
+        .saturating_sub(s.reserved_ports);
     let reach = range * goal.source_addresses;
     let verdict = if goal.conns <= reach {
         Verdict::Ok
@@ -166,15 +180,72 @@ pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
             goal.conns.div_ceil(range.max(1))
         )
     });
+    let reserved = match s.reserved_ports {
+        0 => String::new(),
+        n => format!(", {n} reserved"),
+    };
     Check {
         limit: "ephemeral ports × source addresses",
         current: format!(
-            "{range} ports ({}–{}) × {} address(es) = {reach}",
+            "{range} ports ({}–{}{reserved}) × {} address(es) = {reach}",
             s.port_range.0, s.port_range.1, goal.source_addresses
         ),
         needed: format!("{}", goal.conns),
         verdict,
         fix,
+    }
+}
+
+/// Ports already held on each source address — TIME_WAIT from an earlier
+/// run, another client's connections: an address holding more than the
+/// share a plan fills is skipped by fanout load and runs out early for any
+/// other client.
+pub fn ports_held(s: &Snapshot) -> Check {
+    let range = (s.port_range.1 + 1).saturating_sub(s.port_range.0);
+    let share = (range as f64 * crate::load::sources::USABLE_SHARE) as usize;
+    let mut busiest: Vec<(&Ipv4Addr, &Held)> = s.ports_held.iter().collect();
+    busiest.sort_by_key(|(_, held)| std::cmp::Reverse(held.total()));
+    let crowded: Vec<String> = busiest
+        .iter()
+        .filter(|(_, held)| held.total() >= share)
+        .map(|(address, _)| address.to_string())
+        .collect();
+    let verdict = if crowded.is_empty() {
+        Verdict::Ok
+    } else {
+        Verdict::Warn
+    };
+    let shown: Vec<String> = busiest
+        .iter()
+        .take(5)
+        .map(|(address, held)| {
+            format!(
+                "{address}: {} ({} TIME_WAIT, {} established, {} other)",
+                held.total(),
+                held.time_wait,
+                held.established,
+                held.other
+            )
+        })
+        .collect();
+    let toward = s
+        .ports_held_toward
+        .map_or("toward anywhere".to_string(), |d| format!("toward {d}"));
+    Check {
+        limit: "ports already held per source address",
+        current: if shown.is_empty() {
+            format!("none {toward}")
+        } else {
+            format!("{toward}: {}", shown.join("; "))
+        },
+        needed: format!("under {share} per address (a third of the range)"),
+        verdict,
+        fix: fix_unless_ok(verdict, || {
+            format!(
+                "{} hold a third of the range or more: fanout load skips them; wait for TIME_WAIT to pass (60 s on Linux) or connect from other addresses (--source)",
+                crowded.join(", ")
+            )
+        }),
     }
 }
 
@@ -399,6 +470,9 @@ mod tests {
             io_uring_missing: None,
             threads_max: 192_730,
             max_map_count: 65_530,
+            reserved_ports: 0,
+            ports_held: BTreeMap::new(),
+            ports_held_toward: None,
         }
     }
 
@@ -539,6 +613,56 @@ mod tests {
             .collect();
         assert_eq!(warned, ["RLIMIT_NOFILE (fds per table)"]);
         assert_eq!(verdict(&checks, "fs.file-max"), Verdict::Ok);
-        assert_eq!(checks.len(), 9);
+        assert_eq!(checks.len(), 10);
+    }
+
+    #[test]
+    fn ports_held_on_an_address_are_named_and_a_crowded_one_warns() {
+        let mut s = here();
+        assert_eq!(ports_held(&s).verdict, Verdict::Ok);
+        assert!(ports_held(&s).current.starts_with("none toward anywhere"));
+        let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
+        s.ports_held_toward = Some(server);
+        s.ports_held.insert(
+            Ipv4Addr::new(127, 0, 0, 1),
+            Held {
+                time_wait: 25_700,
+                established: 18,
+                other: 0,
+            },
+        );
+        s.ports_held.insert(
+            Ipv4Addr::new(127, 0, 0, 2),
+            Held {
+                time_wait: 0,
+                established: 100,
+                other: 0,
+            },
+        );
+        let check = ports_held(&s);
+        assert_eq!(check.verdict, Verdict::Warn);
+        assert!(
+            check.current.starts_with(
+                "toward 127.0.0.1:9001: 127.0.0.1: 25718 (25700 TIME_WAIT, 18 established, 0 other); 127.0.0.2: 100"
+            ),
+            "{}",
+            check.current
+        );
+        assert!(check.fix.starts_with("127.0.0.1 hold"), "{}", check.fix);
+    }
+
+    #[test]
+    fn reserved_ports_shrink_the_range_of_every_address() {
+        let mut s = here();
+        s.reserved_ports = 8_232;
+        let check = source_ports(&s, &goal(25_000));
+        assert_eq!(check.verdict, Verdict::Fail, "{check:?}");
+        assert!(
+            check
+                .current
+                .contains("20000 ports (32768–60999, 8232 reserved)"),
+            "{}",
+            check.current
+        );
     }
 }

@@ -31,7 +31,11 @@ pub struct DoctorConfig {
 /// Run the checks, print them; `Ok(false)` when N is out of reach.
 pub fn doctor(config: &DoctorConfig) -> anyhow::Result<bool> {
     let goal = goal(config)?;
-    let snapshot = Snapshot::read();
+    let destination = match &config.url {
+        Some(url) => ipv4_destination(url),
+        None => None,
+    };
+    let snapshot = Snapshot::read_toward(destination);
     let checks = checks::all(&snapshot, &goal);
     print!("{}", render(&checks, &goal));
     Ok(checks.iter().all(|c| c.verdict != Verdict::Fail))
@@ -57,6 +61,13 @@ fn goal(config: &DoctorConfig) -> anyhow::Result<Goal> {
         source_addresses,
         user_bytes_per_conn: checks::USER_BYTES_PER_CONN,
     })
+}
+
+/// The URL's host and port as an IPv4 address, if it is one.
+fn ipv4_destination(url: &str) -> Option<std::net::SocketAddrV4> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.parse().ok()
 }
 
 /// Whether the URL's host is this machine's loopback.
@@ -118,8 +129,17 @@ fn render(checks: &[Check], goal: &Goal) -> String {
 
 impl Snapshot {
     /// This machine's values (a value that cannot be read counts as 0, so
-    /// that its check fails loudly rather than passing).
+    /// that its check fails loudly rather than passing); ports held toward
+    /// anywhere.
     pub fn read() -> Snapshot {
+        Snapshot::read_toward(None)
+    }
+
+    /// The same, counting the ports held toward `destination` when given.
+    pub fn read_toward(destination: Option<std::net::SocketAddrV4>) -> Snapshot {
+        let text = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let range =
+            crate::load::sources::port_range(&text("/proc/sys/net/ipv4/ip_local_port_range"));
         let (nofile_soft, nofile_hard) = nofile();
         let tcp_mem = numbers("/proc/sys/net/ipv4/tcp_mem");
         let ports = numbers("/proc/sys/net/ipv4/ip_local_port_range");
@@ -152,6 +172,12 @@ impl Snapshot {
             io_uring_missing,
             threads_max: number("/proc/sys/kernel/threads-max").unwrap_or(0),
             max_map_count: number("/proc/sys/vm/max_map_count").unwrap_or(0),
+            reserved_ports: crate::load::sources::reserved_in(
+                range,
+                &text("/proc/sys/net/ipv4/ip_local_reserved_ports"),
+            ) as u64,
+            ports_held: crate::load::sources::held_on(&text("/proc/net/tcp"), destination),
+            ports_held_toward: destination,
         }
     }
 }

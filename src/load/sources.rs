@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 /// full) took 14 CPU-seconds of connect() in the kernel and ran at 3,300/s;
 /// from two addresses (44 %) 1 CPU-second at 36,000/s. A third keeps well
 /// clear of that cliff; loopback addresses cost nothing.
-const USABLE_SHARE: f64 = 0.35;
+pub const USABLE_SHARE: f64 = 0.35;
 /// The first default source: 127.0.0.1 is left to everything else.
 const FIRST_DEFAULT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
@@ -221,7 +221,7 @@ fn span(addresses: &[Ipv4Addr]) -> String {
 }
 
 /// `32768 60999` → (32768, 60999); the kernel default when unreadable.
-fn port_range(text: &str) -> (u32, u32) {
+pub fn port_range(text: &str) -> (u32, u32) {
     let mut bounds = text.split_whitespace().filter_map(|n| n.parse().ok());
     match (bounds.next(), bounds.next()) {
         (Some(low), Some(high)) if high >= low => (low, high),
@@ -249,6 +249,12 @@ pub fn reserved_in(range: (u32, u32), text: &str) -> usize {
 /// Sockets from each local IPv4 address to `destination`, by state, from
 /// the text of /proc/net/tcp (addresses and ports in the kernel's hex).
 pub fn held_toward(table: &str, destination: SocketAddrV4) -> BTreeMap<Ipv4Addr, Held> {
+    held_on(table, Some(destination))
+}
+
+/// Sockets from each local IPv4 address, by state: toward `destination`,
+/// or toward anywhere (listeners left out).
+pub fn held_on(table: &str, destination: Option<SocketAddrV4>) -> BTreeMap<Ipv4Addr, Held> {
     let mut held: BTreeMap<Ipv4Addr, Held> = BTreeMap::new();
     for line in table.lines().skip(1) {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -260,7 +266,11 @@ pub fn held_toward(table: &str, destination: SocketAddrV4) -> BTreeMap<Ipv4Addr,
         let (Some(local), Some(remote)) = (hex_address(local), hex_address(remote)) else {
             continue;
         };
-        if remote != destination {
+        let wanted = match destination {
+            Some(destination) => remote == destination,
+            None => *state != "0A",
+        };
+        if !wanted {
             continue;
         }
         let entry = held.entry(*local.ip()).or_default();
