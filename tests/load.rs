@@ -252,6 +252,43 @@ fn churn_opens_echoes_and_closes() {
     assert!(churn.completed >= 100, "{} cycles", churn.completed);
     assert!(churn.setup.count >= churn.completed);
     assert!(churn.total.p50_us >= churn.setup.p50_us);
+    assert_eq!(churn.dropped, 0, "nothing near the bound");
+    assert!(churn.arrivals >= churn.completed);
+    server.wait_for_stats("churned connections to be gone", |s| s.open == 0);
+}
+
+#[test]
+fn churn_past_its_bound_drops_arrivals_instead_of_failing_them() {
+    let server = Server::start(Backend::Epoll, &[]);
+    let url = server.url("/echo");
+    // Far more arrivals than one cycle in flight at a time can carry.
+    let report = load(&format!(
+        "churn --url {url} --rate 20000 --duration 500ms --max-inflight 1 --shards 1"
+    ));
+    let churn = report.churn.clone().expect("churn section");
+    assert_eq!(churn.max_inflight_per_shard, 1);
+    assert!(churn.completed > 0, "{churn:?}");
+    assert!(churn.dropped > 0, "{churn:?}");
+    assert_eq!(churn.failed, 0, "{:?}", report.connect.failures);
+    assert!(
+        churn.dropped + churn.completed <= churn.arrivals,
+        "{churn:?}"
+    );
+    assert!(
+        report
+            .client
+            .warnings
+            .iter()
+            .any(|w| w.contains("churn arrivals were dropped")),
+        "{:?}",
+        report.client.warnings
+    );
+    let text = report.text();
+    assert!(text.contains("churn at 20000 connections/s"), "{text}");
+    assert!(
+        !text.contains("\nconnect "),
+        "no hold block for churn: {text}"
+    );
     server.wait_for_stats("churned connections to be gone", |s| s.open == 0);
 }
 

@@ -102,6 +102,12 @@ pub struct LoadConfig {
     #[arg(long)]
     pub shards: Option<usize>,
 
+    /// Churn: cycles in flight at once per client shard; arrivals beyond it
+    /// are counted as dropped, not opened (an open-loop generator with
+    /// bounded concurrency). Default: what one fd table holds.
+    #[arg(long)]
+    pub max_inflight: Option<usize>,
+
     /// Stop opening connections at the first one that fails; the ramp ends
     /// once every attempt in flight has finished (`fanout ceiling` ramps
     /// this way to find where a limit gives).
@@ -158,9 +164,12 @@ pub enum Work {
         open_loop_rate: Option<f64>,
         window: usize,
     },
-    /// Open, echo once, close; new connections at `rate` per second.
+    /// Open, echo once, close; new connections at `rate` per second, at
+    /// most `max_inflight` cycles at once per shard (0: the fd table's room,
+    /// set when the run is planned).
     Churn {
         rate: f64,
+        max_inflight: usize,
     },
 }
 
@@ -227,6 +236,7 @@ impl LoadConfig {
                 rate: self
                     .rate
                     .ok_or("churn needs --rate (new connections per second)")?,
+                max_inflight: self.max_inflight.unwrap_or(0),
             },
         };
         Ok(Scenario {

@@ -94,7 +94,7 @@ pub fn run_with(
     pause_at_half: bool,
     at: &mut dyn FnMut(Checkpoint),
 ) -> anyhow::Result<Report> {
-    let scenario = config.scenario().map_err(UsageError)?;
+    let mut scenario = config.scenario().map_err(UsageError)?;
     let target = Target::parse(&config.url, config.scenario.default_path()).map_err(UsageError)?;
     let held = if matches!(scenario.work, Work::Churn { .. }) {
         0
@@ -107,6 +107,23 @@ pub fn run_with(
         .map(sources::parse_range)
         .transpose()
         .map_err(UsageError)?;
+
+    let nofile = sys::nofile_limit()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (shards, mut private) = client_shards(config.shards, cores, scenario.conns, nofile);
+    if let Work::Churn { max_inflight, .. } = &mut scenario.work {
+        // Each churn shard fills its own fd table at most.
+        let room = nofile.saturating_sub(TABLE_RESERVE).max(1);
+        if *max_inflight == 0 || *max_inflight > room {
+            *max_inflight = room;
+        }
+        private |= shards > 1;
+    }
+    // Churn holds at most its bound at once; everything else, its connections.
+    let at_once = match scenario.work {
+        Work::Churn { max_inflight, .. } => max_inflight * shards,
+        _ => scenario.conns,
+    };
     let source_plan = match given {
         // A ramp until failure is there to find where they run out.
         Some(list) if config.until_failure => sources::SourcePlan {
@@ -121,13 +138,10 @@ pub fn run_with(
                     ..Default::default()
                 },
             };
-            sources::plan_around(scenario.conns, &space, given).map_err(UsageError)?
+            sources::plan_around(at_once, &space, given).map_err(UsageError)?
         }
     };
     let source_list = source_plan.sources.clone();
-    let nofile = sys::nofile_limit()?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let (shards, private) = client_shards(config.shards, cores, scenario.conns, nofile);
     let control = Arc::new(Control::new(shards));
     control.hold_at_half.store(pause_at_half, Relaxed);
     control.until_failure.store(config.until_failure, Relaxed);
@@ -431,6 +445,8 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
         all.send_lag.merge(&result.send_lag);
         all.churn_setup.merge(&result.churn_setup);
         all.churn_total.merge(&result.churn_total);
+        all.churn_arrivals += result.churn_arrivals;
+        all.churn_dropped += result.churn_dropped;
         all.alive_at_end += result.alive_at_end;
         all.closed_by_server += result.closed_by_server;
         all.source_moves += result.source_moves;
@@ -501,9 +517,33 @@ fn merge(
         )),
         _ => None,
     };
+    if all.churn_dropped > 0 {
+        let who = if cpu_share > 0.9 {
+            format!(
+                "the client (it used {:.0}% of all cores)",
+                cpu_share * 100.0
+            )
+        } else {
+            "the server (the client had cores to spare; connections stayed in flight)".to_string()
+        };
+        warnings.push(format!(
+            "{} of {} churn arrivals were dropped: a shard already had --max-inflight cycles in flight; {who} could not keep up with the rate asked",
+            all.churn_dropped, all.churn_arrivals
+        ));
+    }
     let churn = match scenario.work {
-        Work::Churn { rate } => Some(ChurnReport {
+        Work::Churn { rate, max_inflight } => Some(ChurnReport {
             target_rate_per_s: rate,
+            arrivals: all.churn_arrivals,
+            dropped: all.churn_dropped,
+            failed: all.failures.values().sum(),
+            // Started, neither completed nor failed: connecting, upgrading
+            // or echoing when churn stopped.
+            in_flight_at_end: all
+                .churn_arrivals
+                .saturating_sub(all.churn_dropped + all.churn_total.count())
+                .saturating_sub(all.failures.values().sum()),
+            max_inflight_per_shard: max_inflight,
             completed: all.churn_total.count(),
             seconds: input.work_seconds,
             rate_per_s: all.churn_total.count() as f64 / input.work_seconds.max(1e-9),

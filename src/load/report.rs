@@ -123,6 +123,24 @@ pub struct EchoReport {
 pub struct ChurnReport {
     /// Connections asked for per second.
     pub target_rate_per_s: f64,
+    /// Cycles due by the schedule.
+    #[serde(default)]
+    pub arrivals: u64,
+    /// Arrivals not started: their shard already had the most cycles in
+    /// flight it may (--max-inflight).
+    #[serde(default)]
+    pub dropped: u64,
+    /// Cycles whose connection failed (see the connect failures).
+    #[serde(default)]
+    pub failed: u64,
+    /// Cycles started and neither completed nor failed when churn stopped
+    /// (connecting, upgrading or echoing): arrivals = completed + dropped +
+    /// failed + in flight.
+    #[serde(default)]
+    pub in_flight_at_end: u64,
+    /// The bound on cycles in flight, per client shard.
+    #[serde(default)]
+    pub max_inflight_per_shard: usize,
     /// Cycles (open, echo once, close) completed.
     pub completed: u64,
     /// How long churn ran, seconds.
@@ -219,12 +237,15 @@ impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
         let c = &self.connect;
+        let what = match &self.churn {
+            Some(ch) => format!("churn at {:.0} connections/s", ch.target_rate_per_s),
+            None => format!("{} connections", self.conns),
+        };
         let _ = writeln!(
             out,
-            "fanout load {} {} — {} connections, {} client shards{}, {} source addresses",
+            "fanout load {} {} — {what}, {} client shards{}, {} source addresses",
             self.scenario,
             self.url,
-            self.conns,
             self.client_shards,
             if self.private_fd_tables {
                 " (private fd tables)"
@@ -236,11 +257,13 @@ impl Report {
         for note in &self.source_notes {
             let _ = writeln!(out, "sources   {note}");
         }
-        let _ = writeln!(
-            out,
-            "connect   {} opened, {} failed in {:.2} s: {:.0}/s",
-            c.opened, c.failed, c.ramp_seconds, c.rate_per_s
-        );
+        if self.churn.is_none() {
+            let _ = writeln!(
+                out,
+                "connect   {} opened, {} failed in {:.2} s: {:.0}/s",
+                c.opened, c.failed, c.ramp_seconds, c.rate_per_s
+            );
+        }
         for (cause, n) in &c.failures {
             let _ = writeln!(out, "  failed: {cause}: {n}");
         }
@@ -251,12 +274,14 @@ impl Report {
                 c.source_moves
             );
         }
-        out.push_str(&latency_line("setup", &c.latency));
-        let _ = writeln!(
-            out,
-            "  alive at end {}, closed by server {}",
-            c.alive_at_end, c.closed_by_server
-        );
+        if self.churn.is_none() {
+            out.push_str(&latency_line("setup", &c.latency));
+            let _ = writeln!(
+                out,
+                "  alive at end {}, closed by server {}",
+                c.alive_at_end, c.closed_by_server
+            );
+        }
         if let Some(b) = &self.broadcast {
             broadcast_text(&mut out, b);
         }
@@ -282,6 +307,16 @@ impl Report {
                 out,
                 "churn     {} connect-echo-close cycles in {:.2} s: {:.0}/s (target {:.0}/s)",
                 ch.completed, ch.seconds, ch.rate_per_s, ch.target_rate_per_s
+            );
+            let _ = writeln!(
+                out,
+                "  asked {}, completed {}, dropped {} (at most {} in flight per shard), failed {}, in flight at the end {}",
+                ch.arrivals,
+                ch.completed,
+                ch.dropped,
+                ch.max_inflight_per_shard,
+                ch.failed,
+                ch.in_flight_at_end
             );
             out.push_str(&latency_line("setup", &ch.setup));
             out.push_str(&latency_line("cycle", &ch.total));

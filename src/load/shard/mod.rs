@@ -81,6 +81,9 @@ pub struct ShardResult {
     pub send_lag: Latency,
     pub churn_setup: Latency,
     pub churn_total: Latency,
+    /// Churn: arrivals due, and those dropped for --max-inflight.
+    pub churn_arrivals: u64,
+    pub churn_dropped: u64,
     pub alive_at_end: u64,
     /// Open connections the server closed.
     pub closed_by_server: u64,

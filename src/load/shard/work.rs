@@ -24,7 +24,7 @@ impl Shard {
                     }
                 }
             }
-            Work::Churn { rate } => {
+            Work::Churn { rate, .. } => {
                 let per_shard = rate / self.job.shards as f64;
                 let phase = self.job.id as f64 / self.job.shards as f64;
                 self.churn = Some(Schedule::new(now, per_shard, phase));
@@ -79,9 +79,17 @@ impl Shard {
         {
             self.echo_sends_due(rate, now);
         }
-        if let Some(schedule) = self.churn {
+        if let (Some(schedule), Work::Churn { max_inflight, .. }) =
+            (self.churn, self.job.scenario.work)
+        {
             while (self.started as u64) < schedule.due_by(now) {
                 self.started += 1;
+                self.result.churn_arrivals += 1;
+                if self.clients.len() >= max_inflight {
+                    // Open loop, bounded: an arrival with no room is dropped.
+                    self.result.churn_dropped += 1;
+                    continue;
+                }
                 self.open_one(now);
             }
         }
