@@ -30,6 +30,7 @@ pub mod bench;
 pub mod ceiling;
 pub mod cli;
 pub mod doctor;
+pub mod json;
 pub mod load;
 pub mod netstat;
 pub mod plan;

@@ -24,7 +24,7 @@ pub mod slo;
 pub mod sweep;
 pub mod text;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -317,6 +317,20 @@ pub struct BenchResult {
     pub warnings: Vec<String>,
 }
 
+impl BenchResult {
+    /// A result file, or an error saying it is not one this version reads.
+    pub fn read(path: &Path) -> anyhow::Result<BenchResult> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a fanout bench result this version reads (written by an older fanout? run fanout bench again)",
+                path.display()
+            )
+        })
+    }
+}
+
 /// Everything one measured server got, each figure against the same floors.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerResult {
@@ -392,17 +406,14 @@ fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
         }
         let (result, path) = bench_one(&one, format!("{command} (sweep point N = {n})"))?;
         if let Some(path) = path {
-            dir = path.parent().map(std::path::Path::to_path_buf);
+            dir = path.parent().map(Path::to_path_buf);
         }
         runs.push((format!("{base}-{n}"), result));
     }
     let swept = sweep::sweep(command, &runs);
     print!("{}", sweep::text(&swept));
     if let Some(dir) = dir {
-        let path = dir.join(format!("{base}-sweep.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(&swept)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("written: {}", path.display());
+        write_beside(&dir, &format!("{base}-sweep"), &swept)?;
     }
     Ok(())
 }
@@ -411,14 +422,7 @@ fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
 fn refit_sweep(config: &BenchConfig, command: String) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for path in &config.sweep_from {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let result: BenchResult = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a bench result this version reads",
-                path.display()
-            )
-        })?;
+        let result = BenchResult::read(path)?;
         let name = path
             .file_stem()
             .unwrap_or_default()
@@ -435,14 +439,8 @@ fn refit_sweep(config: &BenchConfig, command: String) -> anyhow::Result<()> {
     });
     let swept = sweep::sweep(command, &runs);
     print!("{}", sweep::text(&swept));
-    let dir = config.sweep_from[0]
-        .parent()
-        .unwrap_or(std::path::Path::new("."));
-    let path = dir.join(format!("{base}-sweep.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&swept)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("written: {}", path.display());
-    Ok(())
+    let dir = config.sweep_from[0].parent().unwrap_or(Path::new("."));
+    write_beside(dir, &format!("{base}-sweep"), &swept)
 }
 
 /// Step N up until every server misses the target (or N reaches --conns).
@@ -482,7 +480,7 @@ fn slo_bench(config: &BenchConfig, command: String, target: &slo::Slo) -> anyhow
         one.echo_conns = vec![n];
         let (result, path) = bench_one(&one, format!("{command} (slo step N = {n})"))?;
         if let Some(path) = path {
-            dir = path.parent().map(std::path::Path::to_path_buf);
+            dir = path.parent().map(Path::to_path_buf);
         }
         machine.get_or_insert_with(|| result.machine.clone());
         let judged = slo::judge(target, n, format!("{base}-{n}"), &result);
@@ -515,10 +513,7 @@ fn slo_bench(config: &BenchConfig, command: String, target: &slo::Slo) -> anyhow
     };
     print!("{}", slo::text(&result));
     if let Some(dir) = dir {
-        let path = dir.join(format!("{base}-slo.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(&result)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("written: {}", path.display());
+        write_beside(&dir, &format!("{base}-slo"), &result)?;
     }
     Ok(())
 }
@@ -707,9 +702,16 @@ fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> 
         .clone()
         .unwrap_or_else(|| format!("bench-{server}-{}", config.conns));
     let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(result)?)
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::json::write(&path, result)?;
     Ok(path)
+}
+
+/// A sweep's or ladder's own file, beside its runs' files: `DIR/NAME.json`.
+fn write_beside(dir: &Path, name: &str, value: &impl Serialize) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.json"));
+    crate::json::write(&path, value)?;
+    println!("written: {}", path.display());
+    Ok(())
 }
 
 /// `fanout-epoll`, `fanout-epoll-uring`, `fanout-epoll-ref`, `ref`: the

@@ -149,10 +149,8 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
     if let (Some(before), Some(view)) = (cpu_before, &evidence.server) {
         evidence.server_cpu_cores = (ramp > 0.0).then(|| (view.cpu_seconds - before) / ramp);
     }
-    if let Some(server) = started.as_mut() {
+    if let Some(mut server) = started.take() {
         evidence.server_exit = server.exit_status().map(describe_exit);
-    }
-    if let Some(server) = started.take() {
         if evidence.server_exit.is_none() {
             server.stop().context("stopping the server")?;
         }
@@ -172,8 +170,7 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
     };
     print!("{}", render(&result));
     if let Some(path) = &config.json {
-        let json = serde_json::to_string_pretty(&result)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        crate::json::write(path, &result)?;
     }
     Ok(())
 }

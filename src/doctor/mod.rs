@@ -65,15 +65,18 @@ fn goal(config: &DoctorConfig) -> anyhow::Result<Goal> {
 
 /// The URL's host and port as an IPv4 address, if it is one.
 fn ipv4_destination(url: &str) -> Option<std::net::SocketAddrV4> {
+    authority(url).parse().ok()
+}
+
+/// `HOST:PORT` of `ws://HOST:PORT/PATH` (or of a URL without a scheme).
+fn authority(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    authority.parse().ok()
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// Whether the URL's host is this machine's loopback.
 fn host_is_loopback(url: &str) -> anyhow::Result<bool> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority(url);
     let host = match authority.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => host,
         _ => authority,
@@ -138,11 +141,13 @@ impl Snapshot {
     /// The same, counting the ports held toward `destination` when given.
     pub fn read_toward(destination: Option<std::net::SocketAddrV4>) -> Snapshot {
         let text = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let range =
-            crate::load::sources::port_range(&text("/proc/sys/net/ipv4/ip_local_port_range"));
         let (nofile_soft, nofile_hard) = nofile();
         let tcp_mem = numbers("/proc/sys/net/ipv4/tcp_mem");
         let ports = numbers("/proc/sys/net/ipv4/ip_local_port_range");
+        let port_range = (
+            ports.first().copied().unwrap_or(0),
+            ports.get(1).copied().unwrap_or(0),
+        );
         let conntrack = number("/proc/sys/net/netfilter/nf_conntrack_max").map(|max| Conntrack {
             max,
             count: number("/proc/sys/net/netfilter/nf_conntrack_count").unwrap_or(0),
@@ -154,10 +159,7 @@ impl Snapshot {
             nofile_soft,
             nofile_hard,
             file_max: number("/proc/sys/fs/file-max").unwrap_or(0),
-            port_range: (
-                ports.first().copied().unwrap_or(0),
-                ports.get(1).copied().unwrap_or(0),
-            ),
+            port_range,
             somaxconn: number("/proc/sys/net/core/somaxconn").unwrap_or(0),
             syn_backlog: number("/proc/sys/net/ipv4/tcp_max_syn_backlog").unwrap_or(0),
             conntrack,
@@ -173,7 +175,7 @@ impl Snapshot {
             threads_max: number("/proc/sys/kernel/threads-max").unwrap_or(0),
             max_map_count: number("/proc/sys/vm/max_map_count").unwrap_or(0),
             reserved_ports: crate::load::sources::reserved_in(
-                range,
+                (port_range.0 as u32, port_range.1 as u32),
                 &text("/proc/sys/net/ipv4/ip_local_reserved_ports"),
             ) as u64,
             ports_held: crate::load::sources::held_on(&text("/proc/net/tcp"), destination),

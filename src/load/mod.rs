@@ -21,8 +21,6 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use crate::cli::UsageError;
 use crate::sys;
 use config::{LoadConfig, Pace, Publish, Scenario, Work};
@@ -61,8 +59,7 @@ pub fn load(config: LoadConfig) -> anyhow::Result<()> {
     let report = run(&config)?;
     print!("{}", report.text());
     if let Some(path) = &config.json {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        crate::json::write(path, &report)?;
     }
     Ok(())
 }

@@ -35,15 +35,9 @@ pub fn parse_range(text: &str) -> Result<Vec<Ipv4Addr>, String> {
 /// Ports one source address offers per destination, from the kernel's
 /// ephemeral range (`net.ipv4.ip_local_port_range`).
 pub fn ports_per_source() -> usize {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .unwrap_or_else(|_| "32768 60999".into());
-    let mut bounds = range
-        .split_whitespace()
-        .filter_map(|n| n.parse::<usize>().ok());
-    match (bounds.next(), bounds.next()) {
-        (Some(low), Some(high)) if high >= low => high - low + 1,
-        _ => 28_232,
-    }
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+    let (low, high) = port_range(&text.unwrap_or_default());
+    (high + 1 - low) as usize
 }
 
 /// The addresses to use for `conns` connections on an empty machine: the
@@ -96,7 +90,7 @@ impl PortSpace {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let range = port_range(&read("/proc/sys/net/ipv4/ip_local_port_range"));
         PortSpace {
-            range: (range.1 + 1).saturating_sub(range.0) as usize,
+            range: (range.1 + 1 - range.0) as usize,
             reserved: reserved_in(range, &read("/proc/sys/net/ipv4/ip_local_reserved_ports")),
             held: held_toward(&read("/proc/net/tcp"), destination),
             destination: Some(destination),

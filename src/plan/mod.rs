@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use crate::bench::BenchResult;
@@ -187,8 +186,7 @@ pub fn plan(config: &PlanConfig) -> anyhow::Result<()> {
     };
     print!("{}", render(&plan));
     if let Some(path) = &config.json {
-        let json = serde_json::to_string_pretty(&plan)?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        crate::json::write(path, &plan)?;
     }
     Ok(())
 }
@@ -234,14 +232,7 @@ fn connections(config: &PlanConfig, policy: Policy, routers: usize, machines: u6
 /// The measured figures for the chosen server, from a bench result file.
 fn measured(config: &PlanConfig) -> anyhow::Result<Measured> {
     let path = &config.from;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let result: BenchResult = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a fanout bench result this version reads (written by an older fanout? run fanout bench again)",
-            path.display()
-        )
-    })?;
+    let result = BenchResult::read(path)?;
     let server = match &config.server {
         None => result.servers.first(),
         Some(name) => result.servers.iter().find(|s| &s.name == name),

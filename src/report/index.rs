@@ -37,7 +37,7 @@ pub fn write(root: &Path, folders: &[PathBuf]) -> anyhow::Result<()> {
         let runs = read_dir(folder)?;
         let drawable = runs.drawable();
         if drawable {
-            report_folder(folder, None)?;
+            report_folder(folder, &folder.join("report"), &runs)?;
         }
         let _ = writeln!(md, "\n## {name}\n");
         if let Some((_, bench)) = runs.benches.first() {
@@ -55,7 +55,7 @@ pub fn write(root: &Path, folders: &[PathBuf]) -> anyhow::Result<()> {
                 "Its files are of an earlier layout: listed here, not drawn.\n"
             );
         }
-        md.push_str(&files_table(folder, &runs)?);
+        md.push_str(&files_table(folder, &runs));
         let notes = folder.join("notes.md");
         if notes.exists() {
             let text = std::fs::read_to_string(&notes)
@@ -71,7 +71,7 @@ pub fn write(root: &Path, folders: &[PathBuf]) -> anyhow::Result<()> {
 }
 
 /// Every JSON file of the folder: what it is and the command that made it.
-fn files_table(folder: &Path, runs: &Runs) -> anyhow::Result<String> {
+fn files_table(folder: &Path, runs: &Runs) -> String {
     let mut rows: Vec<(String, String, String)> = Vec::new();
     for (file, bench) in &runs.benches {
         let servers: Vec<&str> = bench.servers.iter().map(|s| s.name.as_str()).collect();
@@ -81,11 +81,12 @@ fn files_table(folder: &Path, runs: &Runs) -> anyhow::Result<String> {
             bench.command.clone(),
         ));
     }
-    let kinds: [(&str, &Vec<(String, Value)>); 4] = [
+    let kinds: [(&str, &Vec<(String, Value)>); 5] = [
         ("ceiling", &runs.ceilings),
         ("plan", &runs.plans),
         ("sweep", &runs.sweeps),
         ("slo", &runs.slos),
+        ("earlier layout (not read)", &runs.skipped),
     ];
     for (kind, files) in kinds {
         for (file, value) in files {
@@ -97,23 +98,13 @@ fn files_table(folder: &Path, runs: &Runs) -> anyhow::Result<String> {
             rows.push((file.clone(), kind.to_string(), command));
         }
     }
-    for file in &runs.skipped {
-        let json: Option<Value> = std::fs::read_to_string(folder.join(format!("{file}.json")))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok());
-        let command = json
-            .and_then(|v| Some(v.get("command")?.as_str()?.to_string()))
-            .or_else(|| command_beside(folder, file))
-            .unwrap_or_default();
-        rows.push((file.clone(), "earlier layout (not read)".into(), command));
-    }
     rows.sort();
     let mut md = String::from("| file | what | command |\n|---|---|---|\n");
     for (file, what, command) in rows {
         let command = command.replace('|', "\\|");
         let _ = writeln!(md, "| {file}.json | {what} | `{command}` |");
     }
-    Ok(md)
+    md
 }
 
 /// The `$ command` line of the .txt file beside a JSON file, if any.

@@ -40,8 +40,9 @@ pub struct Runs {
     /// `fanout bench --sweep` fits and `--slo` ladders.
     pub sweeps: Vec<(String, Value)>,
     pub slos: Vec<(String, Value)>,
-    /// JSON files read as none of those (an older layout), by name.
-    pub skipped: Vec<String>,
+    /// JSON files read as none of those (an older layout; `null` when not
+    /// JSON at all).
+    pub skipped: Vec<(String, Value)>,
 }
 
 impl Runs {
@@ -53,22 +54,37 @@ impl Runs {
             && self.sweeps.is_empty()
             && self.slos.is_empty())
     }
+
+    /// The files not read, by name.
+    pub fn skipped_names(&self) -> String {
+        let names: Vec<&str> = self.skipped.iter().map(|(name, _)| name.as_str()).collect();
+        names.join(", ")
+    }
 }
 
 pub fn report(config: &ReportConfig) -> anyhow::Result<()> {
-    let folders = result_folders(&config.dir)?;
-    if !folders.is_empty() {
-        return index::write(&config.dir, &folders);
+    let runs = read_dir(&config.dir)?;
+    if runs.drawable() {
+        let out = config
+            .out
+            .clone()
+            .unwrap_or_else(|| config.dir.join("report"));
+        return report_folder(&config.dir, &out, &runs);
     }
-    report_folder(&config.dir, config.out.clone())
+    let folders = result_folders(&config.dir)?;
+    if folders.is_empty() {
+        return Err(crate::cli::UsageError(format!(
+            "{} holds no fanout result files (bench, ceiling, plan, sweep or slo JSON), nor folders of them",
+            config.dir.display()
+        ))
+        .into());
+    }
+    index::write(&config.dir, &folders)
 }
 
-/// The folders under `dir` that hold result files, when `dir` is the
-/// results root (no result file of its own); empty for a results folder.
+/// The folders under `dir` that hold JSON files (`dir` being the results
+/// root), newest name first.
 fn result_folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if read_dir(dir)?.drawable() {
-        return Ok(Vec::new());
-    }
     let has_json = |d: &Path| {
         std::fs::read_dir(d)
             .map(|entries| {
@@ -89,26 +105,11 @@ fn result_folders(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(folders)
 }
 
-/// One results folder's report.md and plots.
-pub fn report_folder(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = ReportConfig {
-        dir: dir.to_path_buf(),
-        out,
-    };
-    let out = config
-        .out
-        .clone()
-        .unwrap_or_else(|| config.dir.join("report"));
-    let runs = read_dir(&config.dir)?;
-    if !runs.drawable() {
-        return Err(crate::cli::UsageError(format!(
-            "{} holds no fanout result files (bench, ceiling or plan JSON)",
-            config.dir.display()
-        ))
-        .into());
-    }
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let written = write(&runs, &config.dir, &out)?;
+/// One results folder's report.md and plots in `out`, from its `runs`
+/// (which hold something to draw).
+pub fn report_folder(dir: &Path, out: &Path, runs: &Runs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let written = write(runs, dir, out)?;
     println!(
         "report: {} ({} plots) from {} bench, {} ceiling and {} plan files, {} sweeps and {} slo ladders{}",
         out.join("report.md").display(),
@@ -121,7 +122,7 @@ pub fn report_folder(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         if runs.skipped.is_empty() {
             String::new()
         } else {
-            format!("; not read (earlier layouts): {}", runs.skipped.join(", "))
+            format!("; not read (earlier layouts): {}", runs.skipped_names())
         }
     );
     Ok(())
@@ -144,7 +145,7 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Runs> {
             .to_string();
         let text = std::fs::read_to_string(&path)?;
         let Ok(value) = serde_json::from_str::<Value>(&text) else {
-            runs.skipped.push(name);
+            runs.skipped.push((name, Value::Null));
             continue;
         };
         if value.get("diagnosis").is_some() && value.get("timeline").is_some() {
@@ -155,10 +156,10 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Runs> {
             runs.slos.push((name, value));
         } else if value.get("files").is_some() && value.get("servers").is_some() {
             runs.sweeps.push((name, value));
-        } else if let Ok(bench) = serde_json::from_value::<BenchResult>(value) {
+        } else if let Ok(bench) = <BenchResult as serde::Deserialize>::deserialize(&value) {
             runs.benches.push((name, bench));
         } else {
-            runs.skipped.push(name);
+            runs.skipped.push((name, value));
         }
     }
     Ok(runs)
@@ -302,11 +303,7 @@ fn write(runs: &Runs, dir: &Path, out: &Path) -> anyhow::Result<usize> {
         )?;
     }
     if !runs.skipped.is_empty() {
-        let _ = writeln!(
-            md,
-            "Not read (earlier layouts): {}.",
-            runs.skipped.join(", ")
-        );
+        let _ = writeln!(md, "Not read (earlier layouts): {}.", runs.skipped_names());
     }
     std::fs::write(out.join("report.md"), md)?;
     Ok(plots)

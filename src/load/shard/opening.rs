@@ -29,15 +29,12 @@ impl Shard {
             Pace::AsFast { inflight } => inflight,
             Pace::Rate(_) => usize::MAX,
         };
-        if self.job.control.stop_opening.load(Relaxed) {
-            return;
-        }
-        while self.started < wanted && self.in_flight < cap {
+        while self.started < wanted
+            && self.in_flight < cap
+            && !self.job.control.stop_opening.load(Relaxed)
+        {
             self.started += 1;
             self.open_one(now);
-            if self.job.control.stop_opening.load(Relaxed) {
-                break;
-            }
         }
     }
 
