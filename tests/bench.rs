@@ -18,8 +18,9 @@ use fanout::load::spread::Spread;
 /// slab growth: two at once would disturb each other, so they take turns.
 static ONE_BENCH_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Run `fanout bench ARGS --out DIR` and parse the result file it wrote.
-fn bench(args: &[&str], out: &Path) -> (BenchResult, String) {
+/// Run `fanout bench ARGS --out DIR` (one bench at a time); it must
+/// succeed. Its stdout.
+fn run_bench(args: &[&str], out: &Path) -> String {
     let _turn = ONE_BENCH_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -36,6 +37,12 @@ fn bench(args: &[&str], out: &Path) -> (BenchResult, String) {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// Run `fanout bench ARGS --out DIR` and parse the result file it wrote.
+fn bench(args: &[&str], out: &Path) -> (BenchResult, String) {
+    let stdout = run_bench(args, out);
     let written = stdout
         .lines()
         .find_map(|l| l.strip_prefix("written: "))
@@ -586,28 +593,20 @@ fn a_plan_from_something_else_is_a_clear_error() {
 #[test]
 fn a_sweep_runs_each_size_and_fits_the_growth() {
     let out = scratch_dir("sweep");
-    let _turn = ONE_BENCH_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args([
-            "bench",
+    let stdout = run_bench(
+        &[
             "--sweep",
             "300,600",
             "--measure",
             "room",
             "--samples",
             "1",
-        ])
-        .args(["--broadcasts", "1", "--name", "sw", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+            "--broadcasts",
+            "1",
+            "--name",
+            "sw",
+        ],
+        &out,
     );
     let written: Vec<&str> = stdout
         .lines()
@@ -646,28 +645,20 @@ fn a_sweep_runs_each_size_and_fits_the_growth() {
 /// `fanout bench --slo TARGET` on a small ladder; the result file.
 fn slo_run(target: &str, name: &str) -> (serde_json::Value, String) {
     let out = scratch_dir(name);
-    let _turn = ONE_BENCH_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .args([
-            "bench",
+    let stdout = run_bench(
+        &[
             "--slo",
             target,
             "--slo-start",
             "200",
             "--conns",
             "800",
-        ])
-        .args(["--samples", "1", "--name", name, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
+            "--samples",
+            "1",
+            "--name",
+            name,
+        ],
+        &out,
     );
     let written = stdout
         .lines()

@@ -13,29 +13,7 @@ use fanout::load::report::Report;
 /// Run `fanout load ARGS --json FILE` (ARGS split on spaces) and parse the report.
 fn load(args: &str) -> Report {
     let args: Vec<&str> = args.split_whitespace().collect();
-    let dir = std::env::temp_dir().join(format!("fanout-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join(format!("{}.json", args.join("_").replace(['/', ':'], "-")));
-    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .arg("load")
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        text.starts_with("fanout load "),
-        "text report printed: {text}"
-    );
-    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(json);
-    report
+    load_report(&args).0
 }
 
 fn assert_all_opened(report: &Report, conns: u64) {

@@ -8,10 +8,8 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::process::Command;
 
-use common::{in_new_netns, Backend, Server};
-use fanout::load::report::Report;
+use common::{in_new_netns, load_report as load, Backend, Server};
 
 /// `count` connections from `source` to the server, held by this process.
 /// Like any load client's, each port is chosen at connect time
@@ -42,30 +40,6 @@ fn hold_from(source: Ipv4Addr, server: SocketAddr, count: usize) -> Vec<TcpStrea
             socket.into()
         })
         .collect()
-}
-
-fn load(args: &[&str]) -> (Report, String) {
-    let json = std::env::temp_dir().join(format!(
-        "fanout-sources-{}-{}.json",
-        std::process::id(),
-        args.len()
-    ));
-    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .arg("load")
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    std::fs::remove_file(json).unwrap();
-    (report, text)
 }
 
 #[test]

@@ -394,3 +394,31 @@ pub fn loopback_up() -> std::io::Result<()> {
     unsafe { libc::close(fd) };
     result
 }
+
+/// Run `fanout load ARGS --json FILE`; it must succeed and print its text
+/// report. The parsed JSON report and the text.
+pub fn load_report(args: &[&str]) -> (fanout::load::report::Report, String) {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let json = std::env::temp_dir().join(format!("fanout-load-{}-{call}.json", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .arg("load")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.starts_with("fanout load "),
+        "text report printed: {text}"
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(json).unwrap();
+    (report, text)
+}
