@@ -162,13 +162,29 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Every process on the machine (in this pid namespace), from /proc.
+pub fn pids() -> impl Iterator<Item = u32> {
+    numbered_entries("/proc")
+}
+
+/// The threads of process `pid`, from /proc/PID/task.
+pub fn tasks(pid: u32) -> impl Iterator<Item = u32> {
+    numbered_entries(&format!("/proc/{pid}/task"))
+}
+
+/// The entries of `dir` named by a number.
+fn numbered_entries(dir: &str) -> impl Iterator<Item = u32> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
 /// The pids of `root` and all its descendants, from /proc/*/stat.
 pub fn process_tree(root: u32) -> Vec<u32> {
     let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
+    for pid in pids() {
         if let Some(parent) = parent_of(pid) {
             children.entry(parent).or_default().push(pid);
         }

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use crate::process::{pids, tasks};
+
 /// What the server's process showed at the ceiling.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ServerView {
@@ -91,22 +93,6 @@ fn fullest_fd_table(pid: u32) -> u64 {
         })
         .max()
         .unwrap_or(0)
-}
-
-fn numbered_entries(dir: &str) -> impl Iterator<Item = u32> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-}
-
-fn pids() -> impl Iterator<Item = u32> {
-    numbered_entries("/proc")
-}
-
-fn tasks(pid: u32) -> impl Iterator<Item = u32> {
-    numbered_entries(&format!("/proc/{pid}/task"))
 }
 
 fn fd_links(dir: &str) -> impl Iterator<Item = String> {
