@@ -269,12 +269,19 @@ fn write(runs: &Runs, dir: &Path, out: &Path) -> anyhow::Result<usize> {
             slo["slo"]["text"].as_str().unwrap_or("?")
         );
         for v in slo["verdicts"].as_array().into_iter().flatten() {
+            let missed = &v["first_missed"];
             let _ = writeln!(
                 md,
-                "- **{}**: largest N meeting it {}; first missed {}",
+                "- **{}**: largest N meeting it {}; {}",
                 v["server"].as_str().unwrap_or("?"),
-                v["largest_met"],
-                v["first_missed"]
+                v["largest_met"]
+                    .as_u64()
+                    .map_or("none tried".into(), |n| n.to_string()),
+                match (missed[0].as_u64(), missed[1].as_f64()) {
+                    (Some(n), Some(ms)) => format!("first missed at {n} ({ms:.1} ms)"),
+                    (Some(n), None) => format!("first missed at {n} (stopped short or no figure)"),
+                    _ => "never missed".to_string(),
+                }
             );
         }
         md.push('\n');
