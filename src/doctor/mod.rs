@@ -5,6 +5,7 @@
 
 pub mod checks;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use checks::{Check, Conntrack, Goal, Snapshot, Verdict};
@@ -35,7 +36,7 @@ pub fn doctor(config: &DoctorConfig) -> anyhow::Result<bool> {
         Some(url) => ipv4_destination(url),
         None => None,
     };
-    let snapshot = Snapshot::read_toward(destination);
+    let snapshot = Snapshot::read().with_ports_held(destination);
     let checks = checks::all(&snapshot, &goal);
     print!("{}", render(&checks, &goal));
     Ok(checks.iter().all(|c| c.verdict != Verdict::Fail))
@@ -132,14 +133,11 @@ fn render(checks: &[Check], goal: &Goal) -> String {
 
 impl Snapshot {
     /// This machine's values (a value that cannot be read counts as 0, so
-    /// that its check fails loudly rather than passing); ports held toward
-    /// anywhere.
+    /// that its check fails loudly rather than passing). The ports held per
+    /// source address are left empty: reading them walks every TCP socket
+    /// (/proc/net/tcp), which only `fanout doctor` asks for
+    /// ([`Snapshot::with_ports_held`]).
     pub fn read() -> Snapshot {
-        Snapshot::read_toward(None)
-    }
-
-    /// The same, counting the ports held toward `destination` when given.
-    pub fn read_toward(destination: Option<std::net::SocketAddrV4>) -> Snapshot {
         let text = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let (nofile_soft, nofile_hard) = nofile();
         let tcp_mem = numbers("/proc/sys/net/ipv4/tcp_mem");
@@ -178,9 +176,18 @@ impl Snapshot {
                 (port_range.0 as u32, port_range.1 as u32),
                 &text("/proc/sys/net/ipv4/ip_local_reserved_ports"),
             ) as u64,
-            ports_held: crate::load::sources::held_on(&text("/proc/net/tcp"), destination),
-            ports_held_toward: destination,
+            ports_held: BTreeMap::new(),
+            ports_held_toward: None,
         }
+    }
+
+    /// The same with the ports already held per source address: toward
+    /// `destination` when given, else toward anywhere.
+    pub fn with_ports_held(mut self, destination: Option<std::net::SocketAddrV4>) -> Snapshot {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        self.ports_held = crate::load::sources::held_on(&table, destination);
+        self.ports_held_toward = destination;
+        self
     }
 }
 
