@@ -112,3 +112,39 @@ fn an_address_out_of_ports_hands_its_attempts_to_the_next() {
         drop(held);
     });
 }
+
+#[test]
+fn listeners_in_the_port_range_are_lost_to_every_address_and_named() {
+    in_new_netns("listeners_in_the_port_range", || {
+        // 300 ports, a share of 105 per address; 60 of them listened on
+        // from another address, so each source address has room for 45.
+        // The server's own listener goes below the range (it would count).
+        let range = "/proc/sys/net/ipv4/ip_local_port_range";
+        std::fs::write(range, "20000 20999").unwrap();
+        let server = Server::start(Backend::Epoll, &[]);
+        std::fs::write(range, "40000 40299").unwrap();
+        let listeners: Vec<std::net::TcpListener> = (40000..40060)
+            .map(|port| std::net::TcpListener::bind(("127.0.0.9", port)).unwrap())
+            .collect();
+        let url = server.url("/echo");
+        let (report, text) = load(&["hold", "--url", &url, "--conns", "150", "--duration", "0s"]);
+        assert_eq!(report.connect.opened, 150, "{text}");
+        let notes = report.source_notes.join("\n");
+        assert!(
+            notes.contains("60 ports of the range held by listeners (lost to every address)"),
+            "{notes}"
+        );
+        assert!(notes.contains("using 127.0.0.2–127.0.0.5"), "{notes}");
+        let doctor = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["doctor", "--conns", "100", "--url", &url])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&doctor.stdout);
+        assert!(
+            said.contains("240 ports (40000–40299, 60 held by listeners)")
+                && said.contains("60 ports of the range held by listeners on every address"),
+            "{said}"
+        );
+        drop(listeners);
+    });
+}

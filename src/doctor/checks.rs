@@ -51,6 +51,9 @@ pub struct Snapshot {
     pub max_map_count: u64,
     /// Ports of the range in `net.ipv4.ip_local_reserved_ports`.
     pub reserved_ports: u64,
+    /// Ports of the range that listeners hold (on any address, so lost to
+    /// every source address).
+    pub listening_ports: u64,
     /// Sockets already holding ports, per local address: toward the
     /// server of `--url` when given, else toward anywhere.
     pub ports_held: BTreeMap<Ipv4Addr, Held>,
@@ -167,7 +170,7 @@ pub fn file_max(s: &Snapshot, goal: &Goal) -> Check {
 pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
     let range = (s.port_range.1 + 1)
         .saturating_sub(s.port_range.0)
-        .saturating_sub(s.reserved_ports);
+        .saturating_sub(s.reserved_ports + s.listening_ports);
     let reach = range * goal.source_addresses;
     let verdict = if goal.conns <= reach {
         Verdict::Ok
@@ -180,10 +183,13 @@ pub fn source_ports(s: &Snapshot, goal: &Goal) -> Check {
             goal.conns.div_ceil(range.max(1))
         )
     });
-    let reserved = match s.reserved_ports {
-        0 => String::new(),
-        n => format!(", {n} reserved"),
-    };
+    let mut reserved = String::new();
+    if s.reserved_ports > 0 {
+        reserved += &format!(", {} reserved", s.reserved_ports);
+    }
+    if s.listening_ports > 0 {
+        reserved += &format!(", {} held by listeners", s.listening_ports);
+    }
     Check {
         limit: "ephemeral ports × source addresses",
         current: format!(
@@ -231,12 +237,16 @@ pub fn ports_held(s: &Snapshot) -> Check {
     let toward = s
         .ports_held_toward
         .map_or("toward anywhere".to_string(), |d| format!("toward {d}"));
+    let listeners = match s.listening_ports {
+        0 => String::new(),
+        n => format!("; and {n} ports of the range held by listeners on every address"),
+    };
     Check {
         limit: "ports already held per source address",
         current: if shown.is_empty() {
-            format!("none {toward}")
+            format!("none {toward}{listeners}")
         } else {
-            format!("{toward}: {}", shown.join("; "))
+            format!("{toward}: {}{listeners}", shown.join("; "))
         },
         needed: format!("under {share} per address (a third of the range)"),
         verdict,
@@ -471,6 +481,7 @@ mod tests {
             threads_max: 192_730,
             max_map_count: 65_530,
             reserved_ports: 0,
+            listening_ports: 0,
             ports_held: BTreeMap::new(),
             ports_held_toward: None,
         }
@@ -649,6 +660,24 @@ mod tests {
             check.current
         );
         assert!(check.fix.starts_with("127.0.0.1 hold"), "{}", check.fix);
+    }
+
+    #[test]
+    fn listeners_in_the_range_shrink_every_address_and_are_named() {
+        let mut s = here();
+        s.listening_ports = 232;
+        let check = source_ports(&s, &goal(28_100));
+        assert_eq!(check.verdict, Verdict::Fail, "{check:?}");
+        assert!(
+            check
+                .current
+                .contains("28000 ports (32768–60999, 232 held by listeners)"),
+            "{}",
+            check.current
+        );
+        assert!(ports_held(&s)
+            .current
+            .ends_with("; and 232 ports of the range held by listeners on every address"));
     }
 
     #[test]

@@ -176,15 +176,20 @@ impl Snapshot {
                 (port_range.0 as u32, port_range.1 as u32),
                 &text("/proc/sys/net/ipv4/ip_local_reserved_ports"),
             ) as u64,
+            listening_ports: 0,
             ports_held: BTreeMap::new(),
             ports_held_toward: None,
         }
     }
 
-    /// The same with the ports already held per source address: toward
-    /// `destination` when given, else toward anywhere.
+    /// The same with the ports already held per source address (toward
+    /// `destination` when given, else toward anywhere) and by listeners.
     pub fn with_ports_held(mut self, destination: Option<std::net::SocketAddrV4>) -> Snapshot {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let table = read("/proc/net/tcp");
+        let range = (self.port_range.0 as u32, self.port_range.1 as u32);
+        self.listening_ports =
+            crate::load::sources::listening_in(range, &[&table, &read("/proc/net/tcp6")]) as u64;
         self.ports_held = crate::load::sources::held_on(&table, destination);
         self.ports_held_toward = destination;
         self

@@ -79,6 +79,10 @@ pub struct PortSpace {
     pub range: usize,
     /// Ports of the range in net.ipv4.ip_local_reserved_ports.
     pub reserved: usize,
+    /// Ports of the range a listener holds, on any address: connect()
+    /// never picks a port a socket was bound to explicitly, whatever the
+    /// source address, so each is lost to every address.
+    pub listening: usize,
     pub held: BTreeMap<Ipv4Addr, Held>,
     /// Where the connections go, for the plan's words.
     pub destination: Option<SocketAddrV4>,
@@ -89,20 +93,22 @@ impl PortSpace {
     pub fn read(destination: SocketAddrV4) -> PortSpace {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let range = port_range(&read("/proc/sys/net/ipv4/ip_local_port_range"));
+        let tcp = read("/proc/net/tcp");
         PortSpace {
             range: (range.1 + 1 - range.0) as usize,
             reserved: reserved_in(range, &read("/proc/sys/net/ipv4/ip_local_reserved_ports")),
-            held: held_toward(&read("/proc/net/tcp"), destination),
+            listening: listening_in(range, &[&tcp, &read("/proc/net/tcp6")]),
+            held: held_toward(&tcp, destination),
             destination: Some(destination),
         }
     }
 
     /// Ports a plan may fill on `source`: its share of the range, less the
-    /// reserved ports and the ports already held.
+    /// reserved ports, the listeners' and the ports already held.
     pub fn usable(&self, source: Ipv4Addr) -> usize {
         let share = (self.range as f64 * USABLE_SHARE) as usize;
         let held = self.held.get(&source).map_or(0, Held::total);
-        share.saturating_sub(self.reserved + held)
+        share.saturating_sub(self.reserved + self.listening + held)
     }
 }
 
@@ -189,7 +195,20 @@ fn held_notes(space: &PortSpace) -> Vec<String> {
     let toward = space
         .destination
         .map_or(String::new(), |d| format!(" toward {d}"));
-    space
+    let mut notes = Vec::new();
+    if space.reserved > 0 {
+        notes.push(format!(
+            "{} ports of the range reserved (net.ipv4.ip_local_reserved_ports)",
+            space.reserved
+        ));
+    }
+    if space.listening > 0 {
+        notes.push(format!(
+            "{} ports of the range held by listeners (lost to every address)",
+            space.listening
+        ));
+    }
+    let held = space
         .held
         .iter()
         .filter(|(_, held)| held.total() > 0)
@@ -201,8 +220,9 @@ fn held_notes(space: &PortSpace) -> Vec<String> {
                 held.established,
                 held.other
             )
-        })
-        .collect()
+        });
+    notes.extend(held);
+    notes
 }
 
 /// `127.0.0.2–127.0.0.4`, or one address.
@@ -238,6 +258,26 @@ pub fn reserved_in(range: (u32, u32), text: &str) -> usize {
             Some((high + 1).saturating_sub(low) as usize)
         })
         .sum()
+}
+
+/// Distinct ports inside `range` that listening sockets hold, from the text
+/// of /proc/net/tcp and /proc/net/tcp6 (a listener on `[::]` takes its
+/// port from IPv4 connects too).
+pub fn listening_in(range: (u32, u32), tables: &[&str]) -> usize {
+    let ports: std::collections::BTreeSet<u32> = tables
+        .iter()
+        .flat_map(|table| table.lines().skip(1))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(3) != Some(&"0A") {
+                return None;
+            }
+            let (_, port) = fields.get(1)?.rsplit_once(':')?;
+            u32::from_str_radix(port, 16).ok()
+        })
+        .filter(|port| (range.0..=range.1).contains(port))
+        .collect();
+    ports.len()
 }
 
 /// Sockets from each local IPv4 address to `destination`, by state, from
@@ -342,6 +382,41 @@ mod tests {
     }
 
     #[test]
+    fn listeners_in_the_range_count_once_per_port_on_any_address() {
+        let tcp6 =
+            "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:9C41 00000000000000000000000000000000:0000 0A 0
+   1: 00000000000000000000000000000000:9C40 00000000000000000000000000000000:0000 0A 0
+";
+        // 0x2329 = 9001 is outside the range; 0x9C40 = 40000 is held by a
+        // TIME_WAIT socket in /proc/net/tcp and by a listener in tcp6.
+        assert_eq!(listening_in((32768, 60999), &[TCP, tcp6]), 2);
+        assert_eq!(listening_in((32768, 60999), &[TCP]), 0);
+        assert_eq!(listening_in((9000, 9001), &[TCP, tcp6]), 1);
+    }
+
+    #[test]
+    fn reserved_ports_and_listeners_shrink_every_address_and_are_named() {
+        let space = PortSpace {
+            range: 1_000,
+            reserved: 100,
+            listening: 50,
+            ..PortSpace::default()
+        };
+        // A share of 350, less 150 lost on every address.
+        assert_eq!(space.usable(FIRST_DEFAULT), 200);
+        let plan = plan_around(500, &space, None).unwrap();
+        assert_eq!(plan.sources.len(), 3);
+        let notes = plan.notes.join("; ");
+        assert!(
+            notes.contains("100 ports of the range reserved")
+                && notes
+                    .contains("50 ports of the range held by listeners (lost to every address)"),
+            "{notes}"
+        );
+    }
+
+    #[test]
     fn reserved_ports_count_only_inside_the_range() {
         assert_eq!(reserved_in((32768, 60999), ""), 0);
         assert_eq!(
@@ -363,6 +438,7 @@ mod tests {
         let space = PortSpace {
             range: 28_232,
             reserved: 0,
+            listening: 0,
             held,
             destination: Some(server),
         };
