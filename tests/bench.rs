@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use fanout::bench::churn::{Churn, ChurnSearch};
 use fanout::bench::compare::{Better, Compared, Verdict};
 use fanout::bench::phase::Side;
 use fanout::bench::{BenchResult, ServerResult};
@@ -165,6 +166,8 @@ fn small_bench_keeps_every_relation() {
             "500",
             "--churn-duration",
             "300ms",
+            "--churn-steps",
+            "2",
             "--backends",
             backends,
             "--name",
@@ -183,8 +186,8 @@ fn small_bench_keeps_every_relation() {
     let n = names.len();
 
     // Phases: room F + each server ×3, echo closed the same, echo open each
-    // server ×3, churn each server once; servers rotate every sample.
-    assert_eq!(r.phases.len(), 3 * (1 + n) * 2 + 3 * n + n);
+    // server ×3, two churn rates on each server; servers rotate every sample.
+    assert_eq!(r.phases.len(), 3 * (1 + n) * 2 + 3 * n + 2 * n);
     let who: Vec<&str> = r.phases.iter().map(|p| p.who()).collect();
     let mut expected_room = Vec::new();
     for sample in 0..3 {
@@ -269,17 +272,90 @@ fn check_server(r: &ServerResult) -> usize {
         assert!((tcp.median - 2.0).abs() <= 0.1, "{tcp:?}");
     }
 
-    let churn = r.churn.as_ref().expect("churn");
-    // Open loop: never more cycles than were due (one per shard may be due
-    // at the very start), and some completed.
-    assert!(churn.completed > 0);
-    assert!(churn.completed as f64 <= churn.target_rate_per_s * churn.seconds + 64.0);
+    let Some(Churn::Search(churn)) = r.churn.as_ref() else {
+        panic!("a churn search: {:?}", r.churn)
+    };
+    check_churn(churn);
+    assert_eq!(churn.steps.len(), 2, "{churn:?}");
+    assert!(churn.stopped.contains("after 2 steps"), "{}", churn.stopped);
+    // From 500/s: 1,000/s next if 500 was sustained, else 250/s.
+    let second = if churn.steps[0].sustained {
+        1000.0
+    } else {
+        250.0
+    };
+    assert_eq!(churn.steps[1].asked_per_s, second);
     // Suspects are exactly the suspect verdicts.
     let verdicts = [ramp, &b.last_delivery_ms, closed.vs_floor.as_ref().unwrap()];
     verdicts
         .iter()
         .filter(|c| c.ratio.verdict == Verdict::Suspect)
         .count()
+}
+
+/// Relations every churn search keeps.
+fn check_churn(churn: &ChurnSearch) {
+    for step in &churn.steps {
+        let run = &step.run;
+        // Open loop: never more cycles than were due (one per shard may be
+        // due at the very start), and every arrival accounted for.
+        assert_eq!(run.target_rate_per_s, step.asked_per_s);
+        assert!(run.completed as f64 <= run.target_rate_per_s * run.seconds + 64.0);
+        assert_eq!(
+            run.arrivals,
+            run.completed + run.dropped + run.failed + run.in_flight_at_end
+        );
+        assert_eq!(step.sustained, step.missed.is_empty());
+        assert_eq!(churn.bounds.missed(run), step.missed);
+    }
+    let best = churn
+        .steps
+        .iter()
+        .filter(|s| s.sustained)
+        .map(|s| s.asked_per_s);
+    assert_eq!(churn.sustained_per_s, best.reduce(f64::max));
+    assert_eq!(churn.heroku_dynos, churn.sustained_per_s.map(|r| r / 160.0));
+}
+
+#[test]
+fn a_churn_bound_nothing_meets_halves_the_rate_down_to_the_floor_and_says_so() {
+    let out = scratch_dir("churn-none");
+    let (r, text) = bench(
+        &[
+            "--measure",
+            "churn",
+            "--churn-rate",
+            "400",
+            "--churn-duration",
+            "200ms",
+            // No setup is that fast: every rate misses.
+            "--churn-max-p99",
+            "0ms",
+            "--name",
+            "churn-none",
+        ],
+        &out,
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let Some(Churn::Search(churn)) = r.servers[0].churn.as_ref() else {
+        panic!("a churn search: {:?}", r.servers[0].churn)
+    };
+    check_churn(churn);
+    let asked: Vec<f64> = churn.steps.iter().map(|s| s.asked_per_s).collect();
+    assert_eq!(asked, [400.0, 200.0, 100.0, 50.0]);
+    assert!(churn
+        .steps
+        .iter()
+        .all(|s| s.missed.iter().any(|m| m.starts_with("setup p99"))));
+    assert_eq!(churn.sustained_per_s, None);
+    assert_eq!(churn.first_missed_per_s, Some(50.0));
+    assert_eq!(churn.stopped, "no rate sustained, down to 50/s");
+    assert!(
+        text.contains("churn     no rate sustained; missed from 50/s"),
+        "{text}"
+    );
+    // 4 phases of the 6 allowed.
+    assert_eq!(r.phases.len(), 4);
 }
 
 #[test]

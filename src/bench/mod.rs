@@ -10,6 +10,7 @@
 //! floor means what it says, and one on the wrong side of 1 is flagged.
 
 pub mod bare;
+pub mod churn;
 pub mod compare;
 pub mod echo;
 pub mod kernel;
@@ -32,7 +33,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::load::config::{LoadConfig, ScenarioKind};
-use crate::load::report::ChurnReport;
 use crate::load::spread::Spread;
 use crate::units::parse_duration;
 use bare::FloorRoute;
@@ -40,7 +40,7 @@ use compare::Compared;
 use echo::EchoBench;
 use machine::Machine;
 use memory::Memory;
-use phase::{PhaseRecord, Phases};
+use phase::{PhaseRecord, Phases, Target};
 use room::BroadcastBench;
 use settle::Settled;
 
@@ -51,7 +51,8 @@ pub enum Job {
     Room,
     /// Echo at each --echo-conns: closed loop against the echo floor, then open loop.
     Echo,
-    /// Connections that open, echo once and close, at --churn-rate.
+    /// Connections that open, echo once and close: the highest rate
+    /// sustained, searched from --churn-rate.
     Churn,
 }
 
@@ -86,13 +87,26 @@ pub struct BenchConfig {
     #[arg(long)]
     pub echo_rate: Option<f64>,
 
-    /// Churn: new connections per second (open, echo once, close).
+    /// Churn (open, upgrade, echo once, close): the first rate the search
+    /// for the highest sustained rate tries, connections/s. It doubles
+    /// while every bound holds, halves while none does, then bisects to
+    /// within 10 %.
     #[arg(long, default_value_t = 10_000.0)]
     pub churn_rate: f64,
 
-    /// How long the churn run lasts.
+    /// How long each churn step lasts.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub churn_duration: Duration,
+
+    /// A churn rate is sustained when setup (connect + upgrade) p99 stays
+    /// at most this, at most 1 % of arrivals are dropped, none fail, and
+    /// 95 % of the rate completes.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub churn_max_p99: Duration,
+
+    /// Most churn rates tried per server (1: one run at --churn-rate, judged).
+    #[arg(long, default_value_t = 6)]
+    pub churn_steps: usize,
 
     /// Which jobs to measure (comma-separated).
     #[arg(
@@ -250,6 +264,9 @@ impl BenchConfig {
         if self.churn_rate <= 0.0 || self.echo_rate.is_some_and(|r| r <= 0.0) {
             return Err("rates must be positive".into());
         }
+        if self.churn_steps == 0 {
+            return Err("--churn-steps must be at least 1".into());
+        }
         if self.measure.is_empty() {
             return Err("--measure names no job".into());
         }
@@ -352,8 +369,9 @@ pub struct ServerResult {
     pub broadcast: Option<BroadcastBench>,
     /// Echo at each connection count: closed loop against the floor, then open loop.
     pub echo: Vec<EchoBench>,
-    /// Connections that open, echo once and close, at a fixed rate.
-    pub churn: Option<ChurnReport>,
+    /// Connections that open, echo once and close: the highest rate
+    /// sustained, with every rate tried.
+    pub churn: Option<churn::Churn>,
 }
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
@@ -569,7 +587,11 @@ fn phase_count(config: &BenchConfig) -> usize {
     };
     let servers = config.measured().len();
     let per_sample = room / 2 * (1 + servers) + echo / 3 * (1 + 2 * servers);
-    per_sample * config.samples + servers * usize::from(config.measures(Job::Churn))
+    let churn = match config.measures(Job::Churn) {
+        true => config.churn_steps,
+        false => 0,
+    };
+    per_sample * config.samples + servers * churn
 }
 
 fn run(
@@ -617,8 +639,10 @@ fn run(
             }
         }
     }
-    let mut churns: Vec<Option<ChurnReport>> = match config.measures(Job::Churn) {
-        true => churn(&mut phases, config)?.into_iter().map(Some).collect(),
+    let mut churns: Vec<Option<churn::Churn>> = match config.measures(Job::Churn) {
+        true => (0..phases.servers.len())
+            .map(|server| churn_search(&mut phases, config, server).map(Some))
+            .collect::<anyhow::Result<_>>()?,
         false => vec![None; phases.servers.len()],
     };
     for record in &phases.records {
@@ -675,18 +699,47 @@ fn run(
     })
 }
 
-/// One churn run against each server (it has no floor: its figure is
-/// whether the asked rate is met, and at what setup latency).
-fn churn(phases: &mut Phases, config: &BenchConfig) -> anyhow::Result<Vec<ChurnReport>> {
-    let runs = phases.each_server("churn", FloorRoute::Echo, 1, |running| {
-        let mut load = LoadConfig::defaults(ScenarioKind::Churn, &running.url("/echo"));
-        load.rate = Some(config.churn_rate);
-        load.duration = config.churn_duration;
-        let report = crate::load::run(&load)?;
-        let value = report.churn.clone().context("no churn section")?;
-        Ok(phase::Outcome { value, report })
-    })?;
-    Ok(runs.into_iter().flatten().collect())
+/// The highest churn rate one server sustains: one phase (a fresh server)
+/// per rate tried. Churn has no floor: its figure is whether a rate is
+/// met, and at what setup latency.
+fn churn_search(
+    phases: &mut Phases,
+    config: &BenchConfig,
+    server: usize,
+) -> anyhow::Result<churn::Churn> {
+    let bounds = churn::ChurnBounds::with_setup_p99_ms(config.churn_max_p99.as_secs_f64() * 1e3);
+    let mut steps: Vec<churn::ChurnStep> = Vec::new();
+    let stopped = loop {
+        let tried: Vec<(f64, bool)> = steps.iter().map(|s| (s.asked_per_s, s.sustained)).collect();
+        let rate = match churn::next_rate(&tried, config.churn_rate, config.churn_steps) {
+            Ok(rate) => rate,
+            Err(why) => break why,
+        };
+        let job = format!("churn {rate}/s");
+        let run = phases.run(
+            &job,
+            Target::Server(server),
+            FloorRoute::Echo,
+            1,
+            |running| {
+                let mut load = LoadConfig::defaults(ScenarioKind::Churn, &running.url("/echo"));
+                load.rate = Some(rate);
+                load.duration = config.churn_duration;
+                let report = crate::load::run(&load)?;
+                let value = report.churn.clone().context("no churn section")?;
+                Ok(phase::Outcome { value, report })
+            },
+        )?;
+        let missed = bounds.missed(&run);
+        steps.push(churn::ChurnStep {
+            asked_per_s: rate,
+            sustained: missed.is_empty(),
+            missed,
+            run,
+        });
+    };
+    phases.expect_fewer(config.churn_steps - steps.len());
+    Ok(churn::Churn::Search(churn::search(bounds, steps, stopped)))
 }
 
 fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> {
@@ -798,6 +851,7 @@ mod tests {
             (&["--broadcasts", "101"], "--broadcasts"),
             (&["--echo-conns", "0"], "--echo-conns"),
             (&["--churn-rate", "0"], "rates"),
+            (&["--churn-steps", "0"], "--churn-steps"),
         ] {
             let error = config(args).validate().unwrap_err();
             assert!(error.contains(says), "{args:?}: {error}");
@@ -806,7 +860,7 @@ mod tests {
 
     #[test]
     fn the_phase_count_follows_the_jobs() {
-        assert_eq!(phase_count(&config(&[])), (2 + 3 * 2) * 3 + 1);
+        assert_eq!(phase_count(&config(&[])), (2 + 3 * 2) * 3 + 6);
         assert_eq!(
             phase_count(&config(&["--measure", "room", "--samples", "5"])),
             10

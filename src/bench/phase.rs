@@ -147,6 +147,12 @@ impl Phases {
 
     /// The order servers run in for `sample`: rotated every sample, so no
     /// backend always follows the floor (or another backend).
+    /// `phases` fewer than counted will run (a search that stopped early),
+    /// so the progress lines count to the real end.
+    pub fn expect_fewer(&mut self, phases: usize) {
+        self.total = self.total.saturating_sub(phases);
+    }
+
     fn order(&self, sample: usize) -> impl Iterator<Item = usize> {
         let n = self.servers.len();
         (0..n).map(move |k| (k + sample - 1) % n)

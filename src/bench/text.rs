@@ -5,29 +5,12 @@
 
 use std::fmt::Write as _;
 
+use super::churn::Churn;
 use super::compare::{Better, Compared};
 use super::echo::EchoBench;
 use super::{BenchResult, ServerResult};
 use crate::load::spread::Spread;
-
-/// A number with thousands separators and `decimals` decimals.
-fn num(value: f64, decimals: usize) -> String {
-    let text = format!("{:.*}", decimals, value.abs());
-    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    let mut grouped = String::new();
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    let sign = if value < 0.0 { "-" } else { "" };
-    if fraction.is_empty() {
-        format!("{sign}{grouped}")
-    } else {
-        format!("{sign}{grouped}.{fraction}")
-    }
-}
+use crate::units::grouped as num;
 
 /// `median (min – max)`.
 fn spread(s: &Spread, decimals: usize) -> String {
@@ -257,16 +240,30 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
             find(s).map(|e| e.p99_us)
         });
     }
+    add(
+        "churn sustained, connections/s",
+        Higher,
+        false,
+        &|s| match s.churn.as_ref()? {
+            Churn::Search(search) => Some(Spread::of(&[search.sustained_per_s?])),
+            Churn::Single(_) => None,
+        },
+    );
     add("churn, cycles/s", Higher, false, &|s| {
-        Some(Spread::of(&[s.churn.as_ref()?.rate_per_s]))
+        Some(Spread::of(&[s.churn.as_ref()?.shown()?.rate_per_s]))
     });
     add("churn setup p99, µs", Lower, false, &|s| {
-        Some(Spread::of(&[s.churn.as_ref()?.setup.p99_us]))
+        Some(Spread::of(&[s.churn.as_ref()?.shown()?.setup.p99_us]))
     });
     rows
 }
 
 fn comparisons(out: &mut String, r: &ServerResult) {
+    let floored =
+        r.ramp.is_some() || r.broadcast.is_some() || r.echo.iter().any(|e| e.vs_floor.is_some());
+    if !floored {
+        return;
+    }
     if r.name == "uring" {
         let _ = writeln!(
             out,
@@ -425,7 +422,10 @@ fn details(out: &mut String, r: &ServerResult) {
             spread(&e.p999_us, 0)
         );
     }
-    if let Some(c) = &r.churn {
+    if let Some(Churn::Search(search)) = &r.churn {
+        out.push_str(&super::churn::text(search));
+    }
+    if let Some(Churn::Single(c)) = &r.churn {
         let _ = writeln!(
             out,
             "churn     {}/s of {}/s asked; setup p50 {} µs, p99 {} µs",

@@ -161,7 +161,8 @@ pub struct ClientReport {
     pub warnings: Vec<String>,
 }
 
-fn ms(us: f64) -> String {
+/// Microseconds as `83 µs` or `21.82 ms`.
+pub fn ms(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.2} ms", us / 1000.0)
     } else {

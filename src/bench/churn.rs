@@ -1,0 +1,357 @@
+//! The highest churn rate a server sustains. Churn (connect, upgrade, echo
+//! once, close) is open loop: a rate the server cannot keep up with shows
+//! as dropped arrivals, cycles still in flight and a rising setup p99, not
+//! as a lower rate. So the bench steps the rate — doubling from
+//! `--churn-rate` while every bound holds, halving while none does, then
+//! bisecting between the highest rate sustained and the lowest missed until
+//! they are within 10 % — each step on a fresh server for
+//! `--churn-duration`, and reports the highest rate sustained beside
+//! Heroku's 160 connections/s per dyno.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::report::{ms, ChurnReport};
+use crate::plan::fleet::HEROKU_CONNECTIONS_PER_S;
+use crate::units::grouped;
+
+/// Arrivals a sustained rate may drop (its shards at --max-inflight).
+pub const MAX_DROPPED_SHARE: f64 = 0.01;
+/// Share of the asked rate a sustained run completes.
+pub const MIN_COMPLETED_SHARE: f64 = 0.95;
+/// The search stops once the lowest rate missed is within this share
+/// above the highest sustained.
+pub const RESOLUTION: f64 = 0.10;
+/// Below this rate the search stops halving: nothing was sustained.
+pub const LOWEST_RATE: f64 = 50.0;
+
+/// What a rate must meet to count as sustained.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChurnBounds {
+    /// Setup (connect + upgrade) p99 at most this, ms.
+    pub setup_p99_ms: f64,
+    /// Dropped arrivals at most this share of the arrivals.
+    pub dropped_share: f64,
+    /// Cycles completed per second at least this share of the rate asked.
+    pub completed_share: f64,
+}
+
+impl ChurnBounds {
+    pub fn with_setup_p99_ms(setup_p99_ms: f64) -> ChurnBounds {
+        ChurnBounds {
+            setup_p99_ms,
+            dropped_share: MAX_DROPPED_SHARE,
+            completed_share: MIN_COMPLETED_SHARE,
+        }
+    }
+
+    /// The bounds a run broke, in words (none: sustained).
+    pub fn missed(&self, run: &ChurnReport) -> Vec<String> {
+        let mut missed = Vec::new();
+        if run.failed > 0 {
+            missed.push(format!("{} cycles failed", run.failed));
+        }
+        let arrivals = run.arrivals.max(1) as f64;
+        if run.dropped as f64 > self.dropped_share * arrivals {
+            missed.push(format!(
+                "{} of {} arrivals dropped (over {:.0} %)",
+                run.dropped,
+                run.arrivals,
+                self.dropped_share * 100.0
+            ));
+        }
+        if run.rate_per_s < self.completed_share * run.target_rate_per_s {
+            missed.push(format!(
+                "{}/s completed (under {:.0} % of the rate)",
+                grouped(run.rate_per_s, 0),
+                self.completed_share * 100.0
+            ));
+        }
+        let p99_ms = run.setup.p99_us / 1000.0;
+        if p99_ms > self.setup_p99_ms {
+            missed.push(format!(
+                "setup p99 {p99_ms:.1} ms (over {} ms)",
+                self.setup_p99_ms
+            ));
+        }
+        missed
+    }
+}
+
+/// One rate tried.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChurnStep {
+    /// Connections asked for per second.
+    pub asked_per_s: f64,
+    /// Every bound held.
+    pub sustained: bool,
+    /// The bounds it broke, in words.
+    pub missed: Vec<String>,
+    /// The run itself.
+    pub run: ChurnReport,
+}
+
+/// The search on one server.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChurnSearch {
+    /// What counted as sustained.
+    pub bounds: ChurnBounds,
+    /// Every rate tried, in the order tried.
+    pub steps: Vec<ChurnStep>,
+    /// The highest rate asked at which every bound held, connections/s.
+    pub sustained_per_s: Option<f64>,
+    /// The lowest rate asked at which a bound broke, connections/s.
+    pub first_missed_per_s: Option<f64>,
+    /// The sustained rate over Heroku's 160 new connections/s per dyno.
+    pub heroku_dynos: Option<f64>,
+    /// Why the search stopped, in words.
+    pub stopped: String,
+}
+
+impl ChurnSearch {
+    /// The step at the highest rate sustained.
+    pub fn best(&self) -> Option<&ChurnStep> {
+        self.steps
+            .iter()
+            .filter(|s| s.sustained)
+            .max_by(|a, b| a.asked_per_s.total_cmp(&b.asked_per_s))
+    }
+}
+
+/// A bench file's churn: the search, or the single run at --churn-rate of
+/// files written before the search existed.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Churn {
+    Search(ChurnSearch),
+    Single(ChurnReport),
+}
+
+impl Churn {
+    /// The run the tables show: the highest rate sustained (else the last
+    /// tried), or the single run.
+    pub fn shown(&self) -> Option<&ChurnReport> {
+        match self {
+            Churn::Search(search) => search.best().or(search.steps.last()).map(|step| &step.run),
+            Churn::Single(run) => Some(run),
+        }
+    }
+}
+
+/// The next rate to try after `tried` (rate, sustained), or why to stop.
+pub fn next_rate(tried: &[(f64, bool)], start: f64, max_steps: usize) -> Result<f64, String> {
+    if tried.is_empty() {
+        return Ok(start);
+    }
+    if tried.len() >= max_steps {
+        return Err(format!("after {max_steps} steps (--churn-steps)"));
+    }
+    let good = tried
+        .iter()
+        .filter(|t| t.1)
+        .map(|t| t.0)
+        .max_by(f64::total_cmp);
+    let bad = tried
+        .iter()
+        .filter(|t| !t.1)
+        .map(|t| t.0)
+        .min_by(f64::total_cmp);
+    match (good, bad) {
+        (Some(good), None) => Ok(round_rate(good * 2.0)),
+        (None, Some(bad)) if bad / 2.0 < LOWEST_RATE => {
+            Err(format!("no rate sustained, down to {}/s", round_rate(bad)))
+        }
+        (None, Some(bad)) => Ok(round_rate(bad / 2.0)),
+        (Some(good), Some(bad)) if bad <= good * (1.0 + RESOLUTION) => Err(format!(
+            "the highest rate sustained and the lowest missed are within {:.0} %",
+            RESOLUTION * 100.0
+        )),
+        (Some(good), Some(bad)) => Ok(round_rate((good + bad) / 2.0)),
+        (None, None) => unreachable!("a rate tried is sustained or not"),
+    }
+}
+
+/// Two significant digits: 12,345 → 12,000; 937 → 940.
+fn round_rate(rate: f64) -> f64 {
+    let magnitude = 10f64.powi(rate.max(1.0).log10().floor() as i32 - 1);
+    (rate / magnitude).round() * magnitude
+}
+
+/// Put the steps together.
+pub fn search(bounds: ChurnBounds, steps: Vec<ChurnStep>, stopped: String) -> ChurnSearch {
+    let sustained_per_s = steps
+        .iter()
+        .filter(|s| s.sustained)
+        .map(|s| s.asked_per_s)
+        .max_by(f64::total_cmp);
+    let first_missed_per_s = steps
+        .iter()
+        .filter(|s| !s.sustained)
+        .map(|s| s.asked_per_s)
+        .min_by(f64::total_cmp);
+    ChurnSearch {
+        bounds,
+        heroku_dynos: sustained_per_s.map(|r| r / HEROKU_CONNECTIONS_PER_S),
+        steps,
+        sustained_per_s,
+        first_missed_per_s,
+        stopped,
+    }
+}
+
+/// The search in lines, for the bench's text block.
+pub fn text(search: &ChurnSearch) -> String {
+    let mut out = String::new();
+    let b = &search.bounds;
+    let verdict = match (search.sustained_per_s, search.best()) {
+        (Some(rate), Some(best)) => format!(
+            "sustained {}/s (completed {}/s, setup p99 {}) = {:.0}× Heroku's {} connections/s per dyno",
+            grouped(rate, 0),
+            grouped(best.run.rate_per_s.round(), 0),
+            ms(best.run.setup.p99_us),
+            search.heroku_dynos.unwrap_or(0.0),
+            HEROKU_CONNECTIONS_PER_S
+        ),
+        _ => "no rate sustained".to_string(),
+    };
+    let missed = search
+        .first_missed_per_s
+        .map(|r| format!("; missed from {}/s", grouped(r, 0)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "churn     {verdict}{missed} (bounds: setup p99 ≤ {} ms, drops ≤ {:.0} %, completed ≥ {:.0} % of the rate; stopped: {})",
+        b.setup_p99_ms,
+        b.dropped_share * 100.0,
+        b.completed_share * 100.0,
+        search.stopped
+    );
+    for step in &search.steps {
+        let run = &step.run;
+        let _ = writeln!(
+            out,
+            "  {:>8}/s asked: {:>8}/s completed, setup p50 {} p99 {}, {} dropped, {} failed — {}",
+            grouped(step.asked_per_s, 0),
+            grouped(run.rate_per_s.round(), 0),
+            ms(run.setup.p50_us),
+            ms(run.setup.p99_us),
+            run.dropped,
+            run.failed,
+            if step.sustained {
+                "sustained".to_string()
+            } else {
+                step.missed.join(", ")
+            }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::histogram::Summary;
+
+    fn run(asked: f64, completed: f64, p99_ms: f64, dropped: u64, failed: u64) -> ChurnReport {
+        ChurnReport {
+            target_rate_per_s: asked,
+            arrivals: (asked * 3.0) as u64,
+            dropped,
+            failed,
+            rate_per_s: completed,
+            seconds: 3.0,
+            completed: (completed * 3.0) as u64,
+            setup: Summary {
+                p99_us: p99_ms * 1000.0,
+                ..Summary::default()
+            },
+            ..ChurnReport::default()
+        }
+    }
+
+    #[test]
+    fn each_bound_broken_is_named() {
+        let bounds = ChurnBounds::with_setup_p99_ms(100.0);
+        assert!(bounds
+            .missed(&run(10_000.0, 9_990.0, 20.0, 0, 0))
+            .is_empty());
+        // 1 % of 30,000 arrivals may drop; 301 may not.
+        assert!(bounds
+            .missed(&run(10_000.0, 9_990.0, 20.0, 300, 0))
+            .is_empty());
+        let missed = bounds.missed(&run(10_000.0, 9_000.0, 150.0, 301, 2));
+        assert_eq!(
+            missed,
+            [
+                "2 cycles failed",
+                "301 of 30000 arrivals dropped (over 1 %)",
+                "9,000/s completed (under 95 % of the rate)",
+                "setup p99 150.0 ms (over 100 ms)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_search_doubles_halves_then_bisects_to_ten_percent() {
+        assert_eq!(next_rate(&[], 10_000.0, 6), Ok(10_000.0));
+        assert_eq!(next_rate(&[(10_000.0, true)], 10_000.0, 6), Ok(20_000.0));
+        assert_eq!(next_rate(&[(10_000.0, false)], 10_000.0, 6), Ok(5_000.0));
+        let tried = [(10_000.0, true), (20_000.0, true), (40_000.0, false)];
+        assert_eq!(next_rate(&tried, 10_000.0, 6), Ok(30_000.0));
+        let tried = [(20_000.0, true), (30_000.0, false), (25_000.0, true)];
+        assert_eq!(next_rate(&tried, 20_000.0, 6), Ok(28_000.0));
+        let close = [(25_000.0, true), (27_000.0, false)];
+        assert!(next_rate(&close, 25_000.0, 6).unwrap_err().contains("10 %"));
+        let all = [(1.0, true); 6];
+        assert!(next_rate(&all, 1.0, 6).unwrap_err().contains("6 steps"));
+        let nothing = [(80.0, false)];
+        assert!(next_rate(&nothing, 80.0, 6)
+            .unwrap_err()
+            .contains("no rate sustained, down to 80/s"));
+    }
+
+    #[test]
+    fn rates_are_rounded_to_two_digits() {
+        assert_eq!(round_rate(12_345.0), 12_000.0);
+        assert_eq!(round_rate(937.0), 940.0);
+        assert_eq!(round_rate(28_125.0), 28_000.0);
+    }
+
+    #[test]
+    fn the_verdict_is_the_highest_rate_sustained_beside_heroku() {
+        let bounds = ChurnBounds::with_setup_p99_ms(100.0);
+        let step = |asked: f64, completed: f64, p99: f64| {
+            let run = run(asked, completed, p99, 0, 0);
+            ChurnStep {
+                asked_per_s: asked,
+                missed: bounds.missed(&run),
+                sustained: bounds.missed(&run).is_empty(),
+                run,
+            }
+        };
+        let found = search(
+            bounds,
+            vec![
+                step(8_000.0, 7_990.0, 10.0),
+                step(16_000.0, 15_990.0, 40.0),
+                step(32_000.0, 24_000.0, 800.0),
+            ],
+            "after 3 steps".into(),
+        );
+        assert_eq!(found.sustained_per_s, Some(16_000.0));
+        assert_eq!(found.first_missed_per_s, Some(32_000.0));
+        assert_eq!(found.heroku_dynos, Some(100.0));
+        let text = text(&found);
+        assert!(
+            text.starts_with("churn     sustained 16,000/s (completed 15,990/s, setup p99 40.00 ms) = 100× Heroku's 160 connections/s per dyno; missed from 32,000/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p99 800.00 ms, 0 dropped, 0 failed — 24,000/s completed"),
+            "{text}"
+        );
+        assert!(text.contains("setup p99 800.0 ms (over 100 ms)"), "{text}");
+        assert_eq!(Churn::Search(found).shown().unwrap().rate_per_s, 15_990.0);
+    }
+}
