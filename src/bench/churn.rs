@@ -4,15 +4,18 @@
 //! as a lower rate. So the bench steps the rate — doubling from
 //! `--churn-rate` while every bound holds, halving while none does, then
 //! bisecting between the highest rate sustained and the lowest missed until
-//! they are within 10 % — each step on a fresh server for
-//! `--churn-duration`, and reports the highest rate sustained beside
-//! Heroku's 160 connections/s per dyno.
+//! they are within 10 % — each run on a fresh server for
+//! `--churn-duration`. One run per rate finds the edge; the highest rate
+//! sustained is then run again until it has `--samples` runs, and counts
+//! only if every run met every bound (else the search goes on below it).
+//! The figure is printed beside Heroku's 160 connections/s per dyno.
 
 use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
 use crate::load::report::{ms, ChurnReport};
+use crate::load::spread::Spread;
 use crate::plan::fleet::HEROKU_CONNECTIONS_PER_S;
 use crate::units::grouped;
 
@@ -79,17 +82,54 @@ impl ChurnBounds {
     }
 }
 
+/// One run at one rate.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ChurnRun {
+    /// The churn section of the run's load report.
+    pub churn: ChurnReport,
+    /// The load generator's CPU over (wall time × cores): near 1, the
+    /// client, not the server, ran out.
+    pub client_cpu_share: f64,
+    /// The bounds it broke, in words (none: it met them all).
+    pub missed: Vec<String>,
+}
+
 /// One rate tried.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChurnStep {
     /// Connections asked for per second.
     pub asked_per_s: f64,
-    /// Every bound held.
+    /// Every run met every bound.
     pub sustained: bool,
-    /// The bounds it broke, in words.
-    pub missed: Vec<String>,
-    /// The run itself.
-    pub run: ChurnReport,
+    /// Every run at this rate, in the order run.
+    pub runs: Vec<ChurnRun>,
+}
+
+impl ChurnStep {
+    pub fn new(asked_per_s: f64) -> ChurnStep {
+        ChurnStep {
+            asked_per_s,
+            sustained: true,
+            runs: Vec::new(),
+        }
+    }
+
+    /// Add a run, judged against `bounds`.
+    pub fn add(&mut self, bounds: &ChurnBounds, churn: ChurnReport, client_cpu_share: f64) {
+        let missed = bounds.missed(&churn);
+        self.sustained &= missed.is_empty();
+        self.runs.push(ChurnRun {
+            churn,
+            client_cpu_share,
+            missed,
+        });
+    }
+
+    /// A figure over the runs: median and range.
+    pub fn spread(&self, figure: impl Fn(&ChurnReport) -> f64) -> Spread {
+        let values: Vec<f64> = self.runs.iter().map(|r| figure(&r.churn)).collect();
+        Spread::of(&values)
+    }
 }
 
 /// The search on one server.
@@ -112,11 +152,15 @@ pub struct ChurnSearch {
 impl ChurnSearch {
     /// The step at the highest rate sustained.
     pub fn best(&self) -> Option<&ChurnStep> {
-        self.steps
-            .iter()
-            .filter(|s| s.sustained)
-            .max_by(|a, b| a.asked_per_s.total_cmp(&b.asked_per_s))
+        best(&self.steps)
     }
+}
+
+fn best(steps: &[ChurnStep]) -> Option<&ChurnStep> {
+    steps
+        .iter()
+        .filter(|s| s.sustained)
+        .max_by(|a, b| a.asked_per_s.total_cmp(&b.asked_per_s))
 }
 
 /// A bench file's churn: the search, or the single run at --churn-rate of
@@ -129,13 +173,46 @@ pub enum Churn {
 }
 
 impl Churn {
-    /// The run the tables show: the highest rate sustained (else the last
-    /// tried), or the single run.
-    pub fn shown(&self) -> Option<&ChurnReport> {
+    /// The runs the tables show: those at the highest rate sustained (else
+    /// at the last rate tried), or the single run.
+    pub fn shown(&self) -> Vec<&ChurnReport> {
         match self {
-            Churn::Search(search) => search.best().or(search.steps.last()).map(|step| &step.run),
-            Churn::Single(run) => Some(run),
+            Churn::Search(search) => search
+                .best()
+                .or(search.steps.last())
+                .map(|step| step.runs.iter().map(|r| &r.churn).collect())
+                .unwrap_or_default(),
+            Churn::Single(run) => vec![run],
         }
+    }
+}
+
+/// What to run next.
+#[derive(Debug, PartialEq)]
+pub enum Next {
+    /// A new rate.
+    Rate(f64),
+    /// Another run at the rate of `steps[i]`, the highest sustained so far.
+    Again(usize),
+    /// Done, and why.
+    Stop(String),
+}
+
+/// After `steps`: a new rate while the search goes on, then more runs at
+/// the highest rate sustained until it has `samples`, then stop.
+pub fn next(steps: &[ChurnStep], start: f64, max_steps: usize, samples: usize) -> Next {
+    let tried: Vec<(f64, bool)> = steps.iter().map(|s| (s.asked_per_s, s.sustained)).collect();
+    match next_rate(&tried, start, max_steps) {
+        Ok(rate) => Next::Rate(rate),
+        Err(why) => match best(steps) {
+            Some(step) if step.runs.len() < samples => Next::Again(
+                steps
+                    .iter()
+                    .position(|s| std::ptr::eq(s, step))
+                    .expect("the best step is one of the steps"),
+            ),
+            _ => Next::Stop(why),
+        },
     }
 }
 
@@ -169,6 +246,15 @@ pub fn next_rate(tried: &[(f64, bool)], start: f64, max_steps: usize) -> Result<
         )),
         (Some(good), Some(bad)) => Ok(round_rate((good + bad) / 2.0)),
         (None, None) => unreachable!("a rate tried is sustained or not"),
+    }
+}
+
+/// `median (min – max)`, or the one value.
+fn spread_of(s: &Spread, show: impl Fn(f64) -> String) -> String {
+    if s.n <= 1 {
+        show(s.median)
+    } else {
+        format!("{} ({} – {})", show(s.median), show(s.min), show(s.max))
     }
 }
 
@@ -206,10 +292,12 @@ pub fn text(search: &ChurnSearch) -> String {
     let b = &search.bounds;
     let verdict = match (search.sustained_per_s, search.best()) {
         (Some(rate), Some(best)) => format!(
-            "sustained {}/s (completed {}/s, setup p99 {}) = {:.0}× Heroku's {} connections/s per dyno",
+            "sustained {}/s in {} of {} runs (completed {}/s, setup p99 {}) = {:.0}× Heroku's {} connections/s per dyno",
             grouped(rate, 0),
-            grouped(best.run.rate_per_s.round(), 0),
-            ms(best.run.setup.p99_us),
+            best.runs.len(),
+            best.runs.len(),
+            spread_of(&best.spread(|c| c.rate_per_s), |v| grouped(v, 0)),
+            spread_of(&best.spread(|c| c.setup.p99_us), ms),
             search.heroku_dynos.unwrap_or(0.0),
             HEROKU_CONNECTIONS_PER_S
         ),
@@ -228,22 +316,26 @@ pub fn text(search: &ChurnSearch) -> String {
         search.stopped
     );
     for step in &search.steps {
-        let run = &step.run;
-        let _ = writeln!(
-            out,
-            "  {:>8}/s asked: {:>8}/s completed, setup p50 {} p99 {}, {} dropped, {} failed — {}",
-            grouped(step.asked_per_s, 0),
-            grouped(run.rate_per_s.round(), 0),
-            ms(run.setup.p50_us),
-            ms(run.setup.p99_us),
-            run.dropped,
-            run.failed,
-            if step.sustained {
-                "sustained".to_string()
-            } else {
-                step.missed.join(", ")
-            }
-        );
+        for (i, run) in step.runs.iter().enumerate() {
+            let churn = &run.churn;
+            let again = if i == 0 { "asked" } else { "again" };
+            let _ = writeln!(
+                out,
+                "  {:>8}/s {again}: {:>8}/s completed, setup p50 {} p99 {}, {} dropped, {} failed, client CPU {:.0} % — {}",
+                grouped(step.asked_per_s, 0),
+                grouped(churn.rate_per_s.round(), 0),
+                ms(churn.setup.p50_us),
+                ms(churn.setup.p99_us),
+                churn.dropped,
+                churn.failed,
+                run.client_cpu_share * 100.0,
+                if run.missed.is_empty() {
+                    "met every bound".to_string()
+                } else {
+                    run.missed.join(", ")
+                }
+            );
+        }
     }
     out
 }
@@ -322,36 +414,60 @@ mod tests {
     fn the_verdict_is_the_highest_rate_sustained_beside_heroku() {
         let bounds = ChurnBounds::with_setup_p99_ms(100.0);
         let step = |asked: f64, completed: f64, p99: f64| {
-            let run = run(asked, completed, p99, 0, 0);
-            ChurnStep {
-                asked_per_s: asked,
-                missed: bounds.missed(&run),
-                sustained: bounds.missed(&run).is_empty(),
-                run,
-            }
+            let mut step = ChurnStep::new(asked);
+            step.add(&bounds, run(asked, completed, p99, 0, 0), 0.4);
+            step
         };
-        let found = search(
-            bounds,
-            vec![
-                step(8_000.0, 7_990.0, 10.0),
-                step(16_000.0, 15_990.0, 40.0),
-                step(32_000.0, 24_000.0, 800.0),
-            ],
-            "after 3 steps".into(),
-        );
+        let mut steps = vec![
+            step(8_000.0, 7_990.0, 10.0),
+            step(16_000.0, 15_990.0, 40.0),
+            step(32_000.0, 24_000.0, 800.0),
+        ];
+        steps[1].add(&bounds, run(16_000.0, 15_900.0, 60.0, 0, 0), 0.5);
+        let found = search(bounds, steps, "after 3 steps".into());
         assert_eq!(found.sustained_per_s, Some(16_000.0));
         assert_eq!(found.first_missed_per_s, Some(32_000.0));
         assert_eq!(found.heroku_dynos, Some(100.0));
         let text = text(&found);
         assert!(
-            text.starts_with("churn     sustained 16,000/s (completed 15,990/s, setup p99 40.00 ms) = 100× Heroku's 160 connections/s per dyno; missed from 32,000/s"),
+            text.starts_with("churn     sustained 16,000/s in 2 of 2 runs (completed 15,945 (15,900 – 15,990)/s, setup p99 50.00 ms (40.00 ms – 60.00 ms)) = 100× Heroku's 160 connections/s per dyno; missed from 32,000/s"),
             "{text}"
         );
         assert!(
-            text.contains("p99 800.00 ms, 0 dropped, 0 failed — 24,000/s completed"),
+            text.contains(
+                "p99 800.00 ms, 0 dropped, 0 failed, client CPU 40 % — 24,000/s completed"
+            ),
             "{text}"
         );
         assert!(text.contains("setup p99 800.0 ms (over 100 ms)"), "{text}");
-        assert_eq!(Churn::Search(found).shown().unwrap().rate_per_s, 15_990.0);
+        assert!(
+            text.contains("16,000/s again:   15,900/s completed"),
+            "{text}"
+        );
+        assert_eq!(Churn::Search(found).shown().len(), 2);
+    }
+
+    #[test]
+    fn the_best_rate_is_run_again_and_a_miss_sends_the_search_below_it() {
+        let bounds = ChurnBounds::with_setup_p99_ms(100.0);
+        let mut steps = vec![ChurnStep::new(10_000.0)];
+        steps[0].add(&bounds, run(10_000.0, 9_990.0, 20.0, 0, 0), 0.3);
+        let mut second = ChurnStep::new(20_000.0);
+        second.add(&bounds, run(20_000.0, 19_990.0, 90.0, 0, 0), 0.5);
+        steps.push(second);
+        // The step limit reached: 20,000/s again, until it has 3 runs.
+        assert_eq!(next(&steps, 10_000.0, 2, 3), Next::Again(1));
+        steps[1].add(&bounds, run(20_000.0, 19_990.0, 95.0, 0, 0), 0.5);
+        assert_eq!(next(&steps, 10_000.0, 2, 3), Next::Again(1));
+        // A repeat misses: 20,000/s no longer counts; 10,000/s is the best
+        // and needs its own repeats.
+        steps[1].add(&bounds, run(20_000.0, 19_990.0, 130.0, 0, 0), 0.5);
+        assert!(!steps[1].sustained);
+        assert_eq!(next(&steps, 10_000.0, 2, 3), Next::Again(0));
+        // With steps left, the search bisects below the rate that missed.
+        assert_eq!(next(&steps, 10_000.0, 6, 3), Next::Rate(15_000.0));
+        steps[0].add(&bounds, run(10_000.0, 9_990.0, 20.0, 0, 0), 0.3);
+        steps[0].add(&bounds, run(10_000.0, 9_990.0, 20.0, 0, 0), 0.3);
+        assert!(matches!(next(&steps, 10_000.0, 2, 3), Next::Stop(why) if why.contains("2 steps")));
     }
 }

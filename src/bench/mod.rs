@@ -104,7 +104,9 @@ pub struct BenchConfig {
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub churn_max_p99: Duration,
 
-    /// Most churn rates tried per server (1: one run at --churn-rate, judged).
+    /// Most churn rates tried per server; the highest sustained is then run
+    /// until it has --samples runs (1 and --samples 1: one run at
+    /// --churn-rate, judged).
     #[arg(long, default_value_t = 6)]
     pub churn_steps: usize,
 
@@ -588,7 +590,7 @@ fn phase_count(config: &BenchConfig) -> usize {
     let servers = config.measured().len();
     let per_sample = room / 2 * (1 + servers) + echo / 3 * (1 + 2 * servers);
     let churn = match config.measures(Job::Churn) {
-        true => config.churn_steps,
+        true => churn_phases(config),
         false => 0,
     };
     per_sample * config.samples + servers * churn
@@ -700,8 +702,8 @@ fn run(
 }
 
 /// The highest churn rate one server sustains: one phase (a fresh server)
-/// per rate tried. Churn has no floor: its figure is whether a rate is
-/// met, and at what setup latency.
+/// per run, as [`churn::next`] decides. Churn has no floor: its figure is
+/// whether a rate is met, and at what setup latency.
 fn churn_search(
     phases: &mut Phases,
     config: &BenchConfig,
@@ -709,37 +711,49 @@ fn churn_search(
 ) -> anyhow::Result<churn::Churn> {
     let bounds = churn::ChurnBounds::with_setup_p99_ms(config.churn_max_p99.as_secs_f64() * 1e3);
     let mut steps: Vec<churn::ChurnStep> = Vec::new();
+    let mut runs = 0;
     let stopped = loop {
-        let tried: Vec<(f64, bool)> = steps.iter().map(|s| (s.asked_per_s, s.sustained)).collect();
-        let rate = match churn::next_rate(&tried, config.churn_rate, config.churn_steps) {
-            Ok(rate) => rate,
-            Err(why) => break why,
+        let index = match churn::next(
+            &steps,
+            config.churn_rate,
+            config.churn_steps,
+            config.samples,
+        ) {
+            churn::Next::Rate(rate) => {
+                steps.push(churn::ChurnStep::new(rate));
+                steps.len() - 1
+            }
+            churn::Next::Again(index) => index,
+            churn::Next::Stop(why) => break why,
         };
-        let job = format!("churn {rate}/s");
-        let run = phases.run(
-            &job,
+        let rate = steps[index].asked_per_s;
+        let sample = steps[index].runs.len() + 1;
+        let (report, cpu) = phases.run(
+            &format!("churn {rate}/s"),
             Target::Server(server),
             FloorRoute::Echo,
-            1,
+            sample,
             |running| {
                 let mut load = LoadConfig::defaults(ScenarioKind::Churn, &running.url("/echo"));
                 load.rate = Some(rate);
                 load.duration = config.churn_duration;
                 let report = crate::load::run(&load)?;
-                let value = report.churn.clone().context("no churn section")?;
+                let churn = report.churn.clone().context("no churn section")?;
+                let value = (churn, report.client.cpu_share);
                 Ok(phase::Outcome { value, report })
             },
         )?;
-        let missed = bounds.missed(&run);
-        steps.push(churn::ChurnStep {
-            asked_per_s: rate,
-            sustained: missed.is_empty(),
-            missed,
-            run,
-        });
+        steps[index].add(&bounds, report, cpu);
+        runs += 1;
     };
-    phases.expect_fewer(config.churn_steps - steps.len());
+    phases.expect(churn_phases(config), runs);
     Ok(churn::Churn::Search(churn::search(bounds, steps, stopped)))
+}
+
+/// Churn phases a server usually takes: every step once, and the rate
+/// found again until it has --samples runs.
+fn churn_phases(config: &BenchConfig) -> usize {
+    config.churn_steps + config.samples.saturating_sub(1)
 }
 
 fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> {
@@ -860,7 +874,7 @@ mod tests {
 
     #[test]
     fn the_phase_count_follows_the_jobs() {
-        assert_eq!(phase_count(&config(&[])), (2 + 3 * 2) * 3 + 6);
+        assert_eq!(phase_count(&config(&[])), (2 + 3 * 2) * 3 + 6 + 2);
         assert_eq!(
             phase_count(&config(&["--measure", "room", "--samples", "5"])),
             10

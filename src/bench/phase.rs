@@ -147,10 +147,10 @@ impl Phases {
 
     /// The order servers run in for `sample`: rotated every sample, so no
     /// backend always follows the floor (or another backend).
-    /// `phases` fewer than counted will run (a search that stopped early),
-    /// so the progress lines count to the real end.
-    pub fn expect_fewer(&mut self, phases: usize) {
-        self.total = self.total.saturating_sub(phases);
+    /// A job counted `planned` phases and ran `ran` (a search that stopped
+    /// early, or went on): the progress lines count to the real end.
+    pub fn expect(&mut self, planned: usize, ran: usize) {
+        self.total = (self.total + ran).saturating_sub(planned);
     }
 
     fn order(&self, sample: usize) -> impl Iterator<Item = usize> {

@@ -9,6 +9,7 @@ use super::churn::Churn;
 use super::compare::{Better, Compared};
 use super::echo::EchoBench;
 use super::{BenchResult, ServerResult};
+use crate::load::report::ChurnReport;
 use crate::load::spread::Spread;
 use crate::units::grouped as num;
 
@@ -249,11 +250,16 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
             Churn::Single(_) => None,
         },
     );
-    add("churn, cycles/s", Higher, false, &|s| {
-        Some(Spread::of(&[s.churn.as_ref()?.shown()?.rate_per_s]))
+    let churn = |s: &ServerResult, figure: fn(&ChurnReport) -> f64| {
+        let runs = s.churn.as_ref()?.shown();
+        let values: Vec<f64> = runs.into_iter().map(figure).collect();
+        Some(Spread::of(&values))
+    };
+    add("churn, cycles/s", Higher, false, &move |s| {
+        churn(s, |c| c.rate_per_s)
     });
-    add("churn setup p99, µs", Lower, false, &|s| {
-        Some(Spread::of(&[s.churn.as_ref()?.shown()?.setup.p99_us]))
+    add("churn setup p99, µs", Lower, false, &move |s| {
+        churn(s, |c| c.setup.p99_us)
     });
     rows
 }
