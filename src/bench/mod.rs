@@ -104,9 +104,9 @@ pub struct BenchConfig {
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub churn_max_p99: Duration,
 
-    /// Most churn rates tried per server; the highest sustained is then run
-    /// until it has --samples runs (1 and --samples 1: one run at
-    /// --churn-rate, judged).
+    /// Most churn rates tried per server. A rate whose run meets every
+    /// bound runs again until it has --samples runs, and is sustained only
+    /// if all of them do (1 with --samples 1: one run at --churn-rate, judged).
     #[arg(long, default_value_t = 6)]
     pub churn_steps: usize,
 
@@ -750,10 +750,10 @@ fn churn_search(
     Ok(churn::Churn::Search(churn::search(bounds, steps, stopped)))
 }
 
-/// Churn phases a server usually takes: every step once, and the rate
-/// found again until it has --samples runs.
+/// Churn phases a server usually takes: every step once, and the two
+/// rates sustained on the way up again until each has --samples runs.
 fn churn_phases(config: &BenchConfig) -> usize {
-    config.churn_steps + config.samples.saturating_sub(1)
+    config.churn_steps + 2 * config.samples.saturating_sub(1)
 }
 
 fn write(config: &BenchConfig, result: &BenchResult) -> anyhow::Result<PathBuf> {
@@ -874,7 +874,7 @@ mod tests {
 
     #[test]
     fn the_phase_count_follows_the_jobs() {
-        assert_eq!(phase_count(&config(&[])), (2 + 3 * 2) * 3 + 6 + 2);
+        assert_eq!(phase_count(&config(&[])), (2 + 3 * 2) * 3 + 6 + 4);
         assert_eq!(
             phase_count(&config(&["--measure", "room", "--samples", "5"])),
             10
