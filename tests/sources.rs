@@ -148,3 +148,49 @@ fn listeners_in_the_port_range_are_lost_to_every_address_and_named() {
         drop(listeners);
     });
 }
+
+/// `count` connections from `source` closed by this side first: each
+/// leaves a TIME_WAIT socket holding its port for 60 s.
+fn time_wait_from(source: Ipv4Addr, server: SocketAddr, count: usize) {
+    drop(hold_from(source, server, count));
+    // The server closes its side on EOF; then the client's sockets sit in
+    // TIME_WAIT, and connect() may reuse them only after the reuse delay.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+}
+
+#[test]
+fn time_wait_blocks_an_address_unless_connect_may_reuse_it() {
+    for reuse in ["0", "2"] {
+        in_new_netns("time_wait_blocks_an_address", move || {
+            let range = "/proc/sys/net/ipv4/ip_local_port_range";
+            std::fs::write(range, "20000 20999").unwrap();
+            let server = Server::start(Backend::Epoll, &[]);
+            // 300 ports, a share of 105 per address; 200 in TIME_WAIT.
+            std::fs::write(range, "40000 40299").unwrap();
+            std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", reuse).unwrap();
+            time_wait_from(Ipv4Addr::new(127, 0, 0, 2), server.addr, 200);
+            let url = server.url("/echo");
+            let (report, text) =
+                load(&["hold", "--url", &url, "--conns", "150", "--duration", "0s"]);
+            assert_eq!(report.connect.opened, 150, "{text}");
+            let notes = report.source_notes.join("\n");
+            if reuse == "0" {
+                // Never reused: the address is skipped.
+                assert!(notes.contains(" TIME_WAIT, 0 established"), "{notes}");
+                assert!(
+                    notes.contains("using 127.0.0.3–127.0.0.4, skipping 127.0.0.2 (no room)"),
+                    "{notes}"
+                );
+            } else {
+                // Loopback, older than the reuse delay: connect() takes
+                // them over, so the address keeps its whole share.
+                // (A few of the 200 may have closed otherwise.)
+                let reusable = (100..=200).any(|n| {
+                    notes.contains(&format!("({n} TIME_WAIT ({n} reusable), 0 established"))
+                });
+                assert!(reusable, "{notes}");
+                assert!(notes.contains("using 127.0.0.2–127.0.0.3"), "{notes}");
+            }
+        });
+    }
+}

@@ -213,7 +213,7 @@ pub fn ports_held(s: &Snapshot) -> Check {
     busiest.sort_by_key(|(_, held)| std::cmp::Reverse(held.total()));
     let crowded: Vec<String> = busiest
         .iter()
-        .filter(|(_, held)| held.total() >= share)
+        .filter(|(_, held)| held.blocking() >= share)
         .map(|(address, _)| address.to_string())
         .collect();
     let verdict = if crowded.is_empty() {
@@ -224,15 +224,7 @@ pub fn ports_held(s: &Snapshot) -> Check {
     let shown: Vec<String> = busiest
         .iter()
         .take(5)
-        .map(|(address, held)| {
-            format!(
-                "{address}: {} ({} TIME_WAIT, {} established, {} other)",
-                held.total(),
-                held.time_wait,
-                held.established,
-                held.other
-            )
-        })
+        .map(|(address, held)| format!("{address}: {} ({})", held.total(), held.states()))
         .collect();
     let toward = s
         .ports_held_toward
@@ -637,6 +629,7 @@ mod tests {
         s.ports_held.insert(
             Ipv4Addr::new(127, 0, 0, 1),
             Held {
+                time_wait_reusable: 0,
                 time_wait: 25_700,
                 established: 18,
                 other: 0,
@@ -645,6 +638,7 @@ mod tests {
         s.ports_held.insert(
             Ipv4Addr::new(127, 0, 0, 2),
             Held {
+                time_wait_reusable: 0,
                 time_wait: 0,
                 established: 100,
                 other: 0,
@@ -660,6 +654,27 @@ mod tests {
             check.current
         );
         assert!(check.fix.starts_with("127.0.0.1 hold"), "{}", check.fix);
+    }
+
+    #[test]
+    fn time_wait_that_connect_may_reuse_does_not_crowd_an_address() {
+        let mut s = here();
+        let reusable = Held {
+            time_wait: 25_700,
+            time_wait_reusable: 25_700,
+            established: 0,
+            other: 0,
+        };
+        s.ports_held.insert(Ipv4Addr::new(127, 0, 0, 2), reusable);
+        let check = ports_held(&s);
+        assert_eq!(check.verdict, Verdict::Ok, "{check:?}");
+        assert!(
+            check
+                .current
+                .contains("127.0.0.2: 25700 (25700 TIME_WAIT (25700 reusable)"),
+            "{}",
+            check.current
+        );
     }
 
     #[test]

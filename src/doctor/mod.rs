@@ -190,7 +190,11 @@ impl Snapshot {
         let range = (self.port_range.0 as u32, self.port_range.1 as u32);
         self.listening_ports =
             crate::load::sources::listening_in(range, &[&table, &read("/proc/net/tcp6")]) as u64;
-        self.ports_held = crate::load::sources::held_on(&table, destination);
+        self.ports_held = crate::load::sources::held_on(
+            &table,
+            destination,
+            crate::load::sources::TimeWaitReuse::read(),
+        );
         self.ports_held_toward = destination;
         self
     }
