@@ -7,8 +7,10 @@
 #   2. fanout load's default plan goes around 127.0.0.2 and says so;
 #   3. --source 127.0.0.2 alone is refused before anything starts, naming
 #      the TIME_WAIT sockets and the fixes;
-#   4. --source 127.0.0.2-127.0.0.3: the shards on 127.0.0.2 run out of
-#      ports mid-ramp and move to 127.0.0.3 instead of failing.
+#   4. --source 127.0.0.2-127.0.0.3: the plan counts what is free on each;
+#   5. two seconds later, connect() may take over every one of those
+#      TIME_WAIT sockets (tcp_tw_reuse 2, the default, toward loopback once
+#      a socket is a second old), and --source 127.0.0.2 alone is enough.
 # Loopback only; nothing changes on the machine but the TIME_WAIT sockets,
 # which expire by themselves. Usage: scripts/time-wait-scenario.sh [FANOUT] [N]
 set -eu
@@ -45,3 +47,7 @@ run doctor --conns 5000 --url "$url"
 run load hold --url "$url" --conns 5000 --duration 0s
 run load hold --url "$url" --conns 5000 --duration 0s --source 127.0.0.2
 run load hold --url "$url" --conns 8000 --duration 0s --source 127.0.0.2-127.0.0.3
+sleep 2
+echo
+echo "\$ sleep 2"
+run load hold --url "$url" --conns 5000 --duration 0s --source 127.0.0.2

@@ -207,7 +207,7 @@ pub fn plan_around(
                 format!(" ({})", notes.join("; "))
             };
             Err(format!(
-                "{conns} connections need room on about {needed} source addresses at {share} ports each, but --source gives {} with room for {room}{busy}; widen it (e.g. 127.0.0.2-127.0.0.{}), widen net.ipv4.ip_local_port_range, or wait for TIME_WAIT to pass (60 s)",
+                "{conns} connections need room on about {needed} source addresses at {share} ports each, but --source gives {} with room for {room}{busy}; widen it (e.g. 127.0.0.2-127.0.0.{}), widen net.ipv4.ip_local_port_range, or wait for TIME_WAIT to pass (60 s; with net.ipv4.tcp_tw_reuse 2, the default, connect() takes over a loopback TIME_WAIT once it is a second old)",
                 addresses.len(),
                 1 + needed + addresses.len()
             ))
