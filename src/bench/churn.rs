@@ -185,6 +185,20 @@ impl Churn {
             Churn::Single(run) => vec![run],
         }
     }
+
+    /// A figure over the shown runs: median and range.
+    pub fn spread(&self, figure: impl Fn(&ChurnReport) -> f64) -> Spread {
+        let values: Vec<f64> = self.shown().into_iter().map(figure).collect();
+        Spread::of(&values)
+    }
+
+    /// The highest rate sustained (a search only).
+    pub fn sustained_per_s(&self) -> Option<f64> {
+        match self {
+            Churn::Search(search) => search.sustained_per_s,
+            Churn::Single(_) => None,
+        }
+    }
 }
 
 /// What to run next.

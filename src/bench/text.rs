@@ -9,7 +9,6 @@ use super::churn::Churn;
 use super::compare::{Better, Compared};
 use super::echo::EchoBench;
 use super::{BenchResult, ServerResult};
-use crate::load::report::ChurnReport;
 use crate::load::spread::Spread;
 use crate::units::grouped as num;
 
@@ -241,25 +240,14 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
             find(s).map(|e| e.p99_us)
         });
     }
-    add(
-        "churn sustained, connections/s",
-        Higher,
-        false,
-        &|s| match s.churn.as_ref()? {
-            Churn::Search(search) => Some(Spread::of(&[search.sustained_per_s?])),
-            Churn::Single(_) => None,
-        },
-    );
-    let churn = |s: &ServerResult, figure: fn(&ChurnReport) -> f64| {
-        let runs = s.churn.as_ref()?.shown();
-        let values: Vec<f64> = runs.into_iter().map(figure).collect();
-        Some(Spread::of(&values))
-    };
-    add("churn, cycles/s", Higher, false, &move |s| {
-        churn(s, |c| c.rate_per_s)
+    add("churn sustained, connections/s", Higher, false, &|s| {
+        Some(Spread::of(&[s.churn.as_ref()?.sustained_per_s()?]))
     });
-    add("churn setup p99, µs", Lower, false, &move |s| {
-        churn(s, |c| c.setup.p99_us)
+    add("churn, cycles/s", Higher, false, &|s| {
+        Some(s.churn.as_ref()?.spread(|c| c.rate_per_s))
+    });
+    add("churn setup p99, µs", Lower, false, &|s| {
+        Some(s.churn.as_ref()?.spread(|c| c.setup.p99_us))
     });
     rows
 }

@@ -335,7 +335,7 @@ fn cell(spread: Option<&Spread>, digits: usize) -> String {
 /// The side-by-side table of one bench file.
 pub fn table(bench: &BenchResult) -> String {
     type Row = (&'static str, usize, fn(&ServerResult) -> Option<Spread>);
-    let rows: [Row; 10] = [
+    let rows: [Row; 13] = [
         ("held", 0, |s| s.reach.as_ref().map(|r| r.held)),
         ("user B/conn (RSS)", 1, |s| {
             s.memory.as_ref().map(|m| m.rss_per_conn)
@@ -363,6 +363,16 @@ pub fn table(bench: &BenchResult) -> String {
         }),
         ("echo p99, µs (first echo job)", 0, |s| {
             s.echo.first().map(|e| e.p99_us)
+        }),
+        ("churn sustained, connections/s", 0, |s| {
+            let rate = s.churn.as_ref()?.sustained_per_s()?;
+            Some(Spread::of(&[rate]))
+        }),
+        ("churn cycles/s", 0, |s| {
+            Some(s.churn.as_ref()?.spread(|c| c.rate_per_s))
+        }),
+        ("churn setup p99, ms", 1, |s| {
+            Some(s.churn.as_ref()?.spread(|c| c.setup.p99_us / 1000.0))
         }),
     ];
     let mut md = String::new();
