@@ -25,6 +25,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// What the server printed before `ready` (its plan).
     pub plan: String,
+    /// Where it serves Prometheus metrics (`--metrics`), from its `metrics` line.
+    pub metrics: Option<SocketAddr>,
     lines: Receiver<String>,
     patience: Duration,
 }
@@ -51,6 +53,7 @@ impl ServerProcess {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             plan: String::new(),
+            metrics: None,
             lines,
             patience,
         };
@@ -58,6 +61,11 @@ impl ServerProcess {
             let line = server
                 .next_line()
                 .with_context(|| format!("waiting for {program}'s `ready ADDR` line"))?;
+            if let Some(url) = line.strip_prefix("metrics http://") {
+                let addr = url.trim_end_matches("/metrics");
+                server.metrics = Some(addr.parse().context("parsing the `metrics` address")?);
+                continue;
+            }
             if let Some(addr) = line.strip_prefix("ready ") {
                 server.addr = addr.trim().parse().context("parsing the `ready` address")?;
                 return Ok(server);

@@ -66,6 +66,14 @@ pub struct ServeConfig {
     /// before it is dropped.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub close_timeout: Duration,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101;
+    /// port 0 picks one, named on the `metrics` line before `ready`):
+    /// every counter of the `stats` line, open connections and fd-table
+    /// fds per shard, and memory. Its own thread sums the shards' counters
+    /// per scrape: nothing on the connections' path. Off by default.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -139,6 +147,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     run_shards(
         &plan,
         config.listen,
+        config.metrics,
         banner,
         backend::preparer(kind, &settings, workers),
         move |prepared, start, id, hub| {

@@ -8,6 +8,7 @@ pub mod core;
 pub mod deadline;
 pub mod hub;
 pub mod listen;
+pub mod metrics;
 pub mod plan;
 pub mod session;
 pub mod settings;
@@ -65,12 +66,13 @@ pub fn plan_for(
 /// address, make every shard's event loop (`prepare`, in this thread, so
 /// that its waker is valid in every fd table), start one thread per shard
 /// and `run` it with its [`ShardStart`], print `banner` and `ready <addr>`,
-/// answer SIGUSR1 with a `stats` line, and stop cleanly on SIGINT or
-/// SIGTERM. `fanout serve` and the floor server (`fanout bare`) both live
-/// here.
+/// answer SIGUSR1 with a `stats` line (and scrapes at `metrics`, if
+/// given), and stop cleanly on SIGINT or SIGTERM. `fanout serve` and the
+/// floor server (`fanout bare`) both live here.
 pub fn run_shards<P, R>(
     plan: &Plan,
     listen: SocketAddr,
+    metrics: Option<SocketAddr>,
     banner: String,
     prepare: impl Fn() -> std::io::Result<(P, Box<dyn Wake>)>,
     run: R,
@@ -89,6 +91,9 @@ where
         .into_iter()
         .unzip();
     let hub = Arc::new(Hub::new(wakers));
+    let metrics = metrics
+        .map(|addr| metrics::start(addr, hub.clone()))
+        .transpose()?;
     let (bound_tx, bound_rx) = mpsc::channel();
     let everyone_ready = Arc::new(Barrier::new(plan.shards));
     let private = plan.fd_tables == FdTables::PerShard;
@@ -124,6 +129,9 @@ where
         }
     }
     println!("{banner}");
+    if let Some(metrics) = metrics {
+        println!("metrics http://{metrics}/metrics");
+    }
     println!("ready {addr}");
     std::io::stdout().flush()?;
     let outcome = supervise(&mut signals, &hub, &shards);

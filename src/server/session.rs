@@ -62,6 +62,16 @@ pub enum Ending {
     CloseAnswered,
 }
 
+/// Did input that moved a connection from `before` to `after` (ending as
+/// `ending`) complete its handshake? A request and a close can arrive in
+/// one read: the session then goes from Handshake straight to Closing,
+/// having upgraded in between.
+pub fn upgraded(before: Phase, after: Phase, ending: Option<Ending>) -> bool {
+    before == Phase::Handshake
+        && (matches!(after, Phase::Open(_))
+            || matches!(ending, Some(Ending::PeerClosed | Ending::Violation(_))))
+}
+
 /// Limits and protocol, fixed for the server's life.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {

@@ -8,23 +8,28 @@ use serde::Serialize;
 
 /// Declares the per-shard counters and their summed snapshot in one place.
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
         /// One shard's counters.
         #[derive(Default, Debug)]
         #[repr(align(64))]
         pub struct ShardCounters {
-            $( $(#[$doc])* pub $name: AtomicU64, )*
+            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
         }
 
         /// Counters summed over shards.
         #[derive(Default, Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
         pub struct Totals {
-            $( $(#[$doc])* pub $name: u64, )*
+            $( $(#[doc = $doc])* pub $name: u64, )*
         }
 
         impl Totals {
             pub fn add(&mut self, shard: &ShardCounters) {
                 $( self.$name += shard.$name.load(Relaxed); )*
+            }
+
+            /// Every counter as (name, its doc comment, value), in order.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$( (stringify!($name), concat!($($doc, "\n"),*), self.$name), )*]
             }
         }
     };

@@ -136,6 +136,11 @@ impl Server {
         format!("ws://{}{path}", self.addr)
     }
 
+    /// Where it serves metrics (started with `--metrics`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.inner.metrics.expect("started with --metrics")
+    }
+
     /// Ask for a `stats` line (SIGUSR1) and parse it.
     pub fn stats(&self) -> Snapshot {
         self.inner.stats().expect("a stats line")

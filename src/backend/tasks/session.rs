@@ -133,8 +133,12 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard) -> Close {
                     return Close::Now;
                 }
                 let mut produced = Produced::default();
+                let before = phase;
                 let (used, ending) =
                     session::on_input(&limits, &mut phase, &mut input, &mut fragments, &mut produced);
+                if session::upgraded(before, phase, ending) {
+                    bump(&counters.upgraded);
+                }
                 input.drain(..used);
                 if phase == Phase::Open(Route::Room) && member.is_none() {
                     // Joined before the 101 (or hello answer) is written.

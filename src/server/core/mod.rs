@@ -323,12 +323,7 @@ impl<S> Core<S> {
         ending: Option<Ending>,
     ) {
         let after = self.conns[key].phase;
-        // A request and a close can arrive in one read: the session then goes
-        // from Handshake straight to Closing, having upgraded in between.
-        let upgraded = before == Phase::Handshake
-            && (matches!(after, Phase::Open(_))
-                || matches!(ending, Some(Ending::PeerClosed | Ending::Violation(_))));
-        if upgraded {
+        if session::upgraded(before, after, ending) {
             bump(&self.counters().upgraded);
             self.set_deadline(key, Deadline::NONE);
         }

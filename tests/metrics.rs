@@ -1,0 +1,148 @@
+//! `fanout serve --metrics`: scraped on every backend and read with two
+//! independent parsers — the prometheus-parse crate, and Prometheus's own
+//! `promtool check metrics` (Debian's `prometheus` package, which .ci/run
+//! installs) — and the numbers match what the clients did.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use common::*;
+use tungstenite::Message;
+
+/// Send `request` to the metrics address; the status line and the body.
+fn http(server: &Server, request: &str) -> (String, String) {
+    let mut stream = tcp_connect(server.metrics_addr());
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+fn scrape(server: &Server) -> String {
+    let (status, body) = http(server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    body
+}
+
+/// Every sample by name (labels summed), as prometheus-parse reads them,
+/// after checking every metric has HELP.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("prometheus-parse reads it");
+    let mut values: HashMap<String, f64> = HashMap::new();
+    for sample in &scrape.samples {
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{}: {other:?} is neither counter nor gauge", sample.metric),
+        };
+        assert!(
+            scrape.docs.contains_key(&sample.metric),
+            "{} has HELP",
+            sample.metric
+        );
+        *values.entry(sample.metric.clone()).or_default() += value;
+    }
+    values
+}
+
+/// Scrape until `settled` holds (a counter is bumped just after the reply
+/// the client already read), at most a few seconds; the last scrape.
+fn scrape_until(server: &Server, settled: impl Fn(&HashMap<String, f64>) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = scrape(server);
+        if settled(&parse(&text)) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `promtool check metrics` on the text: its parser and its lint rules.
+fn promtool_accepts(text: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIPPED the promtool check: promtool is not installed (Debian: apt-get install prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+every_backend! {
+    fn metrics_count_what_the_clients_did(backend: Backend) {
+        let server = Server::start(backend, &["--metrics", "127.0.0.1:0"]);
+        let before = parse(&scrape(&server));
+        assert_eq!(before["fanout_open_connections"], 0.0);
+        let mut clients: Vec<Ws> = (0..3).map(|_| ws_connect(&server, "/echo")).collect();
+        assert_echo(&mut clients[0], Message::Text("hello".into()));
+        let text = scrape_until(&server, |m| {
+            m["fanout_upgraded_total"] == 3.0 && m["fanout_echoed_total"] == 1.0
+        });
+        promtool_accepts(&text);
+        let after = parse(&text);
+        assert_eq!(after["fanout_accepted_total"], 3.0, "{text}");
+        assert_eq!(after["fanout_upgraded_total"], 3.0, "{text}");
+        assert_eq!(after["fanout_open_connections"], 3.0, "{text}");
+        assert_eq!(after["fanout_echoed_total"], 1.0, "{text}");
+        // Three sockets more in the fd tables than before (summed over the
+        // tables a shared table is counted once per shard, so at least).
+        assert!(
+            after["fanout_fd_table_fds"] >= before["fanout_fd_table_fds"] + 3.0,
+            "{text}"
+        );
+        assert!(after["fanout_fd_table_limit"] > 0.0);
+        assert!(after["fanout_resident_memory_bytes"] > 0.0);
+        drop(clients);
+    }
+
+    fn the_metrics_address_answers_bad_requests_with_their_status(backend: Backend) {
+        let server = Server::start(backend, &["--metrics", "127.0.0.1:0"]);
+        let (status, _) = http(&server, "GET /other HTTP/1.1\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        let (status, _) = http(&server, "POST /metrics HTTP/1.1\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+        let (status, _) = http(&server, "hello\r\n\r\n");
+        assert_eq!(status, "HTTP/1.1 400 Bad Request");
+        // The server's own connections are unharmed.
+        assert_echo(&mut ws_connect(&server, "/echo"), Message::Text("still".into()));
+        let text = scrape_until(&server, |m| m["fanout_echoed_total"] == 1.0);
+        assert_eq!(parse(&text)["fanout_echoed_total"], 1.0, "{text}");
+    }
+}
+
+#[test]
+fn a_metrics_address_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics", &addr])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains(&format!("--metrics: cannot listen on {addr}")),
+        "{said}"
+    );
+}
