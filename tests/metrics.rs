@@ -1,7 +1,8 @@
 //! `fanout serve --metrics`: scraped on every backend and read with two
 //! independent parsers — the prometheus-parse crate, and Prometheus's own
 //! `promtool check metrics` (Debian's `prometheus` package, which .ci/run
-//! installs) — and the numbers match what the clients did.
+//! installs) — and the numbers match what the clients did; and the
+//! allocator that gives memory back after a burst.
 
 mod common;
 
@@ -128,6 +129,21 @@ every_backend! {
         assert_echo(&mut ws_connect(&server, "/echo"), Message::Text("still".into()));
         let text = scrape_until(&server, |m| m["fanout_echoed_total"] == 1.0);
         assert_eq!(parse(&text)["fanout_echoed_total"], 1.0, "{text}");
+    }
+
+    fn freed_memory_is_purged_by_a_background_thread(backend: Backend) {
+        // jemalloc purges by decay on a thread of its own, so a server that
+        // goes quiet after a burst gives its pages back (the curve:
+        // results/2026-11-29-vm/memory-after-burst.txt). One thread, named
+        // by jemalloc.
+        let server = Server::start(backend, &[]);
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect();
+        let purgers = names.iter().filter(|n| *n == "jemalloc_bg_thd").count();
+        assert_eq!(purgers, 1, "{names:?}");
     }
 }
 
