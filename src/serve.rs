@@ -34,11 +34,21 @@ pub struct ServeConfig {
     #[arg(long)]
     pub shards: Option<usize>,
 
-    /// Connections the server must be able to hold at once. Default: what one
-    /// fd table holds. Above that, shards take private fd tables
-    /// (unshare(CLONE_FILES)) and their count rises to fit.
+    /// Connections the server must be able to hold at once, and will: the
+    /// plan makes room for them (above what one fd table holds, shards take
+    /// private fd tables, unshare(CLONE_FILES), and their count rises to
+    /// fit), and past them an upgrade is refused politely — HTTP 503 with
+    /// Retry-After (TCP: the hello answer `error: try again later`), counted
+    /// as rejected_over_capacity. Default: what one fd table holds, no limit.
     #[arg(long)]
     pub max_conns: Option<usize>,
+
+    /// Upgrades per second the server completes, a token bucket per shard
+    /// holding a tenth of a second's worth; past it, 503 with Retry-After
+    /// (counted as rejected_accept_rate). Shields the connections already
+    /// open from a reconnect storm. Default: no limit.
+    #[arg(long)]
+    pub accept_rate: Option<f64>,
 
     /// For tests: treat every fd table as holding only this many fds, which
     /// forces private fd tables and small shards.
@@ -86,6 +96,8 @@ impl ServeConfig {
             max_handshake: self.max_handshake,
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
+            max_conns: self.max_conns,
+            accept_rate: self.accept_rate,
         }
     }
 }

@@ -10,6 +10,9 @@ pub const HEADER_LEN: usize = 4;
 pub const HELLO_OK: &[u8] = b"ok";
 /// The server's answer to a hello naming no known route, before it closes.
 pub const HELLO_NOT_FOUND: &[u8] = b"error: unknown route";
+/// The server's answer to a hello it will not admit now (over --max-conns
+/// or --accept-rate), before it closes: the client may try again later.
+pub const HELLO_BUSY: &[u8] = b"error: try again later";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("message of {len} bytes is larger than the limit")]

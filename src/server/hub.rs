@@ -28,6 +28,8 @@ pub struct Mailbox {
 
 pub struct Hub {
     mailboxes: Vec<Mailbox>,
+    /// Connections admitted across shards, against --max-conns.
+    pub admitted: super::admission::Admitted,
     shutdown: AtomicBool,
     /// Cache-flush requests so far (see [`Hub::flush_allocator_caches`]).
     flush_requests: AtomicU64,
@@ -47,6 +49,7 @@ impl Hub {
             .collect();
         Hub {
             mailboxes,
+            admitted: Default::default(),
             shutdown: AtomicBool::new(false),
             flush_requests: AtomicU64::new(0),
         }
@@ -84,6 +87,10 @@ impl Hub {
             flush_this_threads_allocator_cache();
             mailbox.flushed.store(request, Ordering::Release);
         }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mailboxes.len()
     }
 
     pub fn counters(&self, shard: usize) -> &ShardCounters {

@@ -4,6 +4,7 @@
 //! turns SIGUSR1 into `stats` lines and stops cleanly on SIGINT or SIGTERM.
 //! Backends (`crate::backend`) build on this; nothing here knows them.
 
+pub mod admission;
 pub mod core;
 pub mod deadline;
 pub mod hub;

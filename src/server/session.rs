@@ -11,6 +11,7 @@ use crate::protocol::handshake::{self, Parsed};
 use crate::protocol::message::{self, Event, Fragments};
 use crate::protocol::Proto;
 use crate::protocol::{tcp, Route};
+use crate::server::admission::Refusal;
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub trait Outbox {
     fn echo(&mut self, parts: &[&[u8]]);
     /// A frame for every room member on every shard, this connection included.
     fn publish(&mut self, frame: Bytes);
+    /// A handshake is complete: may the connection upgrade? (Admission
+    /// control: `server::admission`.) A yes holds its place until it closes.
+    fn admit(&mut self) -> Result<(), Refusal>;
 }
 
 /// Why the protocol ended a connection, for the counters.
@@ -135,6 +139,10 @@ fn ws_handshake(
     match handshake::parse_request(input, limits.max_handshake) {
         Ok(Parsed::Partial) => Progress::NeedMore,
         Ok(Parsed::Upgrade { upgrade, len }) => {
+            if let Err(refusal) = out.admit() {
+                out.reply(&[&refusal.http_response()]);
+                return Progress::End(Ending::Rejected(503));
+            }
             out.reply(&[&handshake::accept_response(&upgrade)]);
             *phase = Phase::Open(upgrade.route);
             Progress::Used(len)
@@ -218,6 +226,10 @@ fn tcp_hello(limits: &Limits, phase: &mut Phase, input: &[u8], out: &mut impl Ou
     };
     match tcp::parse_hello(payload) {
         Some(route) => {
+            if out.admit().is_err() {
+                out.reply(&[&tcp::encode(tcp::HELLO_BUSY)]);
+                return Progress::End(Ending::Rejected(503));
+            }
             out.reply(&[&tcp::encode(tcp::HELLO_OK)]);
             *phase = Phase::Open(route);
             Progress::Used(used)
@@ -253,9 +265,14 @@ mod tests {
     struct Recorder {
         replies: Vec<u8>,
         published: Vec<Bytes>,
+        /// Refuse every upgrade with this.
+        refuse: Option<Refusal>,
     }
 
     impl Outbox for Recorder {
+        fn admit(&mut self) -> Result<(), Refusal> {
+            self.refuse.map_or(Ok(()), Err)
+        }
         fn reply(&mut self, parts: &[&[u8]]) {
             parts.iter().for_each(|p| self.replies.extend_from_slice(p));
         }
@@ -298,6 +315,34 @@ mod tests {
         assert_eq!(phase, Phase::Open(Route::Room));
         assert!(out.replies.starts_with(b"HTTP/1.1 101 "));
         assert_eq!(&out.published[0][..], b"\x81\x02hi");
+    }
+
+    #[test]
+    fn a_refused_upgrade_gets_a_503_and_pipelined_frames_are_dropped() {
+        let mut input = REQUEST.to_vec();
+        input.extend(client_frame(OpCode::Text, b"hi", [1, 2, 3, 4]));
+        let mut phase = Phase::Handshake;
+        let mut out = Recorder {
+            refuse: Some(Refusal::OverCapacity),
+            ..Recorder::default()
+        };
+        let (_, ending) = feed(Proto::Ws, &mut phase, &mut input, &mut out);
+        assert_eq!(ending, Some(Ending::Rejected(503)));
+        assert_eq!(phase, Phase::Closing(AfterFlush::Drain));
+        assert!(out
+            .replies
+            .starts_with(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"));
+        assert!(out.published.is_empty());
+        // TCP: the hello's answer says to try again later.
+        let mut input = tcp::encode(b"/echo");
+        let mut phase = Phase::Handshake;
+        let mut out = Recorder {
+            refuse: Some(Refusal::AcceptRate),
+            ..Recorder::default()
+        };
+        let (_, ending) = feed(Proto::Tcp, &mut phase, &mut input, &mut out);
+        assert_eq!(ending, Some(Ending::Rejected(503)));
+        assert_eq!(out.replies, tcp::encode(tcp::HELLO_BUSY));
     }
 
     #[test]

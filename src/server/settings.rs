@@ -16,4 +16,9 @@ pub struct Settings {
     pub max_handshake: usize,
     pub handshake_timeout: Duration,
     pub close_timeout: Duration,
+    /// Connections admitted at once across shards; past it, upgrades are
+    /// refused with 503 (see `server::admission`). None: no limit.
+    pub max_conns: Option<usize>,
+    /// Upgrades per second across shards (a bucket per shard). None: no limit.
+    pub accept_rate: Option<f64>,
 }

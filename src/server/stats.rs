@@ -44,6 +44,12 @@ counters! {
     upgraded,
     /// Handshakes refused with an HTTP error (or unknown TCP hello).
     rejected,
+    /// Of those, refused with 503 because --max-conns connections were
+    /// admitted already.
+    rejected_over_capacity,
+    /// Of those, refused with 503 because the shard's --accept-rate bucket
+    /// was empty.
+    rejected_accept_rate,
     /// Connections closed for not finishing their handshake in time.
     handshake_timeouts,
     /// Connections closed for breaking the protocol (1002, 1007, 1009).

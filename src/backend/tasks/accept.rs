@@ -43,6 +43,7 @@ pub async fn accept_loop<S, A, F>(
                     Live {
                         hub: shard.hub.clone(),
                         shard: shard.id,
+                        admitted: false,
                         _permit: permit,
                     },
                 );
@@ -63,15 +64,20 @@ fn is_fd_limit(error: &io::Error) -> bool {
 
 /// Held by a connection's task for its life: counts the connection closed
 /// when dropped (also when the runtime drops the task at shutdown) and
-/// gives its place back to the shard's limit.
+/// gives its places back to the shard's limit and the admitted count.
 pub struct Live {
     hub: Arc<Hub>,
     shard: usize,
+    /// It holds a place in the server's admitted count (`Shard::admit`).
+    pub admitted: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         bump(&self.hub.counters(self.shard).closed);
+        if self.admitted {
+            self.hub.admitted.leave();
+        }
     }
 }

@@ -28,7 +28,7 @@ pub async fn read_upgrade(stream: &mut TcpStream, shard: &Shard) -> Option<(Upgr
             Ok(Parsed::Partial) => {}
             Err(rejection) => {
                 bump(&counters.rejected);
-                refuse(stream, rejection, settings.close_timeout).await;
+                refuse(stream, &rejection.response(), settings.close_timeout).await;
                 return None;
             }
         }
@@ -49,9 +49,9 @@ pub async fn read_upgrade(stream: &mut TcpStream, shard: &Shard) -> Option<(Upgr
 /// Answer a refused request and close the way the hand-rolled backends do:
 /// shut our side, then read until the client hangs up (bounded), so unread
 /// input cannot turn the close into a reset that destroys the response.
-async fn refuse(stream: &mut TcpStream, rejection: Rejection, patience: Duration) {
+pub async fn refuse(stream: &mut TcpStream, response: &[u8], patience: Duration) {
     let _ = timeout(patience, async {
-        stream.write_all(&rejection.response()).await?;
+        stream.write_all(response).await?;
         shut_and_drain(stream).await
     })
     .await;

@@ -29,6 +29,7 @@ pub mod room;
 mod session;
 mod ws;
 
+use crate::server::admission::{self, Gate, Refusal};
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -152,6 +153,9 @@ pub struct Shard {
     pub rooms: Rooms,
     /// Turns `true` once, at shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Which upgrades to refuse (--max-conns, --accept-rate); locked once
+    /// per upgrade (the workers of `tokio` share a shard).
+    gate: std::sync::Mutex<Gate>,
 }
 
 impl Shard {
@@ -164,12 +168,29 @@ impl Shard {
             hub: setup.hub.clone(),
             rooms: prepared.rooms.clone(),
             shutdown,
+            gate: std::sync::Mutex::new(Gate::new(
+                setup.settings.max_conns,
+                setup.settings.accept_rate,
+                setup.hub.shards(),
+            )),
         });
         (stop, shard)
     }
 
     pub fn counters(&self) -> &ShardCounters {
         self.hub.counters(self.id)
+    }
+
+    /// May one more connection upgrade? A yes holds a place in the
+    /// server's admitted count until the connection's [`accept::Live`]
+    /// ends (the caller marks it); a refusal is counted by its reason.
+    pub fn admit(&self) -> Result<(), Refusal> {
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        let admitted = gate.admit(&self.hub.admitted);
+        if let Err(refusal) = admitted {
+            admission::count(refusal, self.counters());
+        }
+        admitted
     }
 }
 

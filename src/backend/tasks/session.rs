@@ -22,6 +22,7 @@ use super::room::{kicked, next_delivery, Membership};
 use super::{Shard, GOODBYE_PATIENCE};
 use crate::protocol::handshake::Rejection;
 use crate::protocol::{close_code, Proto, Route};
+use crate::server::admission::Refusal;
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
 use crate::server::stats::{bump, ShardCounters};
 
@@ -49,13 +50,25 @@ pub trait Transport {
 
 /// What one batch of input produced.
 #[derive(Default)]
-struct Produced {
+struct Produced<'a> {
     replies: Vec<u8>,
     echoes: u64,
     published: Vec<Bytes>,
+    /// The shard that admits upgrades (none: nothing to admit).
+    shard: Option<&'a Shard>,
+    /// An upgrade was admitted.
+    admitted: bool,
 }
 
-impl Outbox for Produced {
+impl Outbox for Produced<'_> {
+    fn admit(&mut self) -> Result<(), Refusal> {
+        let Some(shard) = self.shard else {
+            return Ok(());
+        };
+        let admitted = shard.admit();
+        self.admitted = admitted.is_ok();
+        admitted
+    }
     fn reply(&mut self, parts: &[&[u8]]) {
         parts
             .iter()
@@ -83,15 +96,15 @@ enum Close {
     Goodbye,
 }
 
-pub async fn serve<T: Transport>(transport: T, shard: Arc<Shard>, _live: Live) {
-    let close = converse(&transport, &shard).await;
+pub async fn serve<T: Transport>(transport: T, shard: Arc<Shard>, mut live: Live) {
+    let close = converse(&transport, &shard, &mut live).await;
     finish(&transport, close, &shard).await;
     // A read may still be pending (its future dropped); on tokio-uring it
     // holds the socket open until it completes, and this completes it.
     transport.shutdown(Shutdown::Both);
 }
 
-async fn converse<T: Transport>(transport: &T, shard: &Shard) -> Close {
+async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -> Close {
     let settings = &shard.settings;
     let limits = Limits {
         proto: settings.proto,
@@ -132,13 +145,17 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard) -> Close {
                 if !matches!(result, Ok(n) if n > 0) {
                     return Close::Now;
                 }
-                let mut produced = Produced::default();
+                let mut produced = Produced {
+                    shard: Some(shard),
+                    ..Produced::default()
+                };
                 let before = phase;
                 let (used, ending) =
                     session::on_input(&limits, &mut phase, &mut input, &mut fragments, &mut produced);
                 if session::upgraded(before, phase, ending) {
                     bump(&counters.upgraded);
                 }
+                live.admitted |= produced.admitted;
                 input.drain(..used);
                 if phase == Phase::Open(Route::Room) && member.is_none() {
                     // Joined before the 101 (or hello answer) is written.
@@ -180,7 +197,7 @@ fn count_ending(ending: Ending, counters: &ShardCounters) -> Close {
 /// cannot take an echo now, reading waits until it can (a read pause).
 async fn send_produced<T: Transport>(
     transport: &T,
-    produced: Produced,
+    produced: Produced<'_>,
     shard: &Shard,
 ) -> io::Result<()> {
     let counters = shard.counters();

@@ -23,7 +23,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error, Message};
 
 use super::accept::Live;
-use super::handshake::{read_upgrade, shut_and_drain};
+use super::handshake::{read_upgrade, refuse, shut_and_drain};
 use super::room::{kicked, next_delivery, Membership};
 use super::{Shard, GOODBYE_PATIENCE};
 use crate::protocol::{close_code, handshake, Route};
@@ -46,10 +46,21 @@ enum Ending {
     Goodbye,
 }
 
-pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, _live: Live) {
+pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
     let Some((upgrade, pipelined)) = read_upgrade(&mut stream, &shard).await else {
         return;
     };
+    if let Err(refusal) = shard.admit() {
+        bump(&shard.counters().rejected);
+        refuse(
+            &mut stream,
+            &refusal.http_response(),
+            shard.settings.close_timeout,
+        )
+        .await;
+        return;
+    }
+    live.admitted = true;
     // A member from the moment its 101 is sent (docs/protocol.md).
     let member = (upgrade.route == Route::Room).then(|| shard.rooms.messages.join());
     if stream

@@ -116,7 +116,6 @@ pub fn probe() -> Result<(), String> {
         (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
         (opcode::Close::CODE, "CLOSE"),
-        (opcode::Shutdown::CODE, "SHUTDOWN"),
         (opcode::PollAdd::CODE, "POLL_ADD"),
     ];
     let missing: Vec<&str> = opcodes

@@ -1,8 +1,9 @@
 //! One connection's state in a shard, whatever backend carries its bytes,
 //! and its outbound queue.
 //!
-//! An idle connection is the backend's socket handle, a deadline, its phase
-//! and one null pointer: 24 bytes with either backend. Everything else — a
+//! An idle connection is the backend's socket handle, a deadline, its phase,
+//! whether it was admitted and one null pointer: 24 bytes with either
+//! backend. Everything else — a
 //! partial frame, a message being reassembled, bytes not yet written — lives
 //! in [`Busy`], allocated only while needed and freed as soon as it is empty.
 
@@ -24,6 +25,8 @@ pub struct Conn<S> {
     /// When the handshake or the close must be over; unset while open.
     pub(super) deadline: Deadline,
     pub(super) phase: Phase,
+    /// It holds a place in the server's admitted count (`admission`).
+    pub(super) admitted: bool,
     pub(super) busy: Option<Box<Busy>>,
 }
 
@@ -61,6 +64,7 @@ impl<S> Conn<S> {
             socket,
             deadline: Deadline::NONE,
             phase: Phase::Handshake,
+            admitted: false,
             busy: None,
         }
     }

@@ -25,6 +25,7 @@ use slab::Slab;
 
 pub use conn::{Busy, Conn, Position};
 
+use super::admission::{self, Admitted, Gate, Refusal};
 use super::deadline::{Clock, Deadline};
 use super::hub::Hub;
 use super::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
@@ -108,6 +109,8 @@ pub struct Core<S> {
     published: Vec<Bytes>,
     /// Frames other shards sent us.
     inbox: Vec<Bytes>,
+    /// Which upgrades to refuse (--max-conns, --accept-rate).
+    gate: Gate,
 }
 
 impl<S> Core<S> {
@@ -118,6 +121,7 @@ impl<S> Core<S> {
             max_handshake: settings.max_handshake,
         };
         Core {
+            gate: Gate::new(settings.max_conns, settings.accept_rate, hub.shards()),
             id,
             conns: Slab::new(),
             conn_limit,
@@ -224,7 +228,8 @@ impl<S> Core<S> {
         let mut phase = before;
         let (mut pending, mut fragments) = conn.take_input();
         let counters = self.hub.counters(self.id);
-        let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters);
+        let admission = (&mut self.gate, &self.hub.admitted);
+        let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters, admission);
         let ending = if pending.is_empty() {
             let (used, ending) =
                 session::on_input(&self.limits, &mut phase, data, &mut fragments, &mut out);
@@ -364,6 +369,9 @@ impl<S> Core<S> {
         if conn.phase == Phase::Open(Route::Room) {
             self.hub.leave_room(self.id);
         }
+        if conn.admitted {
+            self.hub.admitted.leave();
+        }
         if conn.deadline.is_set() {
             self.timed -= 1;
         }
@@ -469,6 +477,8 @@ struct ConnOutbox<'a, S, I> {
     key: usize,
     published: &'a mut Vec<Bytes>,
     counters: &'a ShardCounters,
+    gate: &'a mut Gate,
+    admitted: &'a Admitted,
     /// A write failed: the connection is dead and must be closed.
     failed: bool,
 }
@@ -480,6 +490,7 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
         key: usize,
         published: &'a mut Vec<Bytes>,
         counters: &'a ShardCounters,
+        (gate, admitted): (&'a mut Gate, &'a Admitted),
     ) -> Self {
         ConnOutbox {
             conn,
@@ -487,6 +498,8 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
             key,
             published,
             counters,
+            gate,
+            admitted,
             failed: false,
         }
     }
@@ -507,6 +520,15 @@ impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
     fn publish(&mut self, frame: Bytes) {
         bump(&self.counters.published);
         self.published.push(frame);
+    }
+
+    fn admit(&mut self) -> Result<(), Refusal> {
+        let admitted = self.gate.admit(self.admitted);
+        match admitted {
+            Ok(()) => self.conn.admitted = true,
+            Err(refusal) => admission::count(refusal, self.counters),
+        }
+        admitted
     }
 }
 
@@ -581,6 +603,8 @@ mod tests {
             max_handshake: 1024,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            max_conns: None,
+            accept_rate: None,
         };
         let hub = Arc::new(Hub::new(vec![Box::new(NoWake)]));
         Core::new(0, usize::MAX, Arc::new(settings), hub)

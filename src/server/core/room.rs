@@ -57,7 +57,8 @@ impl<S> Core<S> {
         conn.phase = Phase::Closing(AfterFlush::Drain);
         if self.settings.proto == Proto::Ws {
             let counters = self.hub.counters(self.id);
-            let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters);
+            let admission = (&mut self.gate, &self.hub.admitted);
+            let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters, admission);
             session::send_close(
                 &mut out,
                 close_code::POLICY_VIOLATION,
