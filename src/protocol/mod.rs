@@ -5,6 +5,7 @@
 pub mod bare;
 pub mod close_code;
 pub mod frame;
+pub mod fuzzing;
 pub mod handshake;
 pub mod message;
 pub mod tcp;
