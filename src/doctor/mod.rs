@@ -185,16 +185,9 @@ impl Snapshot {
     /// The same with the ports already held per source address (toward
     /// `destination` when given, else toward anywhere) and by listeners.
     pub fn with_ports_held(mut self, destination: Option<std::net::SocketAddrV4>) -> Snapshot {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let table = read("/proc/net/tcp");
-        let range = (self.port_range.0 as u32, self.port_range.1 as u32);
-        self.listening_ports =
-            crate::load::sources::listening_in(range, &[&table, &read("/proc/net/tcp6")]) as u64;
-        self.ports_held = crate::load::sources::held_on(
-            &table,
-            destination,
-            crate::load::sources::TimeWaitReuse::read(),
-        );
+        let space = crate::load::sources::PortSpace::read(destination);
+        self.listening_ports = space.listening as u64;
+        self.ports_held = space.held;
         self.ports_held_toward = destination;
         self
     }

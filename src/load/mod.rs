@@ -129,7 +129,9 @@ pub fn run_with(
         },
         given => {
             let space = match target.addr {
-                std::net::SocketAddr::V4(destination) => sources::PortSpace::read(destination),
+                std::net::SocketAddr::V4(destination) => {
+                    sources::PortSpace::read(Some(destination))
+                }
                 std::net::SocketAddr::V6(_) => sources::PortSpace {
                     range: sources::ports_per_source(),
                     ..Default::default()

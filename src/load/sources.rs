@@ -150,8 +150,9 @@ pub struct PortSpace {
 }
 
 impl PortSpace {
-    /// This machine's, toward `destination`.
-    pub fn read(destination: SocketAddrV4) -> PortSpace {
+    /// This machine's, toward `destination` (or, for `fanout doctor`
+    /// without a server, toward anywhere).
+    pub fn read(destination: Option<SocketAddrV4>) -> PortSpace {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let range = port_range(&read("/proc/sys/net/ipv4/ip_local_port_range"));
         let tcp = read("/proc/net/tcp");
@@ -159,8 +160,8 @@ impl PortSpace {
             range: (range.1 + 1 - range.0) as usize,
             reserved: reserved_in(range, &read("/proc/sys/net/ipv4/ip_local_reserved_ports")),
             listening: listening_in(range, &[&tcp, &read("/proc/net/tcp6")]),
-            held: held_toward(&tcp, destination, TimeWaitReuse::read()),
-            destination: Some(destination),
+            held: held_on(&tcp, destination, TimeWaitReuse::read()),
+            destination,
         }
     }
 
@@ -339,18 +340,9 @@ pub fn listening_in(range: (u32, u32), tables: &[&str]) -> usize {
     ports.len()
 }
 
-/// Sockets from each local IPv4 address to `destination`, by state, from
-/// the text of /proc/net/tcp (addresses and ports in the kernel's hex).
-pub fn held_toward(
-    table: &str,
-    destination: SocketAddrV4,
-    reuse: TimeWaitReuse,
-) -> BTreeMap<Ipv4Addr, Held> {
-    held_on(table, Some(destination), reuse)
-}
-
-/// Sockets from each local IPv4 address, by state: toward `destination`,
-/// or toward anywhere (listeners left out).
+/// Sockets from each local IPv4 address, by state, from the text of
+/// /proc/net/tcp (addresses and ports in the kernel's hex): toward
+/// `destination`, or toward anywhere (listeners left out).
 pub fn held_on(
     table: &str,
     destination: Option<SocketAddrV4>,
@@ -462,7 +454,7 @@ mod tests {
     #[test]
     fn held_ports_are_counted_per_source_toward_one_destination() {
         let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001);
-        let held = held_toward(TCP, server, NO_REUSE);
+        let held = held_on(TCP, Some(server), NO_REUSE);
         let two = held[&Ipv4Addr::new(127, 0, 0, 2)];
         assert_eq!((two.time_wait, two.established, two.other), (2, 1, 0));
         assert_eq!(held[&Ipv4Addr::new(127, 0, 0, 3)].other, 1);
@@ -487,7 +479,7 @@ mod tests {
             mode: 2,
             ..NO_REUSE
         };
-        let two = held_toward(&young, server, default)[&Ipv4Addr::new(127, 0, 0, 2)];
+        let two = held_on(&young, Some(server), default)[&Ipv4Addr::new(127, 0, 0, 2)];
         // Two TIME_WAIT: the 21 s old one is reusable, the 0.8 s old one not yet.
         assert_eq!((two.time_wait, two.time_wait_reusable), (2, 1));
         assert_eq!(two.blocking(), 2);
