@@ -127,9 +127,16 @@ impl ChurnStep {
 
     /// A figure over the runs: median and range.
     pub fn spread(&self, figure: impl Fn(&ChurnReport) -> f64) -> Spread {
-        let values: Vec<f64> = self.runs.iter().map(|r| figure(&r.churn)).collect();
-        Spread::of(&values)
+        spread(self.runs.iter().map(|r| &r.churn), figure)
     }
+}
+
+fn spread<'a>(
+    runs: impl Iterator<Item = &'a ChurnReport>,
+    figure: impl Fn(&ChurnReport) -> f64,
+) -> Spread {
+    let values: Vec<f64> = runs.map(figure).collect();
+    Spread::of(&values)
 }
 
 /// The search on one server.
@@ -188,8 +195,7 @@ impl Churn {
 
     /// A figure over the shown runs: median and range.
     pub fn spread(&self, figure: impl Fn(&ChurnReport) -> f64) -> Spread {
-        let values: Vec<f64> = self.shown().into_iter().map(figure).collect();
-        Spread::of(&values)
+        spread(self.shown().into_iter(), figure)
     }
 
     /// The highest rate sustained (a search only).
@@ -206,7 +212,8 @@ impl Churn {
 pub enum Next {
     /// A new rate.
     Rate(f64),
-    /// Another run at the rate of `steps[i]`, the highest sustained so far.
+    /// Another run at the rate of `steps[i]`, whose runs so far all met
+    /// the bounds but are fewer than --samples.
     Again(usize),
     /// Done, and why.
     Stop(String),
@@ -222,11 +229,24 @@ pub fn next(steps: &[ChurnStep], start: f64, max_steps: usize, samples: usize) -
     {
         return Next::Again(index);
     }
-    let tried: Vec<(f64, bool)> = steps.iter().map(|s| (s.asked_per_s, s.sustained)).collect();
-    match next_rate(&tried, start, max_steps) {
+    match next_rate(&tried(steps), start, max_steps) {
         Ok(rate) => Next::Rate(rate),
         Err(why) => Next::Stop(why),
     }
+}
+
+/// Every rate tried, and whether it was sustained.
+fn tried(steps: &[ChurnStep]) -> Vec<(f64, bool)> {
+    steps.iter().map(|s| (s.asked_per_s, s.sustained)).collect()
+}
+
+/// The highest rate sustained and the lowest missed among `tried`.
+fn edges(tried: &[(f64, bool)]) -> (Option<f64>, Option<f64>) {
+    let rates = |sustained: bool| tried.iter().filter(move |t| t.1 == sustained).map(|t| t.0);
+    (
+        rates(true).max_by(f64::total_cmp),
+        rates(false).min_by(f64::total_cmp),
+    )
 }
 
 /// The next rate to try after `tried` (rate, sustained), or why to stop.
@@ -237,17 +257,7 @@ pub fn next_rate(tried: &[(f64, bool)], start: f64, max_steps: usize) -> Result<
     if tried.len() >= max_steps {
         return Err(format!("after {max_steps} steps (--churn-steps)"));
     }
-    let good = tried
-        .iter()
-        .filter(|t| t.1)
-        .map(|t| t.0)
-        .max_by(f64::total_cmp);
-    let bad = tried
-        .iter()
-        .filter(|t| !t.1)
-        .map(|t| t.0)
-        .min_by(f64::total_cmp);
-    match (good, bad) {
+    match edges(tried) {
         (Some(good), None) => Ok(round_rate(good * 2.0)),
         (None, Some(bad)) if bad / 2.0 < LOWEST_RATE => {
             Err(format!("no rate sustained, down to {}/s", round_rate(bad)))
@@ -279,16 +289,7 @@ fn round_rate(rate: f64) -> f64 {
 
 /// Put the steps together.
 pub fn search(bounds: ChurnBounds, steps: Vec<ChurnStep>, stopped: String) -> ChurnSearch {
-    let sustained_per_s = steps
-        .iter()
-        .filter(|s| s.sustained)
-        .map(|s| s.asked_per_s)
-        .max_by(f64::total_cmp);
-    let first_missed_per_s = steps
-        .iter()
-        .filter(|s| !s.sustained)
-        .map(|s| s.asked_per_s)
-        .min_by(f64::total_cmp);
+    let (sustained_per_s, first_missed_per_s) = edges(&tried(&steps));
     ChurnSearch {
         bounds,
         heroku_dynos: sustained_per_s.map(|r| r / HEROKU_CONNECTIONS_PER_S),
