@@ -180,6 +180,12 @@ pub fn tasks(pid: u32) -> impl Iterator<Item = u32> {
     numbered_entries(&format!("/proc/{pid}/task"))
 }
 
+/// Fds in the table thread `task` of process `pid` uses (threads that took
+/// a private table with unshare(CLONE_FILES) show their own).
+pub fn task_fds(pid: u32, task: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task/{task}/fd")).map_or(0, |dir| dir.count() as u64)
+}
+
 /// The entries of `dir` named by a number.
 fn numbered_entries(dir: &str) -> impl Iterator<Item = u32> {
     std::fs::read_dir(dir)

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -15,10 +15,7 @@ use tungstenite::Message;
 
 /// Send `request` to the metrics address; the status line and the body.
 fn http(server: &Server, request: &str) -> (String, String) {
-    let mut stream = tcp_connect(server.metrics_addr());
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = http_response(server.metrics_addr(), request.as_bytes());
     let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
     (head.lines().next().unwrap().to_string(), body.to_string())
 }

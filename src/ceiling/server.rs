@@ -87,10 +87,7 @@ fn soft_nofile(limits: &str) -> Option<u64> {
 
 fn fullest_fd_table(pid: u32) -> u64 {
     tasks(pid)
-        .map(|task| {
-            std::fs::read_dir(format!("/proc/{pid}/task/{task}/fd"))
-                .map_or(0, |dir| dir.count() as u64)
-        })
+        .map(|task| crate::process::task_fds(pid, task))
         .max()
         .unwrap_or(0)
 }

@@ -110,21 +110,22 @@ pub struct FdTable {
 /// or the process's table when no thread is a shard (`fanout serve
 /// --backend tokio` runs its connections on tokio's workers).
 fn fd_tables() -> Vec<FdTable> {
-    let count = |dir: &str| std::fs::read_dir(dir).map_or(0, |d| d.count() as u64);
-    let mut tables: Vec<FdTable> = crate::process::tasks(std::process::id())
+    let pid = std::process::id();
+    let mut tables: Vec<FdTable> = crate::process::tasks(pid)
         .filter_map(|task| {
             let name = std::fs::read_to_string(format!("/proc/self/task/{task}/comm")).ok()?;
             let name = name.trim();
             name.starts_with("shard-").then(|| FdTable {
                 name: name.to_string(),
-                fds: count(&format!("/proc/self/task/{task}/fd")),
+                fds: crate::process::task_fds(pid, task),
             })
         })
         .collect();
     if tables.is_empty() {
+        // The main thread's table is the process's.
         tables.push(FdTable {
             name: "process".into(),
-            fds: count("/proc/self/fd"),
+            fds: crate::process::task_fds(pid, pid),
         });
     }
     tables.sort_by_key(|t| shard_number(&t.name));

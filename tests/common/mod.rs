@@ -304,13 +304,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Send a raw HTTP request and return the status code of the response.
-pub fn http_status(server: &Server, request: &[u8]) -> (u16, String) {
-    let mut stream = tcp_connect(server.addr);
+/// Send a raw request to `addr` and read the response until the server
+/// hangs up.
+pub fn http_response(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = tcp_connect(addr);
     stream.write_all(request).unwrap();
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).to_string();
+    String::from_utf8_lossy(&response).to_string()
+}
+
+/// Send a raw HTTP request and return the status code of the response.
+pub fn http_status(server: &Server, request: &[u8]) -> (u16, String) {
+    let text = http_response(server.addr, request);
     let status = text
         .split(' ')
         .nth(1)
