@@ -15,6 +15,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::server::stats::{bump, ShardCounters};
+
 /// Seconds a refused client is told to wait (`Retry-After`).
 pub const RETRY_AFTER_S: u64 = 1;
 
@@ -41,14 +43,6 @@ impl Refusal {
         )
         .into_bytes()
     }
-}
-
-/// Count a refusal by its reason.
-pub fn count(refusal: Refusal, counters: &crate::server::stats::ShardCounters) {
-    crate::server::stats::bump(match refusal {
-        Refusal::OverCapacity => &counters.rejected_over_capacity,
-        Refusal::AcceptRate => &counters.rejected_accept_rate,
-    });
 }
 
 /// The admitted connections of the whole server, against --max-conns.
@@ -138,8 +132,20 @@ impl Gate {
     }
 
     /// May one more connection upgrade? On yes it holds a place in
-    /// `admitted`, to give back with [`Admitted::leave`] when it closes.
-    pub fn admit(&mut self, admitted: &Admitted) -> Result<(), Refusal> {
+    /// `admitted`, to give back with [`Admitted::leave`] when it closes; a
+    /// refusal is counted in `counters` by its reason.
+    pub fn admit(&mut self, admitted: &Admitted, counters: &ShardCounters) -> Result<(), Refusal> {
+        let verdict = self.verdict(admitted);
+        if let Err(refusal) = verdict {
+            bump(match refusal {
+                Refusal::OverCapacity => &counters.rejected_over_capacity,
+                Refusal::AcceptRate => &counters.rejected_accept_rate,
+            });
+        }
+        verdict
+    }
+
+    fn verdict(&mut self, admitted: &Admitted) -> Result<(), Refusal> {
         if let Some(bucket) = &mut self.bucket {
             if !bucket.take() {
                 return Err(Refusal::AcceptRate);
@@ -160,15 +166,17 @@ mod tests {
     #[test]
     fn the_server_admits_up_to_its_limit_and_again_after_a_close() {
         let admitted = Admitted::default();
+        let counters = ShardCounters::default();
         let mut gate = Gate::new(Some(2), None, 1);
-        assert_eq!(gate.admit(&admitted), Ok(()));
-        assert_eq!(gate.admit(&admitted), Ok(()));
-        assert_eq!(gate.admit(&admitted), Err(Refusal::OverCapacity));
+        assert_eq!(gate.admit(&admitted, &counters), Ok(()));
+        assert_eq!(gate.admit(&admitted, &counters), Ok(()));
+        assert_eq!(gate.admit(&admitted, &counters), Err(Refusal::OverCapacity));
         admitted.leave();
-        assert_eq!(gate.admit(&admitted), Ok(()));
+        assert_eq!(gate.admit(&admitted, &counters), Ok(()));
         assert_eq!(admitted.count(), 2);
+        assert_eq!(counters.rejected_over_capacity.load(Ordering::Relaxed), 1);
         let mut unlimited = Gate::new(None, None, 1);
-        assert!((0..1000).all(|_| unlimited.admit(&admitted).is_ok()));
+        assert!((0..1000).all(|_| unlimited.admit(&admitted, &counters).is_ok()));
     }
 
     #[test]

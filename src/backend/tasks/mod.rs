@@ -29,7 +29,7 @@ pub mod room;
 mod session;
 mod ws;
 
-use crate::server::admission::{self, Gate, Refusal};
+use crate::server::admission::{Gate, Refusal};
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -186,11 +186,7 @@ impl Shard {
     /// ends (the caller marks it); a refusal is counted by its reason.
     pub fn admit(&self) -> Result<(), Refusal> {
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        let admitted = gate.admit(&self.hub.admitted);
-        if let Err(refusal) = admitted {
-            admission::count(refusal, self.counters());
-        }
-        admitted
+        gate.admit(&self.hub.admitted, self.counters())
     }
 }
 

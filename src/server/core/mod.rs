@@ -25,7 +25,7 @@ use slab::Slab;
 
 pub use conn::{Busy, Conn, Position};
 
-use super::admission::{self, Admitted, Gate, Refusal};
+use super::admission::{Admitted, Gate, Refusal};
 use super::deadline::{Clock, Deadline};
 use super::hub::Hub;
 use super::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
@@ -523,11 +523,8 @@ impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
     }
 
     fn admit(&mut self) -> Result<(), Refusal> {
-        let admitted = self.gate.admit(self.admitted);
-        match admitted {
-            Ok(()) => self.conn.admitted = true,
-            Err(refusal) => admission::count(refusal, self.counters),
-        }
+        let admitted = self.gate.admit(self.admitted, self.counters);
+        self.conn.admitted = admitted.is_ok();
         admitted
     }
 }
