@@ -448,6 +448,9 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
         all.churn_dropped += result.churn_dropped;
         all.alive_at_end += result.alive_at_end;
         all.closed_by_server += result.closed_by_server;
+        for (how, count) in &result.server_closes {
+            *all.server_closes.entry(how.clone()).or_default() += count;
+        }
         all.source_moves += result.source_moves;
         all.cpu_ns += result.cpu_ns;
     }
@@ -474,6 +477,7 @@ fn merge(
         latency: all.connect.summary(),
         alive_at_end: all.alive_at_end,
         closed_by_server: all.closed_by_server,
+        server_closes: all.server_closes.clone(),
         source_moves: all.source_moves,
     };
     let mut warnings = Vec::new();

@@ -53,6 +53,10 @@ pub struct ConnectReport {
     pub latency: Summary,
     pub alive_at_end: u64,
     pub closed_by_server: u64,
+    /// Of those, how: the close code the server sent, "no code", or "hung
+    /// up" (no close frame: TCP, or a dropped WebSocket).
+    #[serde(default)]
+    pub server_closes: BTreeMap<String, u64>,
     /// Attempts that found their source address out of ports and moved to
     /// the next (each address out of ports is then skipped until all are).
     #[serde(default)]
@@ -279,8 +283,10 @@ impl Report {
             out.push_str(&latency_line("setup", &c.latency));
             let _ = writeln!(
                 out,
-                "  alive at end {}, closed by server {}",
-                c.alive_at_end, c.closed_by_server
+                "  alive at end {}, closed by server {}{}",
+                c.alive_at_end,
+                c.closed_by_server,
+                close_kinds(&c.server_closes)
             );
         }
         if let Some(b) = &self.broadcast {
@@ -338,4 +344,16 @@ impl Report {
         }
         out
     }
+}
+
+/// " (1001: 2000, hung up: 3)", or nothing when there were no closes.
+fn close_kinds(closes: &BTreeMap<String, u64>) -> String {
+    if closes.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<String> = closes
+        .iter()
+        .map(|(how, n)| format!("{how}: {n}"))
+        .collect();
+    format!(" ({})", kinds.join(", "))
 }

@@ -23,7 +23,7 @@ impl Shard {
             }
             match client.socket.read(&mut scratch) {
                 Ok(0) => {
-                    self.fail_client(key, "closed by server");
+                    self.server_closed(key, "hung up", &[]);
                     break;
                 }
                 Ok(n) => {
@@ -140,7 +140,16 @@ impl Shard {
                 let pong = client_frame(OpCode::Pong, data, self.next_mask());
                 let _ = self.clients[key].send(&pong);
             }
-            Some(Event::Close { .. }) => return self.refused(key, "closed by server"),
+            Some(Event::Close { code, .. }) => {
+                // Answered with its code, as RFC 6455 §5.5.1 asks.
+                let (how, answer) = match code {
+                    Some(code) => (code.to_string(), code.to_be_bytes().to_vec()),
+                    None => ("no code".to_string(), Vec::new()),
+                };
+                let answer = client_frame(OpCode::Close, &answer, self.next_mask());
+                self.server_closed(key, &how, &answer);
+                return Parsed::Closed;
+            }
             Some(Event::Pong(_)) | None => {}
         }
         Parsed::Used(step.consumed)

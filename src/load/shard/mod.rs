@@ -87,6 +87,8 @@ pub struct ShardResult {
     pub alive_at_end: u64,
     /// Open connections the server closed.
     pub closed_by_server: u64,
+    /// Of those, how: the close code, "no code" or "hung up".
+    pub server_closes: BTreeMap<String, u64>,
     /// Attempts that found a source address out of ports (EADDRNOTAVAIL)
     /// and moved to the next one.
     pub source_moves: u64,

@@ -108,6 +108,30 @@ impl Shard {
         }
     }
 
+    /// The server closed an open connection: with a close frame (`how` is
+    /// its code; `answer` our close frame) or by hanging up. Counted by how,
+    /// and closed with a FIN: the server closed first, so the TIME_WAIT is
+    /// its. A connection not yet open failed ("closed by server").
+    pub(super) fn server_closed(&mut self, key: usize, how: &str, answer: &[u8]) {
+        let open = self
+            .clients
+            .get(key)
+            .is_some_and(|c| c.phase == Phase::Open);
+        if !open {
+            return self.fail_client(key, "closed by server");
+        }
+        let mut client = self.clients.remove(key);
+        let _ = client.send(answer);
+        self.result.closed_by_server += 1;
+        *self
+            .result
+            .server_closes
+            .entry(how.to_string())
+            .or_default() += 1;
+        self.progress().alive.fetch_sub(1, Relaxed);
+        self.member_closed(&client);
+    }
+
     pub(super) fn on_opened(&mut self, key: usize, now: u64) {
         self.in_flight -= 1;
         let client = &mut self.clients[key];
