@@ -132,12 +132,26 @@ impl ServerProcess {
     }
 
     /// SIGTERM a fanout server; its final stats and exit status.
-    pub fn stop(mut self) -> anyhow::Result<(Snapshot, ExitStatus)> {
+    pub fn stop(self) -> anyhow::Result<(Snapshot, ExitStatus)> {
+        self.terminate();
+        let (stats, _, status) = self.wait_for_exit()?;
+        Ok((stats, status))
+    }
+
+    /// Send SIGTERM without waiting: a fanout server starts its drain (a
+    /// second one stops it at once).
+    pub fn terminate(&self) {
         self.signal(libc::SIGTERM);
+    }
+
+    /// Wait for the server to end; its final stats, the lines it printed
+    /// after them (the drain's summary) and its exit status.
+    pub fn wait_for_exit(mut self) -> anyhow::Result<(Snapshot, Vec<String>, ExitStatus)> {
         let stats = self.read_stats()?;
+        let after: Vec<String> = self.lines.iter().collect();
         let status = self.child.wait()?;
         self.signal_group(libc::SIGKILL);
-        Ok((stats, status))
+        Ok((stats, after, status))
     }
 
     /// Stop any server: SIGTERM to its whole group, SIGKILL to whatever is

@@ -77,6 +77,28 @@ pub struct ServeConfig {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub close_timeout: Duration,
 
+    /// At the first SIGINT or SIGTERM the server stops accepting and tells
+    /// every client to go (WebSocket close 1001, TCP our FIN), spread
+    /// evenly over this window so that they do not all come back at once;
+    /// each then has --close-timeout to answer. A second signal stops at
+    /// once. The last line says how many closed cleanly. Default 0: every
+    /// goodbye at once, answers awaited 100 ms.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub drain_time: Duration,
+
+    /// Ping a WebSocket client that has sent nothing for this long, and
+    /// close one that then sends nothing (not even the pong) for as long
+    /// again. Found by the shard's sweep of its connections: no timer per
+    /// connection, no bytes added to one. Off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub ping_interval: Option<Duration>,
+
+    /// Close a connection that sends nothing (pongs count) for this long:
+    /// WebSocket with close 1001 "idle timeout", TCP with our FIN. Found by
+    /// the same sweep as --ping-interval. Off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101;
     /// port 0 picks one, named on the `metrics` line before `ready`):
     /// every counter of the `stats` line, open connections and fd-table
@@ -98,6 +120,9 @@ impl ServeConfig {
             close_timeout: self.close_timeout,
             max_conns: self.max_conns,
             accept_rate: self.accept_rate,
+            drain_time: self.drain_time,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
         }
     }
 }
@@ -143,6 +168,15 @@ pub fn one_table_capacity(kind: BackendKind) -> anyhow::Result<usize> {
 
 pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let kind = config.backend;
+    for (option, value) in [
+        ("--ping-interval", config.ping_interval),
+        ("--idle-timeout", config.idle_timeout),
+    ] {
+        if value.is_some_and(|value| value.is_zero()) {
+            let error = format!("{option} must be more than 0 (leave it out for none)");
+            return Err(UsageError(error).into());
+        }
+    }
     backend::probe(kind).map_err(|missing| UsageError(missing.to_string()))?;
     let (plan, workers) = plan_for_backend(&config)?;
     let runtime = match kind.single_fd_table() {

@@ -132,7 +132,7 @@ impl FloorShard {
 
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        while !self.hub.shutting_down() {
+        while !self.hub.leaving() {
             match self.poll.poll(&mut events, None) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

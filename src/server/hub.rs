@@ -3,8 +3,8 @@
 //! `Bytes` handle is passed to every other shard that has members; each shard
 //! then writes it to its own members.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,11 +26,19 @@ pub struct Mailbox {
     pub counters: ShardCounters,
 }
 
+/// The server's stages, in order (see [`Hub::request_drain`]).
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPING: u8 = 2;
+
 pub struct Hub {
     mailboxes: Vec<Mailbox>,
     /// Connections admitted across shards, against --max-conns.
     pub admitted: super::admission::Admitted,
-    shutdown: AtomicBool,
+    /// Running, draining (the first SIGINT/SIGTERM) or stopping.
+    stage: AtomicU8,
+    /// When the drain began, the same instant for every shard.
+    drain_began: OnceLock<Instant>,
     /// Cache-flush requests so far (see [`Hub::flush_allocator_caches`]).
     flush_requests: AtomicU64,
 }
@@ -50,7 +58,8 @@ impl Hub {
         Hub {
             mailboxes,
             admitted: Default::default(),
-            shutdown: AtomicBool::new(false),
+            stage: AtomicU8::new(RUNNING),
+            drain_began: OnceLock::new(),
             flush_requests: AtomicU64::new(0),
         }
     }
@@ -152,15 +161,41 @@ impl Hub {
             .fetch_sub(1, Ordering::Release);
     }
 
+    /// The first SIGINT or SIGTERM: stop accepting and tell every client
+    /// to go, spread over `--drain-time` (see `core::drain`). A later stage
+    /// is never undone.
+    pub fn request_drain(&self) {
+        self.drain_began.get_or_init(Instant::now);
+        self.advance_to(DRAINING);
+    }
+
+    /// Stop now: a second signal, or the end of the process.
     pub fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::Release);
+        self.advance_to(STOPPING);
+    }
+
+    fn advance_to(&self, stage: u8) {
+        self.stage.fetch_max(stage, Ordering::AcqRel);
         for mailbox in &self.mailboxes {
             let _ = mailbox.waker.wake();
         }
     }
 
+    /// When the drain began, if it has.
+    pub fn drain_began(&self) -> Option<Instant> {
+        (self.stage.load(Ordering::Acquire) >= DRAINING)
+            .then(|| self.drain_began.get().copied())
+            .flatten()
+    }
+
+    /// Whether shards must stop now, whatever is still open.
     pub fn shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
+        self.stage.load(Ordering::Acquire) >= STOPPING
+    }
+
+    /// Draining or stopping: no new work.
+    pub fn leaving(&self) -> bool {
+        self.stage.load(Ordering::Acquire) >= DRAINING
     }
 }
 

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod plan;
 pub mod session;
 pub mod settings;
+pub mod silence;
 pub mod stats;
 
 use std::io::Write;
@@ -139,7 +140,35 @@ where
     stop(&hub, shards);
     // The shards are gone, and their allocator caches with them.
     print_stats(&hub, false);
+    if let Some(began) = hub.drain_began() {
+        println!(
+            "{}",
+            drain_summary(&Snapshot::take(hub.all_counters()).totals, began.elapsed())
+        );
+    }
     outcome
+}
+
+/// The last line of a drained server: how its goodbyes went. Connections
+/// the server stopped on before telling them (a second signal) are cut too.
+fn drain_summary(totals: &stats::Totals, took: Duration) -> String {
+    let count = |n: u64| crate::units::grouped(n as f64, 0);
+    let told = totals.drain_goodbyes;
+    let untold = (totals.drain_clean + totals.drain_cut).saturating_sub(told);
+    let mut line = format!(
+        "drain: {} of {} told to go closed cleanly, {} cut, in {:.1} s",
+        count(totals.drain_clean),
+        count(told),
+        count(totals.drain_cut.saturating_sub(untold)),
+        took.as_secs_f64()
+    );
+    if untold > 0 {
+        line += &format!(
+            "; {} more cut untold (the server stopped first)",
+            count(untold)
+        );
+    }
+    line
 }
 
 /// A shard thread's way to its listener. Whatever a shard makes before
@@ -179,16 +208,23 @@ impl Drop for ShardStart {
     }
 }
 
-/// Wait for a signal or a shard that died; print stats on SIGUSR1.
+/// Serve until told to stop, printing stats on SIGUSR1: the first SIGINT
+/// or SIGTERM starts the drain (the shards end when it is over), a second
+/// stops at once. A shard that ends before the drain is an error.
 fn supervise(signals: &mut Signals, hub: &Hub, shards: &[JoinHandle<()>]) -> anyhow::Result<()> {
     loop {
         for signal in signals.pending() {
             match signal {
                 SIGUSR1 => print_stats(hub, true),
-                _ => return Ok(()),
+                _ if hub.leaving() => hub.request_shutdown(),
+                _ => hub.request_drain(),
             }
         }
-        if let Some(id) = shards.iter().position(JoinHandle::is_finished) {
+        if hub.leaving() {
+            if shards.iter().all(JoinHandle::is_finished) {
+                return Ok(());
+            }
+        } else if let Some(id) = shards.iter().position(JoinHandle::is_finished) {
             anyhow::bail!("shard {id} stopped unexpectedly");
         }
         std::thread::sleep(SUPERVISE_EVERY);

@@ -21,4 +21,41 @@ pub struct Settings {
     pub max_conns: Option<usize>,
     /// Upgrades per second across shards (a bucket per shard). None: no limit.
     pub accept_rate: Option<f64>,
+    /// The window the drain spreads its goodbyes over (0: all at once).
+    pub drain_time: Duration,
+    /// Ping a WebSocket client silent this long; close it if it stays
+    /// silent as long again. None: no pings.
+    pub ping_interval: Option<Duration>,
+    /// Close a connection that sends nothing this long. None: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// How long the goodbye waits for answers when there is no drain window:
+/// a quick restart, best effort.
+pub const GOODBYE_PATIENCE: Duration = Duration::from_millis(100);
+
+impl Settings {
+    /// The pings (WebSocket only: the TCP protocol has none) and the idle
+    /// timeout, for `server::silence`.
+    pub fn silence_limits(&self) -> (Option<Duration>, Option<Duration>) {
+        let ping = match self.proto {
+            Proto::Ws => self.ping_interval,
+            Proto::Tcp => None,
+        };
+        (ping, self.idle_timeout)
+    }
+
+    /// How long after its goodbye a connection may take to answer it.
+    pub fn goodbye_patience(&self) -> Duration {
+        match self.drain_time.is_zero() {
+            true => GOODBYE_PATIENCE.min(self.close_timeout),
+            false => self.close_timeout,
+        }
+    }
+
+    /// When a drain that began at `began` has told everyone and waited
+    /// out the answers: the server stops then, whatever is still open.
+    pub fn drain_ends(&self, began: std::time::Instant) -> std::time::Instant {
+        began + self.drain_time + self.goodbye_patience()
+    }
 }

@@ -18,6 +18,7 @@ macro_rules! counters {
 
         /// Counters summed over shards.
         #[derive(Default, Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+        #[serde(default)] // files written before a counter existed still read
         pub struct Totals {
             $( $(#[doc = $doc])* pub $name: u64, )*
         }
@@ -69,6 +70,22 @@ counters! {
     published,
     /// Room frames handed to members (written or queued).
     delivered,
+    /// Connections told to go (1001; TCP: our FIN) by the drain that the
+    /// first SIGINT or SIGTERM starts.
+    drain_goodbyes,
+    /// Of those, closed cleanly: the client answered the close or hung up
+    /// before --close-timeout.
+    drain_clean,
+    /// Open connections the drain dropped: told but silent until
+    /// --close-timeout, failed, or still open when the server stopped (a
+    /// second signal, or the end of --drain-time plus --close-timeout).
+    drain_cut,
+    /// WebSocket pings sent to clients silent for --ping-interval.
+    pings_sent,
+    /// Connections closed for not answering a ping within --ping-interval.
+    ping_timeouts,
+    /// Connections closed for sending nothing for --idle-timeout.
+    idle_timeouts,
     /// Event-loop wake-ups; a spinning loop shows here.
     wakeups,
     /// Reads that found no receive buffer (io_uring's buffer ring had run

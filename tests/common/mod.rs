@@ -166,6 +166,16 @@ impl Server {
     pub fn stop(self) -> (Snapshot, std::process::ExitStatus) {
         self.inner.stop().expect("the server stops")
     }
+
+    /// SIGTERM without waiting (the server starts its drain).
+    pub fn terminate(&self) {
+        self.inner.terminate();
+    }
+
+    /// Wait for the exit: the final stats, the lines after them, the status.
+    pub fn wait_for_exit(self) -> (Snapshot, Vec<String>, std::process::ExitStatus) {
+        self.inner.wait_for_exit().expect("the server exits")
+    }
 }
 
 pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;

@@ -90,7 +90,7 @@ struct Shard {
 impl Shard {
     fn run(&mut self) -> std::io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
-        while !self.core.shutting_down() {
+        while !self.core.finished() {
             let timeout = self
                 .core
                 .next_wake()
@@ -112,7 +112,7 @@ impl Shard {
             self.core.end_turn(&mut self.io);
             self.catch_up();
         }
-        self.core.say_goodbye(&mut self.io);
+        self.core.close_all(&mut self.io);
         Ok(())
     }
 
@@ -148,7 +148,7 @@ impl Shard {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return self.core.hung_up(&mut self.io, key),
+                Err(_) => return self.core.failed(&mut self.io, key),
             };
             if !self
                 .core

@@ -44,6 +44,7 @@ pub async fn accept_loop<S, A, F>(
                         hub: shard.hub.clone(),
                         shard: shard.id,
                         admitted: false,
+                        open: false,
                         _permit: permit,
                     },
                 );
@@ -70,12 +71,32 @@ pub struct Live {
     shard: usize,
     /// It holds a place in the server's admitted count (`Shard::admit`).
     pub admitted: bool,
+    /// Upgraded and not yet settled: if the drain is on when this is
+    /// dropped (the runtime went away with it), it was cut.
+    pub open: bool,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Live {
+    /// The drain told this connection to go (1001; TCP: our FIN) and it
+    /// closed `cleanly` or not in time: count it and settle it.
+    pub fn told_to_go(&mut self, cleanly: bool) {
+        let counters = self.hub.counters(self.shard);
+        bump(match cleanly {
+            true => &counters.drain_clean,
+            false => &counters.drain_cut,
+        });
+        self.open = false;
+    }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        bump(&self.hub.counters(self.shard).closed);
+        let counters = self.hub.counters(self.shard);
+        if self.open && self.hub.leaving() {
+            bump(&counters.drain_cut);
+        }
+        bump(&counters.closed);
         if self.admitted {
             self.hub.admitted.leave();
         }

@@ -29,23 +29,22 @@ pub mod room;
 mod session;
 mod ws;
 
-use crate::server::admission::{Gate, Refusal};
 use std::io;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tungstenite::Message;
 
+use crate::server::admission::{Gate, Refusal};
+use crate::server::core::goodbye_at;
 use crate::server::hub::{Hub, Wake};
 use crate::server::settings::Settings;
 use crate::server::stats::ShardCounters;
 use crate::server::{FdUse, ShardSetup, ShardStart};
 use room::Room;
-
-/// How long the goodbye at shutdown may take (best effort, as in the core).
-const GOODBYE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Which runtime runs the tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,11 +150,14 @@ pub struct Shard {
     pub settings: Arc<Settings>,
     pub hub: Arc<Hub>,
     pub rooms: Rooms,
-    /// Turns `true` once, at shutdown.
+    /// Turns `true` once, when the drain begins.
     pub shutdown: watch::Receiver<bool>,
     /// Which upgrades to refuse (--max-conns, --accept-rate); locked once
     /// per upgrade (the workers of `tokio` share a shard).
     gate: std::sync::Mutex<Gate>,
+    /// The drain's turns: connections open when it began, turns taken.
+    to_tell: OnceLock<usize>,
+    turns_taken: AtomicUsize,
 }
 
 impl Shard {
@@ -173,6 +175,8 @@ impl Shard {
                 setup.settings.accept_rate,
                 setup.hub.shards(),
             )),
+            to_tell: OnceLock::new(),
+            turns_taken: AtomicUsize::new(0),
         });
         (stop, shard)
     }
@@ -187,6 +191,24 @@ impl Shard {
     pub fn admit(&self) -> Result<(), Refusal> {
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         gate.admit(&self.hub.admitted, self.counters())
+    }
+
+    /// Resolves when the drain reaches this connection: its goodbye spread
+    /// over --drain-time as the shard core spreads them (`goodbye_at`).
+    pub async fn turn_to_go(&self) {
+        let mut shutdown = self.shutdown.clone();
+        let _ = shutdown.wait_for(|&leaving| leaving).await;
+        let Some(began) = self.hub.drain_began() else {
+            return;
+        };
+        let to_tell = *self.to_tell.get_or_init(|| {
+            let counters = self.counters();
+            let closed = counters.closed.load(Relaxed);
+            counters.accepted.load(Relaxed).saturating_sub(closed) as usize
+        });
+        let turn = self.turns_taken.fetch_add(1, Relaxed);
+        let at = began + goodbye_at(turn, to_tell, self.settings.drain_time);
+        tokio::time::sleep_until(at.into()).await;
     }
 }
 
@@ -205,27 +227,30 @@ async fn serve_until_shutdown(
     wait_for_connections_to_end(shard).await;
 }
 
-/// Wait for the hub's signals: serve cache-flush requests until shutdown.
+/// Wait for the hub's signals: serve cache-flush requests until the drain.
 async fn housekeeping(signal: &Notify, hub: &Hub, id: usize) {
     loop {
         signal.notified().await;
         hub.serve_flush_request(id);
-        if hub.shutting_down() {
+        if hub.leaving() {
             return;
         }
     }
 }
 
-/// How long a shard waits at shutdown for its connections to say goodbye.
-const SHUTDOWN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// After the goodbye: wait (bounded) until this shard's connections are closed.
+/// During the drain: wait until this shard's connections are closed, the
+/// drain is over (`Settings::drain_ends`) or the hub says stop now.
+/// Connections still open then are dropped with the runtime.
 async fn wait_for_connections_to_end(shard: &Shard) {
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_PATIENCE;
+    let began = shard
+        .hub
+        .drain_began()
+        .unwrap_or_else(std::time::Instant::now);
+    let deadline = shard.settings.drain_ends(began);
     let counters = shard.counters();
-    while tokio::time::Instant::now() < deadline {
-        let accepted = counters.accepted.load(std::sync::atomic::Ordering::Relaxed);
-        let closed = counters.closed.load(std::sync::atomic::Ordering::Relaxed);
+    while std::time::Instant::now() < deadline && !shard.hub.shutting_down() {
+        let accepted = counters.accepted.load(Relaxed);
+        let closed = counters.closed.load(Relaxed);
         if closed >= accepted {
             return;
         }

@@ -19,11 +19,13 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::accept::Live;
 use super::room::{kicked, next_delivery, Membership};
-use super::{Shard, GOODBYE_PATIENCE};
+use super::Shard;
+use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::Rejection;
 use crate::protocol::{close_code, Proto, Route};
 use crate::server::admission::Refusal;
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
+use crate::server::silence::{on_silence, silence_limit, Silence};
 use crate::server::stats::{bump, ShardCounters};
 
 /// Bytes a read asks for at least.
@@ -90,15 +92,17 @@ enum Close {
     /// Our last bytes are written; shut our side and read until the peer
     /// hangs up (bounded by --close-timeout).
     Drain,
-    /// The room queue passed --max-backlog: close with 1008.
-    Kicked,
-    /// The server is shutting down: say 1001, best effort.
+    /// We end it: close with this code (TCP: our FIN), bounded by
+    /// --close-timeout.
+    Say(u16, &'static str),
+    /// The drain told it to go: 1001 (TCP: our FIN), counted.
     Goodbye,
 }
 
 pub async fn serve<T: Transport>(transport: T, shard: Arc<Shard>, mut live: Live) {
     let close = converse(&transport, &shard, &mut live).await;
-    finish(&transport, close, &shard).await;
+    finish(&transport, close, &shard, &mut live).await;
+    live.open = false;
     // A read may still be pending (its future dropped); on tokio-uring it
     // holds the socket open until it completes, and this completes it.
     transport.shutdown(Shutdown::Both);
@@ -112,8 +116,12 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
         max_handshake: settings.max_handshake,
     };
     let counters = shard.counters();
-    let mut shutdown = shard.shutdown.clone();
+    let mut leaving = pin!(shard.turn_to_go());
     let handshake_deadline = Instant::now() + settings.handshake_timeout;
+    let (ping, idle) = settings.silence_limits();
+    let limit = silence_limit(ping, idle);
+    let mut silent_until: Option<Instant> = None; // set at the upgrade
+    let mut pinged = false;
     let mut phase = Phase::Handshake;
     let mut fragments = None;
     let mut member: Option<Membership<Bytes>> = None;
@@ -122,8 +130,31 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return Close::Goodbye,
-            _ = kicked(kick.as_deref()) => return Close::Kicked,
+            _ = &mut leaving, if matches!(phase, Phase::Open(_)) => return Close::Goodbye,
+            _ = kicked(kick.as_deref()) => {
+                return Close::Say(close_code::POLICY_VIOLATION, "room backlog over the limit");
+            }
+            _ = sleep_until(silent_until.unwrap_or_else(Instant::now)), if silent_until.is_some() => {
+                match on_silence(ping, idle, pinged) {
+                    Silence::Ping { then } => {
+                        let ping = frame::server_frame(OpCode::Ping, b"");
+                        if transport.write_all(ping).await.is_err() {
+                            return Close::Now;
+                        }
+                        bump(&counters.pings_sent);
+                        pinged = true;
+                        silent_until = Some(Instant::now() + then);
+                    }
+                    Silence::PingUnanswered => {
+                        bump(&counters.ping_timeouts);
+                        return Close::Now;
+                    }
+                    Silence::Idle => {
+                        bump(&counters.idle_timeouts);
+                        return Close::Say(close_code::GOING_AWAY, "idle timeout");
+                    }
+                }
+            }
             _ = sleep_until(handshake_deadline), if phase == Phase::Handshake => {
                 bump(&counters.handshake_timeouts);
                 if limits.proto == Proto::Ws {
@@ -154,6 +185,12 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
                     session::on_input(&limits, &mut phase, &mut input, &mut fragments, &mut produced);
                 if session::upgraded(before, phase, ending) {
                     bump(&counters.upgraded);
+                    live.open = true;
+                }
+                if let (Phase::Open(_), Some(limit)) = (phase, limit) {
+                    // It spoke (a pong counts): its silence starts again.
+                    silent_until = Some(Instant::now() + limit);
+                    pinged = false;
                 }
                 live.admitted |= produced.admitted;
                 input.drain(..used);
@@ -223,22 +260,21 @@ async fn send_produced<T: Transport>(
     written
 }
 
-/// Close as `close` says; the room membership is already gone.
-async fn finish<T: Transport>(transport: &T, close: Close, shard: &Shard) {
+/// Close as `close` says; the room membership is already gone. A goodbye
+/// from the drain is counted, and whether it closed cleanly.
+async fn finish<T: Transport>(transport: &T, close: Close, shard: &Shard, live: &mut Live) {
     let settings = &shard.settings;
     let (last_words, patience) = match close {
         Close::Now => return,
         Close::Drain => (None, settings.close_timeout),
-        Close::Kicked => (
-            Some((close_code::POLICY_VIOLATION, "room backlog over the limit")),
-            settings.close_timeout,
-        ),
-        Close::Goodbye => (
-            Some((close_code::GOING_AWAY, "server shutting down")),
-            GOODBYE_PATIENCE,
-        ),
+        Close::Say(code, reason) => (Some((code, reason)), settings.close_timeout),
+        Close::Goodbye => {
+            bump(&shard.counters().drain_goodbyes);
+            let goodbye = (close_code::GOING_AWAY, "server shutting down");
+            (Some(goodbye), settings.goodbye_patience())
+        }
     };
-    let _ = timeout(patience, async {
+    let closed = timeout(patience, async {
         if let (Some((code, reason)), Proto::Ws) = (last_words, settings.proto) {
             let mut frame = Produced::default();
             session::send_close(&mut frame, code, reason);
@@ -248,12 +284,15 @@ async fn finish<T: Transport>(transport: &T, close: Close, shard: &Shard) {
         let mut input = Vec::new();
         loop {
             let (result, buf) = transport.read(input).await;
-            if !matches!(result, Ok(n) if n > 0) {
-                return io::Result::Ok(());
+            if result? == 0 {
+                return io::Result::Ok(()); // the peer hung up
             }
             input = buf;
             input.clear();
         }
     })
     .await;
+    if matches!(close, Close::Goodbye) {
+        live.told_to_go(matches!(closed, Ok(Ok(()))));
+    }
 }

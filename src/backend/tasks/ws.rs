@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -25,9 +25,10 @@ use tungstenite::{Error, Message};
 use super::accept::Live;
 use super::handshake::{read_upgrade, refuse, shut_and_drain};
 use super::room::{kicked, next_delivery, Membership};
-use super::{Shard, GOODBYE_PATIENCE};
+use super::Shard;
 use crate::protocol::{close_code, handshake, Route};
 use crate::server::settings::Settings;
+use crate::server::silence::{on_silence, Silence};
 use crate::server::stats::{bump, ShardCounters};
 
 /// The read buffer tungstenite's docs suggest when there are many
@@ -42,7 +43,7 @@ enum Ending {
     Gone,
     /// We close with this code.
     Close(u16, &'static str),
-    /// The server is shutting down.
+    /// The drain told it to go (1001).
     Goodbye,
 }
 
@@ -61,6 +62,7 @@ pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
         return;
     }
     live.admitted = true;
+    live.open = true;
     // A member from the moment its 101 is sent (docs/protocol.md).
     let member = (upgrade.route == Route::Room).then(|| shard.rooms.messages.join());
     if stream
@@ -75,7 +77,8 @@ pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
     let mut ws =
         WebSocketStream::from_partially_read(stream, pipelined, Role::Server, config).await;
     let ending = converse(&mut ws, upgrade.route, member, &shard).await;
-    finish(ws, ending, &shard).await;
+    finish(ws, ending, &shard, &mut live).await;
+    live.open = false;
 }
 
 fn config(settings: &Settings) -> WebSocketConfig {
@@ -94,12 +97,36 @@ async fn converse(
     shard: &Shard,
 ) -> Ending {
     let counters = shard.counters();
-    let mut shutdown = shard.shutdown.clone();
+    let mut leaving = pin!(shard.turn_to_go());
     let kick = member.as_ref().map(Membership::kick_signal);
+    let (ping, idle) = shard.settings.silence_limits();
+    let limit = crate::server::silence::silence_limit(ping, idle);
+    let mut silent_until = limit.map(|limit| Instant::now() + limit);
+    let mut pinged = false;
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return Ending::Goodbye,
+            _ = &mut leaving => return Ending::Goodbye,
+            _ = sleep_until(silent_until.unwrap_or_else(Instant::now)), if silent_until.is_some() => {
+                match on_silence(ping, idle, pinged) {
+                    Silence::Ping { then } => {
+                        if ws.send(Message::Ping(Default::default())).await.is_err() {
+                            return Ending::Gone;
+                        }
+                        bump(&counters.pings_sent);
+                        pinged = true;
+                        silent_until = Some(Instant::now() + then);
+                    }
+                    Silence::PingUnanswered => {
+                        bump(&counters.ping_timeouts);
+                        return Ending::Gone;
+                    }
+                    Silence::Idle => {
+                        bump(&counters.idle_timeouts);
+                        return Ending::Close(close_code::GOING_AWAY, "idle timeout");
+                    }
+                }
+            }
             _ = kicked(kick.as_deref()) => {
                 return Ending::Close(close_code::POLICY_VIOLATION, "room backlog over the limit");
             }
@@ -112,24 +139,31 @@ async fn converse(
                     member.written(len);
                 }
             }
-            incoming = ws.next() => match incoming {
-                None => return Ending::Gone,
-                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => match route {
-                    Route::Echo => {
-                        if echo(ws, message, counters).await.is_err() {
-                            return Ending::Gone;
+            incoming = ws.next() => {
+                if let (Some(Ok(_)), Some(limit)) = (&incoming, limit) {
+                    // It spoke (a pong counts): its silence starts again.
+                    silent_until = Some(Instant::now() + limit);
+                    pinged = false;
+                }
+                match incoming {
+                    None => return Ending::Gone,
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => match route {
+                        Route::Echo => {
+                            if echo(ws, message, counters).await.is_err() {
+                                return Ending::Gone;
+                            }
+                            bump(&counters.echoed);
                         }
-                        bump(&counters.echoed);
-                    }
-                    Route::Room => {
-                        bump(&counters.published);
-                        let delivered = shard.rooms.messages.publish(&message, counters);
-                        counters.delivered.fetch_add(delivered, Relaxed);
-                    }
-                },
-                // Pings, pongs and closes: tungstenite answers them itself.
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return violation(error, counters),
+                        Route::Room => {
+                            bump(&counters.published);
+                            let delivered = shard.rooms.messages.publish(&message, counters);
+                            counters.delivered.fetch_add(delivered, Relaxed);
+                        }
+                    },
+                    // Pings, pongs and closes: tungstenite answers them itself.
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return violation(error, counters),
+                }
             }
         }
     }
@@ -161,24 +195,28 @@ fn violation(error: Error, counters: &ShardCounters) -> Ending {
 
 /// Close as the ending says: a close we start is sent, our side shut and
 /// the peer read until it hangs up (bounded by --close-timeout).
-async fn finish(mut ws: Ws, ending: Ending, shard: &Shard) {
+/// A goodbye from the drain is counted, and whether it closed cleanly.
+async fn finish(mut ws: Ws, ending: Ending, shard: &Shard, live: &mut Live) {
     let (code, reason, patience) = match ending {
         Ending::Gone => return,
-        Ending::Goodbye => (
-            close_code::GOING_AWAY,
-            "server shutting down",
-            GOODBYE_PATIENCE,
-        ),
+        Ending::Goodbye => {
+            bump(&shard.counters().drain_goodbyes);
+            let patience = shard.settings.goodbye_patience();
+            (close_code::GOING_AWAY, "server shutting down", patience)
+        }
         Ending::Close(code, reason) => (code, reason, shard.settings.close_timeout),
     };
     let frame = CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    let _ = timeout(patience, async {
+    let closed = timeout(patience, async {
         ws.close(Some(frame)).await.map_err(std::io::Error::other)?;
         // tungstenite's stream ends at an error, so the rest is read raw.
         shut_and_drain(ws.get_mut()).await
     })
     .await;
+    if matches!(ending, Ending::Goodbye) {
+        live.told_to_go(matches!(closed, Ok(Ok(()))));
+    }
 }

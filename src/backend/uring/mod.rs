@@ -165,13 +165,13 @@ struct Shard {
 
 impl Shard {
     fn run(&mut self) -> std::io::Result<()> {
-        while !self.core.shutting_down() {
+        while !self.core.finished() {
             self.wait()?;
             bump(&self.core.counters().wakeups);
             self.reap();
             self.core.end_turn(&mut self.io);
         }
-        self.core.say_goodbye(&mut self.io);
+        self.core.close_all(&mut self.io);
         self.drain();
         Ok(())
     }
@@ -253,7 +253,7 @@ impl Shard {
     fn accepted(&mut self, result: i32, more: bool) {
         if result >= 0 {
             let socket = self.io.new_socket(result);
-            if self.core.shutting_down() {
+            if self.core.leaving() {
                 self.io.close_unadmitted(socket);
             } else {
                 let key = self.core.admit(socket);
@@ -285,7 +285,7 @@ impl Shard {
             return; // its stream reads; this poll is on its way out
         }
         if result < 0 && result != -libc::ECANCELED {
-            return self.core.hung_up(&mut self.io, key); // the socket failed
+            return self.core.failed(&mut self.io, key);
         }
         let hung_up = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as i32;
         if result > 0 && result & hung_up != 0 {
@@ -322,9 +322,11 @@ impl Shard {
         }
         let failed = result < 0 && !harmless.contains(&-result);
         if result == 0 || failed {
-            // EOF, or the socket failed.
             if current(&mut self.core, tag).is_some() {
-                self.core.hung_up(&mut self.io, tag.key());
+                match failed {
+                    true => self.core.failed(&mut self.io, tag.key()),
+                    false => self.core.hung_up(&mut self.io, tag.key()), // EOF
+                }
             }
             return false;
         }
@@ -415,7 +417,7 @@ impl Shard {
     /// every turn).
     fn woken(&mut self, more: bool) {
         drain_eventfd(self.waker.as_raw_fd());
-        if !more && !self.core.shutting_down() {
+        if !more && !self.core.finished() {
             self.arm_waker();
         }
     }

@@ -2,9 +2,8 @@
 //! and its outbound queue.
 //!
 //! An idle connection is the backend's socket handle, a deadline, its phase,
-//! whether it was admitted and one null pointer: 24 bytes with either
-//! backend. Everything else — a
-//! partial frame, a message being reassembled, bytes not yet written — lives
+//! a byte of flags and one null pointer: 24 bytes with either backend.
+//! Everything else — a partial frame, a message being reassembled, bytes not yet written — lives
 //! in [`Busy`], allocated only while needed and freed as soon as it is empty.
 
 use std::collections::VecDeque;
@@ -25,9 +24,32 @@ pub struct Conn<S> {
     /// When the handshake or the close must be over; unset while open.
     pub(super) deadline: Deadline,
     pub(super) phase: Phase,
-    /// It holds a place in the server's admitted count (`admission`).
-    pub(super) admitted: bool,
+    pub(super) flags: Flags,
     pub(super) busy: Option<Box<Busy>>,
+}
+
+/// A connection's flags, in one byte.
+#[derive(Clone, Copy, Default)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// It holds a place in the server's admitted count (`admission`).
+    pub const ADMITTED: u8 = 1;
+    /// The drain told it to go (`drain`): its close is counted clean or cut.
+    pub const TOLD_TO_GO: u8 = 2;
+    /// It was silent for --ping-interval and has been pinged since.
+    pub const PINGED: u8 = 4;
+
+    pub fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    pub fn set(&mut self, flag: u8, on: bool) {
+        match on {
+            true => self.0 |= flag,
+            false => self.0 &= !flag,
+        }
+    }
 }
 
 /// Per-connection state that exists only while the connection is busy.
@@ -64,7 +86,7 @@ impl<S> Conn<S> {
             socket,
             deadline: Deadline::NONE,
             phase: Phase::Handshake,
-            admitted: false,
+            flags: Flags::default(),
             busy: None,
         }
     }

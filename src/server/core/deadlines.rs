@@ -1,9 +1,15 @@
-//! Handshake and close deadlines: set in the connection, found by a sweep of
-//! the slab every `SWEEP_EVERY` while any is set (see `server::deadline`).
+//! Deadlines, set in the connection and found by a sweep of the slab every
+//! `SWEEP_EVERY` while any is set (see `server::deadline`): the handshake's
+//! and the close's, and for an open connection its silence limit
+//! (--ping-interval, --idle-timeout), pushed back whenever it sends.
 
 use std::time::Instant;
 
-use super::{send, Core, Io};
+use crate::server::silence::{on_silence, silence_limit, Silence};
+
+use super::{send, Core, Flags, Io};
+use crate::protocol::close_code;
+use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::Rejection;
 use crate::protocol::Proto;
 use crate::server::deadline::{Deadline, SWEEP_EVERY};
@@ -24,8 +30,24 @@ impl<S> Core<S> {
         }
     }
 
-    /// Close connections whose handshake or close outlived its deadline; a
-    /// WebSocket handshake that timed out gets a 408 first (best effort).
+    /// An open connection sent something: its silence starts again.
+    pub(super) fn heard_from(&mut self, key: usize) {
+        let (ping, idle) = self.settings.silence_limits();
+        let Some(limit) = silence_limit(ping, idle) else {
+            return;
+        };
+        let conn = &mut self.conns[key];
+        if !matches!(conn.phase, Phase::Open(_)) {
+            return;
+        }
+        conn.flags.set(Flags::PINGED, false);
+        let deadline = self.clock.after(limit);
+        self.set_deadline(key, deadline);
+    }
+
+    /// Close connections whose handshake or close outlived its deadline (a
+    /// WebSocket handshake that timed out gets a 408 first, best effort);
+    /// ping or close open connections silent past theirs.
     pub(super) fn sweep_deadlines<I: Io<Socket = S>>(&mut self, io: &mut I) {
         let now = Instant::now();
         if self.next_sweep.is_none_or(|at| at > now) {
@@ -39,14 +61,47 @@ impl<S> Core<S> {
             .collect();
         for key in expired {
             let conn = &mut self.conns[key];
-            if conn.phase == Phase::Handshake {
-                if self.settings.proto == Proto::Ws && conn.can_write_directly() {
-                    let _ = send(conn, io, key, &[&Rejection::Timeout.response()[..]]);
+            match conn.phase {
+                Phase::Open(_) => {
+                    self.silent(io, key);
+                    continue;
                 }
-                bump(&self.counters().handshake_timeouts);
+                Phase::Handshake => {
+                    if self.settings.proto == Proto::Ws && conn.can_write_directly() {
+                        let _ = send(conn, io, key, &[&Rejection::Timeout.response()[..]]);
+                    }
+                    bump(&self.counters().handshake_timeouts);
+                }
+                Phase::Closing(_) | Phase::Draining => {}
             }
-            self.close(io, key);
+            self.cut(io, key);
         }
         self.next_sweep = (self.timed > 0).then(|| now + SWEEP_EVERY);
+    }
+
+    /// An open connection stayed silent past its deadline.
+    fn silent<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        let (ping, idle) = self.settings.silence_limits();
+        match on_silence(ping, idle, self.conns[key].flags.has(Flags::PINGED)) {
+            Silence::Ping { then } => {
+                let conn = &mut self.conns[key];
+                let ping = frame::server_frame(OpCode::Ping, b"");
+                if send(conn, io, key, std::slice::from_ref(&ping)).is_err() {
+                    return self.cut(io, key);
+                }
+                conn.flags.set(Flags::PINGED, true);
+                bump(&self.counters().pings_sent);
+                let deadline = self.clock.after(then);
+                self.set_deadline(key, deadline);
+            }
+            Silence::PingUnanswered => {
+                bump(&self.counters().ping_timeouts);
+                self.cut(io, key);
+            }
+            Silence::Idle => {
+                bump(&self.counters().idle_timeouts);
+                self.close_politely(io, key, close_code::GOING_AWAY, "idle timeout");
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 mod conn;
 mod deadlines;
+mod drain;
 mod room;
 
 use std::collections::VecDeque;
@@ -23,7 +24,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use slab::Slab;
 
-pub use conn::{Busy, Conn, Position};
+pub use conn::{Busy, Conn, Flags, Position};
+pub use drain::goodbye_at;
 
 use super::admission::{Admitted, Gate, Refusal};
 use super::deadline::{Clock, Deadline};
@@ -111,6 +113,17 @@ pub struct Core<S> {
     inbox: Vec<Bytes>,
     /// Which upgrades to refuse (--max-conns, --accept-rate).
     gate: Gate,
+    /// Set once the drain reaches this shard.
+    drain: Option<drain::Drain>,
+}
+
+/// How a connection's close went, for the drain's count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// The close handshake completed or the peer hung up.
+    Cleanly,
+    /// We dropped it: a deadline passed, a write failed, the server stopped.
+    Cut,
 }
 
 impl<S> Core<S> {
@@ -134,6 +147,7 @@ impl<S> Core<S> {
             accept_retry_at: None,
             published: Vec::new(),
             inbox: Vec::new(),
+            drain: None,
         }
     }
 
@@ -141,8 +155,9 @@ impl<S> Core<S> {
         self.hub.counters(self.id)
     }
 
-    pub fn shutting_down(&self) -> bool {
-        self.hub.shutting_down()
+    /// Draining or stopping: take no new connections.
+    pub fn leaving(&self) -> bool {
+        self.hub.leaving()
     }
 
     pub fn socket(&self, key: usize) -> Option<&S> {
@@ -167,7 +182,7 @@ impl<S> Core<S> {
     /// Whether to accept now. Pauses accepting (and says so to `io`) when the
     /// shard holds its planned maximum.
     pub fn accepting(&mut self, io: &mut impl Io) -> bool {
-        if self.accept_retry_at.is_some() {
+        if self.accept_retry_at.is_some() || self.drain.is_some() {
             return false;
         }
         if self.conns.len() >= self.conn_limit {
@@ -189,6 +204,9 @@ impl<S> Core<S> {
     }
 
     fn pause_accepting(&mut self, io: &mut impl Io) {
+        if self.drain.is_some() {
+            return; // paused for good
+        }
         if self.accept_retry_at.is_none() {
             io.pause_accepting();
         }
@@ -213,9 +231,14 @@ impl<S> Core<S> {
         key
     }
 
-    /// The peer hung up, or the socket failed: the connection is over.
+    /// The peer hung up: the connection is over.
     pub fn hung_up<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
-        self.close(io, key);
+        self.close(io, key, How::Cleanly);
+    }
+
+    /// The socket failed (a reset, an error): the connection is over.
+    pub fn failed<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        self.close(io, key, How::Cut);
     }
 
     /// Run the session over newly received bytes (joined to any partial
@@ -252,9 +275,10 @@ impl<S> Core<S> {
         conn.phase = phase;
         conn.put_input(pending, fragments);
         if failed {
-            self.close(io, key);
+            self.close(io, key, How::Cut);
             return false;
         }
+        self.heard_from(key);
         self.on_phase_change(io, key, before, ending);
         let Some(conn) = self.conns.get_mut(key) else {
             return false; // closed while finishing its close
@@ -279,7 +303,7 @@ impl<S> Core<S> {
         match conn.write_queue_now(io) {
             Ok(true) => self.after_drain(io, key),
             Ok(false) => {}
-            Err(_) => self.close(io, key),
+            Err(_) => self.close(io, key, How::Cut),
         }
     }
 
@@ -290,14 +314,14 @@ impl<S> Core<S> {
         };
         conn.send_finished();
         let written = match result {
-            Ok(0) | Err(_) => return self.close(io, key),
+            Ok(0) | Err(_) => return self.close(io, key, How::Cut),
             Ok(written) => written,
         };
         if conn.consume(written) {
             return self.after_drain(io, key);
         }
         if conn.start_queue(io, key).is_err() {
-            self.close(io, key);
+            self.close(io, key, How::Cut);
         }
     }
 
@@ -305,7 +329,7 @@ impl<S> Core<S> {
     fn after_drain<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
         let conn = &mut self.conns[key];
         match conn.phase {
-            Phase::Closing(AfterFlush::HangUp) => return self.close(io, key),
+            Phase::Closing(AfterFlush::HangUp) => return self.close(io, key, How::Cleanly),
             Phase::Closing(AfterFlush::Drain) => {
                 io.shutdown_write(&conn.socket);
                 conn.phase = Phase::Draining;
@@ -331,6 +355,7 @@ impl<S> Core<S> {
         if session::upgraded(before, after, ending) {
             bump(&self.counters().upgraded);
             self.set_deadline(key, Deadline::NONE);
+            self.heard_from(key);
         }
         let member_before = before == Phase::Open(Route::Room);
         let member_after = after == Phase::Open(Route::Room);
@@ -347,9 +372,46 @@ impl<S> Core<S> {
             Ending::Rejected(_) => bump(&self.counters().rejected),
             Ending::Violation(_) => bump(&self.counters().protocol_errors),
             Ending::PeerClosed => {}
-            Ending::CloseAnswered => return self.close(io, key),
+            Ending::CloseAnswered => return self.close(io, key, How::Cleanly),
         }
         self.start_closing(io, key);
+    }
+
+    /// Close an open connection from our side: WebSocket with `code` and
+    /// `reason`, TCP with our FIN once its queue is written; it then has
+    /// --close-timeout to answer.
+    fn close_politely<I: Io<Socket = S>>(
+        &mut self,
+        io: &mut I,
+        key: usize,
+        code: u16,
+        reason: &str,
+    ) {
+        let conn = &mut self.conns[key];
+        let Phase::Open(route) = conn.phase else {
+            return;
+        };
+        if self.settings.proto == Proto::Ws {
+            let close = close_frame(code, reason);
+            if send(conn, io, key, &[&close[..]]).is_err() {
+                return self.close(io, key, How::Cut);
+            }
+        }
+        conn.phase = Phase::Closing(AfterFlush::Drain);
+        if route == Route::Room {
+            self.hub.leave_room(self.id);
+        }
+        self.start_closing(io, key);
+    }
+
+    /// A best-effort 1001 to an open WebSocket connection, when there is no
+    /// time to wait for its answer.
+    fn say_going_away<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        let conn = &mut self.conns[key];
+        if self.settings.proto == Proto::Ws && conn.can_write_directly() {
+            let close = close_frame(close_code::GOING_AWAY, "server shutting down");
+            let _ = send(conn, io, key, &[&close[..]]);
+        }
     }
 
     /// Our last bytes are queued: arm the close deadline and, if they are
@@ -362,14 +424,25 @@ impl<S> Core<S> {
         }
     }
 
-    fn close<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+    /// Drop a connection whatever its state (counted cut if the drain told it to go).
+    fn cut<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        self.close(io, key, How::Cut);
+    }
+
+    fn close<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize, how: How) {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
+        if conn.flags.has(Flags::TOLD_TO_GO) {
+            match how {
+                How::Cleanly => bump(&self.counters().drain_clean),
+                How::Cut => bump(&self.counters().drain_cut),
+            }
+        }
         if conn.phase == Phase::Open(Route::Room) {
             self.hub.leave_room(self.id);
         }
-        if conn.admitted {
+        if conn.flags.has(Flags::ADMITTED) {
             self.hub.admitted.leave();
         }
         if conn.deadline.is_set() {
@@ -378,19 +451,20 @@ impl<S> Core<S> {
         bump(&self.counters().closed);
         let unsent = conn.take_queue();
         io.close(key, conn.socket, unsent);
-        if self.accept_retry_at.is_some() {
+        if self.accept_retry_at.is_some() && self.drain.is_none() {
             // A slot is free: retry accepting at the end of this turn.
             self.accept_retry_at = Some(Instant::now());
         }
     }
 
     /// The end of one turn of the event loop: carry out a cache-flush
-    /// request, deliver the room's frames, sweep deadlines, resume accepting
-    /// when it is time.
+    /// request, deliver the room's frames, sweep deadlines, carry the drain
+    /// on, resume accepting when it is time.
     pub fn end_turn<I: Io<Socket = S>>(&mut self, io: &mut I) {
         self.hub.serve_flush_request(self.id);
         self.deliver_room_frames(io);
         self.sweep_deadlines(io);
+        self.drain_turn(io);
         if self.accept_retry_at.is_some_and(|at| at <= Instant::now()) {
             self.accept_retry_at = None;
             io.resume_accepting();
@@ -399,29 +473,18 @@ impl<S> Core<S> {
 
     /// When the event loop must wake even if nothing happens.
     pub fn next_wake(&self) -> Option<Instant> {
-        match (self.next_sweep, self.accept_retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.next_sweep, self.accept_retry_at, self.drain_wake()]
+            .into_iter()
+            .flatten()
+            .min()
     }
+}
 
-    /// At shutdown, tell open WebSocket clients we are going away (best
-    /// effort, no waiting), then close every connection.
-    pub fn say_goodbye<I: Io<Socket = S>>(&mut self, io: &mut I) {
-        if self.settings.proto == Proto::Ws {
-            let goodbye =
-                frame::server_frame(frame::OpCode::Close, &close_code::GOING_AWAY.to_be_bytes());
-            for (key, conn) in self.conns.iter_mut() {
-                if matches!(conn.phase, Phase::Open(_)) && conn.can_write_directly() {
-                    let _ = send(conn, io, key, std::slice::from_ref(&goodbye));
-                }
-            }
-        }
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.close(io, key);
-        }
-    }
+/// A server close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    frame::server_frame(frame::OpCode::Close, &payload)
 }
 
 /// Send `parts` on `conn` in order: straight to the socket when nothing is
@@ -524,7 +587,7 @@ impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
 
     fn admit(&mut self) -> Result<(), Refusal> {
         let admitted = self.gate.admit(self.admitted, self.counters);
-        self.conn.admitted = admitted.is_ok();
+        self.conn.flags.set(Flags::ADMITTED, admitted.is_ok());
         admitted
     }
 }
@@ -602,6 +665,9 @@ mod tests {
             close_timeout: Duration::from_secs(5),
             max_conns: None,
             accept_rate: None,
+            drain_time: Duration::ZERO,
+            ping_interval: None,
+            idle_timeout: None,
         };
         let hub = Arc::new(Hub::new(vec![Box::new(NoWake)]));
         Core::new(0, usize::MAX, Arc::new(settings), hub)

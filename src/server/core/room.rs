@@ -43,7 +43,7 @@ impl<S> Core<S> {
         self.counters().delivered.fetch_add(delivered, Relaxed);
         slow.into_iter()
             .for_each(|key| self.close_slow_member(io, key));
-        gone.into_iter().for_each(|key| self.close(io, key));
+        gone.into_iter().for_each(|key| self.cut(io, key));
     }
 
     /// A member fell more than --max-backlog behind: keep only the frames
@@ -65,7 +65,7 @@ impl<S> Core<S> {
                 "too slow: backlog limit exceeded",
             );
             if out.failed {
-                self.close(io, key);
+                self.cut(io, key);
                 return;
             }
         }
