@@ -64,6 +64,14 @@ pub struct ServeConfig {
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
     pub max_backlog: usize,
 
+    /// Most bytes queued for all room members together: past it the members
+    /// furthest behind are closed with 1013 (try again later) until the
+    /// rest fit, so a broadcast that outruns its members cannot take the
+    /// server's memory (--max-backlog bounds each member, not their sum).
+    /// Each shard holds its share. Default: no limit.
+    #[arg(long, value_parser = parse_size)]
+    pub max_backlog_total: Option<usize>,
+
     /// Largest handshake request (or TCP hello); larger gets HTTP 431.
     #[arg(long, default_value = "8KiB", value_parser = parse_size)]
     pub max_handshake: usize,
@@ -115,6 +123,7 @@ impl ServeConfig {
             proto: self.proto,
             max_message: self.max_message,
             max_backlog: self.max_backlog,
+            max_backlog_total: self.max_backlog_total,
             max_handshake: self.max_handshake,
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,

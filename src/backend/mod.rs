@@ -147,7 +147,7 @@ pub fn preparer(
     settings: &Settings,
     workers: usize,
 ) -> impl Fn() -> io::Result<(Prepared, Box<dyn Wake>)> {
-    let rooms = tasks::Rooms::new(settings.max_backlog);
+    let rooms = tasks::Rooms::new(settings.max_backlog, settings.max_backlog_total);
     move || match kind {
         BackendKind::Epoll => {
             let (prepared, waker) = epoll::prepare()?;

@@ -20,7 +20,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long one scraper may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Counters that are gauges (they go down as well as up).
-const GAUGES: [&str; 1] = ["conn_slots"];
+const GAUGES: [&str; 2] = ["conn_slots", "room_backlog_bytes"];
 
 /// Listen on `addr` and answer scrapes until the process exits. Returns
 /// the address bound (port 0 picks one).

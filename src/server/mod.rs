@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod hub;
 pub mod listen;
 pub mod metrics;
+pub mod overload;
 pub mod plan;
 pub mod session;
 pub mod settings;

@@ -12,6 +12,9 @@ pub struct Settings {
     pub max_message: usize,
     /// Most bytes queued for one room member before it is closed with 1008.
     pub max_backlog: usize,
+    /// Most bytes queued for all room members (each shard core holds its
+    /// share); past it the furthest behind are closed with 1013. None: no limit.
+    pub max_backlog_total: Option<usize>,
     /// Largest handshake request (or TCP hello); larger gets HTTP 431.
     pub max_handshake: usize,
     pub handshake_timeout: Duration,

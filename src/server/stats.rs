@@ -57,6 +57,9 @@ counters! {
     protocol_errors,
     /// Room members closed with 1008 for exceeding --max-backlog.
     backlog_closes,
+    /// Room members closed with 1013 (try again later) because the room's
+    /// queued bytes passed --max-backlog-total, the furthest behind first.
+    overload_closes,
     /// Times accepting paused because the fd table was full (EMFILE/ENFILE).
     accept_pauses_fd_limit,
     /// Times accepting paused because the shard held its planned maximum.
@@ -92,6 +95,9 @@ counters! {
     /// dry) and were issued again; the bytes waited in the socket. Always 0
     /// under epoll.
     recv_buffer_shortages,
+    /// Bytes queued for this shard's room members as of its last delivery
+    /// (a gauge).
+    room_backlog_bytes,
     /// Slots in the shards' connection slabs (a gauge, not a count: a slab
     /// grows by doubling and keeps its size, which is why bytes per
     /// connection step with N).

@@ -83,10 +83,10 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    pub fn new(max_backlog: usize) -> Rooms {
+    pub fn new(max_backlog: usize, max_backlog_total: Option<usize>) -> Rooms {
         Rooms {
-            messages: Arc::new(Room::new(max_backlog)),
-            frames: Arc::new(Room::new(max_backlog)),
+            messages: Arc::new(Room::new(max_backlog, max_backlog_total)),
+            frames: Arc::new(Room::new(max_backlog, max_backlog_total)),
         }
     }
 }

@@ -10,15 +10,19 @@
 //! to its socket only learns it lagged when it next polls the channel. A
 //! queue per member with a byte count is the other common pattern (chat
 //! servers keep a map of member senders) and gives the limit exactly: the
-//! publisher counts the bytes in, the member's task counts them out.
+//! publisher counts the bytes in, the member's task counts them out. The
+//! same counts give the room's total for --max-backlog-total.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use slab::Slab;
 use tokio::sync::{mpsc, Notify};
 
-use crate::server::stats::{bump, ShardCounters};
+use crate::protocol::close_code;
+use crate::server::hub::Hub;
+use crate::server::overload;
+use crate::server::stats::bump;
 
 /// What a room carries: a frame (or message) and the bytes it counts for.
 pub trait Payload: Clone + Send + 'static {
@@ -29,15 +33,27 @@ pub trait Payload: Clone + Send + 'static {
 pub struct Room<T> {
     members: Mutex<Slab<Member<T>>>,
     max_backlog: usize,
+    /// --max-backlog-total: the whole room's budget.
+    max_backlog_total: Option<usize>,
 }
 
 struct Member<T> {
     queue: mpsc::UnboundedSender<T>,
     /// Bytes queued and not yet written, shared with the member's task.
     backlog: Arc<AtomicUsize>,
-    /// Notified once, when the member passed the limit.
-    kick: Arc<Notify>,
+    /// Set once, when the member must close.
+    kick: Arc<Kick>,
     kicked: bool,
+    /// The shard whose `room_backlog_bytes` it counts in.
+    shard: usize,
+}
+
+/// Tells a member's task to close, and with which code (1008: past
+/// --max-backlog; 1013: shed for --max-backlog-total).
+#[derive(Default)]
+pub struct Kick {
+    notify: Notify,
+    code: AtomicU16,
 }
 
 /// A connection's place in the room; leaving is dropping it.
@@ -46,27 +62,30 @@ pub struct Membership<T: Payload> {
     key: usize,
     inbox: mpsc::UnboundedReceiver<T>,
     backlog: Arc<AtomicUsize>,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
 }
 
 impl<T: Payload> Room<T> {
-    pub fn new(max_backlog: usize) -> Room<T> {
+    pub fn new(max_backlog: usize, max_backlog_total: Option<usize>) -> Room<T> {
         Room {
             members: Mutex::new(Slab::new()),
             max_backlog,
+            max_backlog_total,
         }
     }
 
-    /// Join: from now on every published message is queued for this member.
-    pub fn join(self: &Arc<Self>) -> Membership<T> {
+    /// Join from `shard`: from now on every published message is queued
+    /// for this member.
+    pub fn join(self: &Arc<Self>, shard: usize) -> Membership<T> {
         let (queue, inbox) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicUsize::new(0));
-        let kick = Arc::new(Notify::new());
+        let kick = Arc::new(Kick::default());
         let key = self.members.lock().unwrap().insert(Member {
             queue,
             backlog: backlog.clone(),
             kick: kick.clone(),
             kicked: false,
+            shard,
         });
         Membership {
             room: self.clone(),
@@ -77,13 +96,18 @@ impl<T: Payload> Room<T> {
         }
     }
 
-    /// Queue `message` for every member, the sender included, in the order
-    /// messages are published. A member whose backlog would pass the limit
-    /// gets nothing more and is told to close (counted in `backlog_closes`).
-    /// Returns how many members it was queued for.
-    pub fn publish(&self, message: &T, counters: &ShardCounters) -> u64 {
+    /// Queue `message` (published on shard `from`) for every member, the
+    /// sender included, in the order messages are published. A member
+    /// whose backlog would pass --max-backlog gets nothing more and is told
+    /// to close with 1008 (`backlog_closes`); past --max-backlog-total the
+    /// furthest behind are told to close with 1013 (`overload_closes`).
+    /// Each shard's `room_backlog_bytes` is brought up to date. Returns how
+    /// many members it was queued for.
+    pub fn publish(&self, message: &T, hub: &Hub, from: usize) -> u64 {
+        let counters = hub.counters(from);
         let len = message.backlog_bytes();
         let mut delivered = 0;
+        let mut per_shard = vec![0usize; hub.shards()];
         let mut members = self.members.lock().unwrap();
         for (_, member) in members.iter_mut() {
             if member.kicked {
@@ -91,14 +115,68 @@ impl<T: Payload> Room<T> {
             }
             let backlog = member.backlog.fetch_add(len, Ordering::AcqRel) + len;
             if backlog > self.max_backlog {
-                member.kicked = true;
-                member.kick.notify_one();
+                member.kick(close_code::POLICY_VIOLATION);
                 bump(&counters.backlog_closes);
-            } else if member.queue.send(message.clone()).is_ok() {
+                continue;
+            }
+            if member.queue.send(message.clone()).is_ok() {
                 delivered += 1;
             }
+            per_shard[member.shard] += backlog;
+        }
+        self.keep_in_budget(&mut members, &mut per_shard, hub, from);
+        for (shard, backlog) in per_shard.into_iter().enumerate() {
+            hub.counters(shard)
+                .room_backlog_bytes
+                .store(backlog as u64, Ordering::Relaxed);
         }
         delivered
+    }
+
+    /// Past --max-backlog-total, tell the members furthest behind to close
+    /// with 1013 until the rest fit (`server::overload`).
+    fn keep_in_budget(
+        &self,
+        members: &mut Slab<Member<T>>,
+        per_shard: &mut [usize],
+        hub: &Hub,
+        from: usize,
+    ) {
+        let total: usize = per_shard.iter().sum();
+        let Some(budget) = self.max_backlog_total.filter(|&budget| total > budget) else {
+            return;
+        };
+        let behind: Vec<(usize, usize)> = members
+            .iter()
+            .filter(|(_, member)| !member.kicked)
+            .map(|(key, member)| (member.backlog.load(Ordering::Acquire), key))
+            .filter(|&(backlog, _)| backlog > 0)
+            .collect();
+        for key in overload::members_to_shed(behind, total, budget) {
+            let member = &mut members[key];
+            per_shard[member.shard] -= member
+                .backlog
+                .load(Ordering::Acquire)
+                .min(per_shard[member.shard]);
+            member.kick(close_code::TRY_AGAIN_LATER);
+            bump(&hub.counters(from).overload_closes);
+        }
+    }
+}
+
+/// The reason sent with a kick's close code.
+pub fn kick_reason(code: u16) -> &'static str {
+    match code {
+        close_code::TRY_AGAIN_LATER => overload::SHED_REASON,
+        _ => "room backlog over the limit",
+    }
+}
+
+impl<T> Member<T> {
+    fn kick(&mut self, code: u16) {
+        self.kicked = true;
+        self.kick.code.store(code, Ordering::Release);
+        self.kick.notify.notify_one();
     }
 }
 
@@ -113,8 +191,8 @@ impl<T: Payload> Membership<T> {
         self.backlog.fetch_sub(len, Ordering::AcqRel);
     }
 
-    /// Notified (once) when the member has passed the backlog limit.
-    pub fn kick_signal(&self) -> Arc<Notify> {
+    /// Set (once) when the member must close.
+    pub fn kick_signal(&self) -> Arc<Kick> {
         self.kick.clone()
     }
 }
@@ -128,11 +206,14 @@ pub async fn next_delivery<T: Payload>(member: Option<&mut Membership<T>>) -> Op
     }
 }
 
-/// Resolves when the member was kicked, or never for a connection that is
-/// not a member (for a `select!` branch).
-pub async fn kicked(kick: Option<&Notify>) {
+/// Resolves with the close code when the member was kicked, or never for
+/// a connection that is not a member (for a `select!` branch).
+pub async fn kicked(kick: Option<&Kick>) -> u16 {
     match kick {
-        Some(kick) => kick.notified().await,
+        Some(kick) => {
+            kick.notify.notified().await;
+            kick.code.load(Ordering::Acquire)
+        }
         None => std::future::pending().await,
     }
 }
@@ -160,24 +241,36 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    fn hub(shards: usize) -> Hub {
+        struct NoWake;
+        impl crate::server::hub::Wake for NoWake {
+            fn wake(&self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        Hub::new((0..shards).map(|_| Box::new(NoWake) as _).collect())
+    }
+
     #[tokio::test]
     async fn a_member_past_the_limit_is_kicked_once_and_the_others_keep_receiving() {
-        let counters = ShardCounters::default();
-        let room = Arc::new(Room::<Bytes>::new(10));
-        let mut slow = room.join();
-        let mut fast = room.join();
+        let hub = hub(1);
+        let counters = hub.counters(0);
+        let room = Arc::new(Room::<Bytes>::new(10, None));
+        let mut slow = room.join(0);
+        let mut fast = room.join(0);
         let message = Bytes::from_static(b"abcdef"); // 6 bytes
-        assert_eq!(room.publish(&message, &counters), 2);
+        assert_eq!(room.publish(&message, &hub, 0), 2);
         let got = fast.next().await.unwrap();
         fast.written(got.len());
         // The slow member holds 6; 6 more would be 12 > 10.
         for _ in 0..2 {
-            assert_eq!(room.publish(&message, &counters), 1, "only the fast one");
+            assert_eq!(room.publish(&message, &hub, 0), 1, "only the fast one");
             let got = fast.next().await.unwrap();
             fast.written(got.len());
         }
         assert_eq!(counters.backlog_closes.load(Ordering::Relaxed), 1);
-        slow.kick_signal().notified().await; // does not wait: the notice is stored
+        let kick = slow.kick_signal();
+        assert_eq!(kicked(Some(&kick)).await, close_code::POLICY_VIOLATION);
         assert_eq!(
             slow.next().await.unwrap(),
             message,
@@ -185,5 +278,43 @@ mod tests {
         );
         drop(slow);
         assert_eq!(room.members.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn past_the_room_budget_the_furthest_behind_are_told_1013_and_gauges_follow() {
+        let hub = hub(2);
+        let room = Arc::new(Room::<Bytes>::new(1000, Some(20)));
+        let furthest = room.join(0);
+        let behind = room.join(1);
+        let mut reading = room.join(1);
+        let message = Bytes::from_static(b"abcdef");
+        room.publish(&message, &hub, 0); // 6 + 6 + 6 = 18: fits
+                                         // The gauges are as of the publish: 6 on shard 0, 6 + 6 on shard 1.
+        assert_eq!(
+            hub.counters(0).room_backlog_bytes.load(Ordering::Relaxed),
+            6
+        );
+        assert_eq!(
+            hub.counters(1).room_backlog_bytes.load(Ordering::Relaxed),
+            12
+        );
+        let got = reading.next().await.unwrap();
+        reading.written(got.len());
+        furthest.backlog.fetch_add(1, Ordering::AcqRel); // a step further behind
+        room.publish(&message, &hub, 0); // 13 + 12 + 6 = 31 > 20: shed 13
+        assert_eq!(hub.counters(0).overload_closes.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            kicked(Some(&furthest.kick_signal())).await,
+            close_code::TRY_AGAIN_LATER
+        );
+        assert_eq!(
+            hub.counters(0).room_backlog_bytes.load(Ordering::Relaxed),
+            0
+        );
+        assert_eq!(
+            hub.counters(1).room_backlog_bytes.load(Ordering::Relaxed),
+            18
+        );
+        drop(behind);
     }
 }

@@ -14,11 +14,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::accept::Live;
-use super::room::{kicked, next_delivery, Membership};
+use super::room::{kick_reason, kicked, next_delivery, Kick, Membership};
 use super::Shard;
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::Rejection;
@@ -125,15 +124,13 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
     let mut phase = Phase::Handshake;
     let mut fragments = None;
     let mut member: Option<Membership<Bytes>> = None;
-    let mut kick: Option<Arc<Notify>> = None;
+    let mut kick: Option<Arc<Kick>> = None;
     let mut reading = pin!(transport.read(Vec::new()).fuse());
     loop {
         tokio::select! {
             biased;
             _ = &mut leaving, if matches!(phase, Phase::Open(_)) => return Close::Goodbye,
-            _ = kicked(kick.as_deref()) => {
-                return Close::Say(close_code::POLICY_VIOLATION, "room backlog over the limit");
-            }
+            code = kicked(kick.as_deref()) => return Close::Say(code, kick_reason(code)),
             _ = sleep_until(silent_until.unwrap_or_else(Instant::now)), if silent_until.is_some() => {
                 match on_silence(ping, idle, pinged) {
                     Silence::Ping { then } => {
@@ -196,7 +193,7 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
                 input.drain(..used);
                 if phase == Phase::Open(Route::Room) && member.is_none() {
                     // Joined before the 101 (or hello answer) is written.
-                    let joined = shard.rooms.frames.join();
+                    let joined = shard.rooms.frames.join(shard.id);
                     kick = Some(joined.kick_signal());
                     member = Some(joined);
                 }
@@ -240,7 +237,7 @@ async fn send_produced<T: Transport>(
     let counters = shard.counters();
     for frame in &produced.published {
         bump(&counters.published);
-        let delivered = shard.rooms.frames.publish(frame, counters);
+        let delivered = shard.rooms.frames.publish(frame, &shard.hub, shard.id);
         counters.delivered.fetch_add(delivered, Relaxed);
     }
     if produced.replies.is_empty() {

@@ -24,7 +24,7 @@ use tungstenite::{Error, Message};
 
 use super::accept::Live;
 use super::handshake::{read_upgrade, refuse, shut_and_drain};
-use super::room::{kicked, next_delivery, Membership};
+use super::room::{kick_reason, kicked, next_delivery, Membership};
 use super::Shard;
 use crate::protocol::{close_code, handshake, Route};
 use crate::server::settings::Settings;
@@ -64,7 +64,7 @@ pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
     live.admitted = true;
     live.open = true;
     // A member from the moment its 101 is sent (docs/protocol.md).
-    let member = (upgrade.route == Route::Room).then(|| shard.rooms.messages.join());
+    let member = (upgrade.route == Route::Room).then(|| shard.rooms.messages.join(shard.id));
     if stream
         .write_all(&handshake::accept_response(&upgrade))
         .await
@@ -127,9 +127,7 @@ async fn converse(
                     }
                 }
             }
-            _ = kicked(kick.as_deref()) => {
-                return Ending::Close(close_code::POLICY_VIOLATION, "room backlog over the limit");
-            }
+            code = kicked(kick.as_deref()) => return Ending::Close(code, kick_reason(code)),
             Some(message) = next_delivery(member.as_mut()) => {
                 let len = message.len();
                 if ws.send(message).await.is_err() {
@@ -156,7 +154,7 @@ async fn converse(
                         }
                         Route::Room => {
                             bump(&counters.published);
-                            let delivered = shard.rooms.messages.publish(&message, counters);
+                            let delivered = shard.rooms.messages.publish(&message, &shard.hub, shard.id);
                             counters.delivered.fetch_add(delivered, Relaxed);
                         }
                     },

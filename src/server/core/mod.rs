@@ -660,6 +660,7 @@ mod tests {
             proto,
             max_message: 1 << 20,
             max_backlog: 1 << 20,
+            max_backlog_total: None,
             max_handshake: 1024,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),

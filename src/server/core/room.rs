@@ -1,6 +1,7 @@
 //! The room on this shard: hand published frames to the hub, and send every
 //! frame (ours and other shards') to this shard's members, closing the ones
-//! that fall more than --max-backlog behind.
+//! that fall more than --max-backlog behind, and the furthest behind when
+//! all of them together pass the shard's share of --max-backlog-total.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -8,6 +9,7 @@ use bytes::Bytes;
 
 use super::{send, ConnOutbox, Core, Io};
 use crate::protocol::{close_code, Proto, Route};
+use crate::server::overload;
 use crate::server::session::{self, AfterFlush, Phase};
 use crate::server::stats::bump;
 
@@ -29,6 +31,7 @@ impl<S> Core<S> {
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         let mut delivered = 0;
+        let mut backlog = 0;
         for (key, conn) in self.conns.iter_mut() {
             if conn.phase != Phase::Open(Route::Room) {
                 continue;
@@ -36,21 +39,53 @@ impl<S> Core<S> {
             delivered += frames.len() as u64;
             match send(conn, io, key, frames) {
                 Ok(()) if conn.queued_bytes() > self.settings.max_backlog => slow.push(key),
-                Ok(()) => {}
+                Ok(()) => backlog += conn.queued_bytes(),
                 Err(_) => gone.push(key),
             }
         }
         self.counters().delivered.fetch_add(delivered, Relaxed);
-        slow.into_iter()
-            .for_each(|key| self.close_slow_member(io, key));
+        for key in slow {
+            let reason = "too slow: backlog limit exceeded";
+            bump(&self.counters().backlog_closes);
+            self.shed_member(io, key, close_code::POLICY_VIOLATION, reason);
+        }
         gone.into_iter().for_each(|key| self.cut(io, key));
+        let backlog = self.keep_room_in_budget(io, backlog);
+        self.counters()
+            .room_backlog_bytes
+            .store(backlog as u64, Relaxed);
     }
 
-    /// A member fell more than --max-backlog behind: keep only the frames
-    /// being written, queue a 1008 close after them, and close once that is
-    /// out (or at the close deadline if the member never reads again).
-    fn close_slow_member<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
-        bump(&self.counters().backlog_closes);
+    /// Past this shard's share of --max-backlog-total, close the members
+    /// furthest behind with 1013 until the rest fit (`server::overload`).
+    /// Returns the bytes left queued for members.
+    fn keep_room_in_budget<I: Io<Socket = S>>(&mut self, io: &mut I, backlog: usize) -> usize {
+        let Some(total) = self.settings.max_backlog_total else {
+            return backlog;
+        };
+        let share = total / self.hub.shards();
+        if backlog <= share {
+            return backlog;
+        }
+        let behind: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.phase == Phase::Open(Route::Room) && conn.queued_bytes() > 0)
+            .map(|(key, conn)| (conn.queued_bytes(), key))
+            .collect();
+        let mut left = backlog;
+        for key in overload::members_to_shed(behind, backlog, share) {
+            left -= self.conns[key].queued_bytes();
+            bump(&self.counters().overload_closes);
+            self.shed_member(io, key, close_code::TRY_AGAIN_LATER, overload::SHED_REASON);
+        }
+        left
+    }
+
+    /// Take a member out of the room: keep only the frame being written,
+    /// queue a close with `code` after it (WebSocket), and close once that
+    /// is out (or at the close deadline if the member never reads again).
+    fn shed_member<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize, code: u16, reason: &str) {
         self.hub.leave_room(self.id);
         let conn = &mut self.conns[key];
         conn.drop_queue_tail();
@@ -59,11 +94,7 @@ impl<S> Core<S> {
             let counters = self.hub.counters(self.id);
             let admission = (&mut self.gate, &self.hub.admitted);
             let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters, admission);
-            session::send_close(
-                &mut out,
-                close_code::POLICY_VIOLATION,
-                "too slow: backlog limit exceeded",
-            );
+            session::send_close(&mut out, code, reason);
             if out.failed {
                 self.cut(io, key);
                 return;
