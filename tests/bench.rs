@@ -793,3 +793,62 @@ fn an_slo_no_step_meets_stops_at_the_first_and_says_so() {
     assert!(verdict["first_missed"][1].as_f64().unwrap() > 0.0);
     assert!(text.contains("met it at no N tried"), "{text}");
 }
+
+/// `--storm` adds the reconnect storm: both policies, every run on its own
+/// server, each run's attempts accounted for and its curve ending with
+/// every connection back.
+#[test]
+fn the_storm_bench_runs_both_policies_and_accounts_for_every_attempt() {
+    let out = scratch_dir("storm");
+    let (r, text) = bench(
+        &[
+            "--measure",
+            "room",
+            "--storm",
+            "--conns",
+            "300",
+            "--samples",
+            "2",
+            "--broadcasts",
+            "1",
+            "--storm-backoff",
+            "10ms,200ms",
+            "--name",
+            "storm",
+        ],
+        &out,
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let storm = r.servers[0].storm.as_ref().expect("a storm");
+    assert_eq!(storm.conns, 300);
+    assert_eq!(storm.policies.len(), 2);
+    assert_eq!(storm.policies[0].reconnect, "at once");
+    assert!(storm.policies[1].reconnect.contains("base 10ms, max 200ms"));
+    for policy in &storm.policies {
+        assert_eq!(policy.runs.len(), 2);
+        assert_eq!(policy.runs_not_back, 0);
+        assert_eq!(policy.all_back_s.unwrap().n, 2);
+        for run in &policy.runs {
+            let s = &run.storm;
+            assert_eq!((s.lost, s.back), (300, 300));
+            assert_eq!(s.attempts, s.back + s.failed_attempts);
+            assert_eq!(s.curve.last().unwrap()[1], 300.0);
+            assert!(
+                run.server_cpu_seconds >= 0.0,
+                "CPU ticks of 10 ms: may be 0 at this size"
+            );
+        }
+    }
+    assert!(
+        text.contains("storm     300 connections reset, reconnecting at once: all back in"),
+        "{text}"
+    );
+    // 2 room samples (server + floor) and 2 × 2 storm runs.
+    assert_eq!(
+        r.phases
+            .iter()
+            .filter(|p| p.job.starts_with("storm"))
+            .count(),
+        4
+    );
+}

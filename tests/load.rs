@@ -392,3 +392,85 @@ fn works_against_the_tokio_tungstenite_reference_server() {
     let e = load(&format!("echo --url {url} --conns 10 --duration 200ms"));
     assert!(e.echo.unwrap().messages > 0);
 }
+
+/// A storm of client resets against a server that admits 2,000 upgrades a
+/// second: the 400 connections come back with backoff, the refused ones
+/// (503) are retried, and the report accounts for every attempt.
+#[test]
+fn a_storm_of_resets_comes_back_with_backoff_through_the_servers_503s() {
+    let server = Server::start(Backend::Epoll, &["--accept-rate", "2000"]);
+    let url = server.url("/echo");
+    let report = load(&format!(
+        "storm --url {url} --conns 400 --rate 1000 --duration 20s --backoff 20ms,400ms"
+    ));
+    let storm = report.storm.as_ref().expect("a storm section");
+    assert_eq!(storm.cause, "reset by the client");
+    assert_eq!((storm.open_before, storm.lost, storm.back), (400, 400, 400));
+    assert!(storm.all_back_seconds.is_some(), "{storm:?}");
+    assert_eq!(storm.attempts, storm.back + storm.failed_attempts);
+    assert_eq!(storm.setup.count, 400);
+    assert_eq!((storm.gave_up, storm.waiting_at_end), (0, 0));
+    assert_eq!(report.connect.alive_at_end, 400);
+    let refused = report
+        .connect
+        .failures
+        .get("http 503")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        refused, storm.failed_attempts,
+        "{:?}",
+        report.connect.failures
+    );
+    let stats = server.stats();
+    assert_eq!(stats.totals.rejected_accept_rate, refused);
+    assert!(
+        refused > 0,
+        "400 at once against a 200-token bucket: some refused"
+    );
+    let last = storm.curve.last().unwrap();
+    assert_eq!(last[1], 400.0);
+    assert!(
+        report.client.warnings.iter().all(|w| !w.contains("failed")),
+        "{:?}",
+        report.client.warnings
+    );
+}
+
+/// A storm the server causes: it drains (1001 to everyone) and a new server
+/// takes its address; every client notices, retries while nobody listens
+/// (refused) and comes back to the new one.
+#[test]
+fn a_storm_from_a_server_restart_comes_back_to_the_new_server() {
+    let first = Server::start(Backend::Epoll, &[]);
+    let addr = first.addr;
+    let url = first.url("/echo");
+    let storm = std::thread::spawn(move || {
+        load(&format!(
+            "storm --url {url} --conns 300 --duration 20s --storm-cause server --backoff 50ms,500ms"
+        ))
+    });
+    first.wait_for_stats("every connection open", |s| s.open == 300);
+    let (stats, _) = first.stop();
+    assert_eq!(stats.totals.drain_goodbyes, 300);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fanout"));
+    command.args(["serve", "--listen", &addr.to_string()]);
+    let second = fanout::process::ServerProcess::spawn(command, PATIENCE).unwrap();
+    let report = storm.join().unwrap();
+    let storm = report.storm.as_ref().expect("a storm section");
+    assert_eq!(storm.cause, "dropped by the server");
+    assert_eq!((storm.lost, storm.back), (300, 300));
+    assert_eq!(report.connect.server_closes.get("1001"), Some(&300));
+    assert!(
+        report
+            .connect
+            .failures
+            .get("refused")
+            .is_some_and(|&n| n > 0),
+        "{:?}",
+        report.connect.failures
+    );
+    let (after, _) = second.stop().unwrap();
+    assert_eq!(after.totals.upgraded, 300);
+}

@@ -22,6 +22,7 @@ pub mod room;
 pub mod schema;
 pub mod settle;
 pub mod slo;
+pub mod storm;
 pub mod sweep;
 pub mod text;
 
@@ -54,6 +55,9 @@ pub enum Job {
     /// Connections that open, echo once and close: the highest rate
     /// sustained, searched from --churn-rate.
     Churn,
+    /// A reconnect storm: --storm-conns connections reset at once and
+    /// brought back, at once and with --storm-backoff (see --storm).
+    Storm,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -109,6 +113,24 @@ pub struct BenchConfig {
     /// if all of them do (1 with --samples 1: one run at --churn-rate, judged).
     #[arg(long, default_value_t = 6)]
     pub churn_steps: usize,
+
+    /// Add a reconnect storm to the jobs (`--measure storm`): hold
+    /// --storm-conns connections, reset them all at once, and bring each
+    /// back at once, then with --storm-backoff; --samples runs of each.
+    #[arg(long)]
+    pub storm: bool,
+
+    /// Storm: connections held, then lost at once. Default: --conns.
+    #[arg(long, value_parser = crate::units::parse_count)]
+    pub storm_conns: Option<usize>,
+
+    /// Storm: the backoff of the second policy, BASE,MAX.
+    #[arg(long, default_value = "100ms,5s", value_parser = crate::load::storm::parse_backoff)]
+    pub storm_backoff: crate::load::storm::Backoff,
+
+    /// Storm: longest a run waits for every connection to come back.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub storm_duration: Duration,
 
     /// Which jobs to measure (comma-separated).
     #[arg(
@@ -266,6 +288,12 @@ impl BenchConfig {
         if self.churn_rate <= 0.0 || self.echo_rate.is_some_and(|r| r <= 0.0) {
             return Err("rates must be positive".into());
         }
+        if self.storm_conns.is_some_and(|n| n == 0 || n > self.conns) {
+            return Err(
+                "--storm-conns must be between 1 and --conns (the servers are planned for --conns)"
+                    .into(),
+            );
+        }
         if self.churn_steps == 0 {
             return Err("--churn-steps must be at least 1".into());
         }
@@ -303,7 +331,7 @@ impl BenchConfig {
     }
 
     fn measures(&self, job: Job) -> bool {
-        self.measure.contains(&job)
+        self.measure.contains(&job) || (job == Job::Storm && self.storm)
     }
 }
 
@@ -374,6 +402,9 @@ pub struct ServerResult {
     /// Connections that open, echo once and close: the highest rate
     /// sustained, with every rate tried.
     pub churn: Option<churn::Churn>,
+    /// A reconnect storm, at once and with a backoff.
+    #[serde(default)]
+    pub storm: Option<storm::StormBench>,
 }
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
@@ -420,7 +451,9 @@ fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
         one.sweep.clear();
         one.name = Some(format!("{base}-{n}"));
         one.echo_conns = vec![n.min(largest_echo)];
-        one.measure.retain(|job| *job != Job::Churn);
+        one.measure
+            .retain(|job| !matches!(job, Job::Churn | Job::Storm));
+        one.storm = false;
         if one.measure.is_empty() {
             one.measure.push(Job::Room);
         }
@@ -593,7 +626,11 @@ fn phase_count(config: &BenchConfig) -> usize {
         true => churn_phases(config),
         false => 0,
     };
-    per_sample * config.samples + servers * churn
+    let storm = match config.measures(Job::Storm) {
+        true => 2 * config.samples,
+        false => 0,
+    };
+    per_sample * config.samples + servers * (churn + storm)
 }
 
 fn run(
@@ -647,6 +684,20 @@ fn run(
             .collect::<anyhow::Result<_>>()?,
         false => vec![None; phases.servers.len()],
     };
+    let mut storms: Vec<Option<storm::StormBench>> = match config.measures(Job::Storm) {
+        true => {
+            let setup = storm::StormSetup {
+                conns: config.storm_conns.unwrap_or(config.conns),
+                backoff: config.storm_backoff,
+                bound: config.storm_duration,
+                samples: config.samples,
+            };
+            (0..phases.servers.len())
+                .map(|server| storm::run(&mut phases, server, &setup).map(Some))
+                .collect::<anyhow::Result<_>>()?
+        }
+        false => vec![None; phases.servers.len()],
+    };
     for record in &phases.records {
         let label = record.label();
         warnings.extend(record.warnings.iter().map(|w| format!("{label}: {w}")));
@@ -668,6 +719,7 @@ fn run(
                 broadcast: room.map(|r| r.broadcast),
                 echo: std::mem::take(&mut echoes[i]),
                 churn: churns[i].take(),
+                storm: storms[i].take(),
             }
         })
         .collect();

@@ -421,6 +421,7 @@ mod tests {
             private_fd_tables: false,
             sources: vec![],
             source_notes: vec![],
+            storm: None,
             connect: ConnectReport {
                 opened,
                 failed: 100 - opened,

@@ -14,12 +14,7 @@ use crate::units::grouped as num;
 
 /// `median (min – max)`.
 fn spread(s: &Spread, decimals: usize) -> String {
-    format!(
-        "{} ({} – {})",
-        num(s.median, decimals),
-        num(s.min, decimals),
-        num(s.max, decimals)
-    )
+    s.text(decimals)
 }
 
 /// Decimals that suit a value's size.
@@ -249,6 +244,14 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     add("churn setup p99, µs", Lower, false, &|s| {
         Some(s.churn.as_ref()?.spread(|c| c.setup.p99_us))
     });
+    for (i, policy) in ["at once", "backoff"].into_iter().enumerate() {
+        add(
+            &format!("storm {policy}: all back, s"),
+            Lower,
+            false,
+            &move |s| s.storm.as_ref()?.policies.get(i)?.all_back_s,
+        );
+    }
     rows
 }
 
@@ -418,6 +421,9 @@ fn details(out: &mut String, r: &ServerResult) {
     }
     if let Some(Churn::Search(search)) = &r.churn {
         out.push_str(&super::churn::text(search));
+    }
+    if let Some(storm) = &r.storm {
+        out.push_str(&super::storm::text(storm));
     }
     if let Some(Churn::Single(c)) = &r.churn {
         let _ = writeln!(

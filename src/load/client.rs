@@ -36,6 +36,8 @@ pub struct Client {
     pub deliveries: Deliveries,
     /// Echo: messages sent (the next payload's sequence number).
     pub sent: u64,
+    /// Storm: which reconnect attempt this is (0: not a reconnect).
+    pub attempt: u8,
 }
 
 impl Client {
@@ -50,6 +52,7 @@ impl Client {
             outbuf: Vec::new(),
             deliveries: Deliveries::default(),
             sent: 0,
+            attempt: 0,
         }
     }
 

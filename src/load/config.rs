@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::load::storm::{parse_backoff, Backoff, StormCause};
 use crate::units::{parse_duration, parse_size};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -22,6 +23,12 @@ pub enum ScenarioKind {
     /// Connections that open, exchange one echo and close, at --rate per
     /// second for --duration.
     Churn,
+    /// Hold --conns connections, lose them all at once (--storm-cause:
+    /// reset by the client, or dropped by the server) and bring each back:
+    /// at once, or with --backoff; reports the time until all are back,
+    /// the attempts and why they failed, and the curve. Bounded by
+    /// --duration.
+    Storm,
 }
 
 impl ScenarioKind {
@@ -108,6 +115,16 @@ pub struct LoadConfig {
     #[arg(long)]
     pub max_inflight: Option<usize>,
 
+    /// Storm: how the connections are lost.
+    #[arg(long, value_enum, default_value_t = StormCause::Reset)]
+    pub storm_cause: StormCause,
+
+    /// Storm: reconnect after an exponential backoff with full jitter,
+    /// BASE,MAX (e.g. 100ms,10s): attempt k waits a random time up to
+    /// BASE×2^k, at most MAX. Default: every attempt at once.
+    #[arg(long, value_parser = parse_backoff)]
+    pub backoff: Option<Backoff>,
+
     /// Stop opening connections at the first one that fails; the ramp ends
     /// once every attempt in flight has finished (`fanout ceiling` ramps
     /// this way to find where a limit gives).
@@ -170,6 +187,11 @@ pub enum Work {
     Churn {
         rate: f64,
         max_inflight: usize,
+    },
+    /// Lose every connection at once and bring each back (`load::storm`).
+    Storm {
+        cause: StormCause,
+        backoff: Option<Backoff>,
     },
 }
 
@@ -237,6 +259,10 @@ impl LoadConfig {
                     .rate
                     .ok_or("churn needs --rate (new connections per second)")?,
                 max_inflight: self.max_inflight.unwrap_or(0),
+            },
+            ScenarioKind::Storm => Work::Storm {
+                cause: self.storm_cause,
+                backoff: self.backoff,
             },
         };
         Ok(Scenario {

@@ -43,6 +43,10 @@ pub struct Control {
     pub first_publish_ns: AtomicU64,
     /// Broadcast: the publisher has sent everything it will send.
     pub publisher_done: AtomicBool,
+    /// Storm: when the first connection was lost (ns; 0 before), and how
+    /// many shards have started the storm (reset theirs, if the client does).
+    pub storm_began_ns: AtomicU64,
+    pub storm_shards: AtomicU64,
     pub shards: Vec<Progress>,
 }
 
@@ -58,6 +62,8 @@ impl Control {
             release: AtomicU64::new(0),
             first_publish_ns: AtomicU64::new(0),
             publisher_done: AtomicBool::new(false),
+            storm_began_ns: AtomicU64::new(0),
+            storm_shards: AtomicU64::new(0),
             shards: (0..shards).map(|_| Progress::default()).collect(),
         }
     }

@@ -14,6 +14,7 @@ pub mod report;
 pub mod shard;
 pub mod sources;
 pub mod spread;
+pub mod storm;
 pub mod target;
 
 use std::io::IsTerminal;
@@ -196,9 +197,17 @@ pub fn run_with(
         open: control.sum(|p| &p.opened),
     });
     let counters_at_work = crate::netstat::read();
+    let failed_in_ramp = control.sum(|p| &p.failed);
+    let open_at_work = control.sum(|p| &p.alive);
     control.work.store(true, Relaxed);
     let work_start = Instant::now();
-    let gave_up = work(&control, &scenario, &progress);
+    let (gave_up, storm_watch) = match scenario.work {
+        Work::Storm { .. } => {
+            let watch = storm_watch(&control, shards, open_at_work, scenario.duration, &progress);
+            (Vec::new(), Some(watch))
+        }
+        _ => (work(&control, &scenario, &progress), None),
+    };
     let work_seconds = work_start.elapsed().as_secs_f64();
     at(Checkpoint::WorkDone);
     control.stop.store(true, Relaxed);
@@ -229,9 +238,61 @@ pub fn run_with(
             gave_up,
             kernel,
             kernel_work,
+            storm: storm_watch.map(|watch| (watch, open_at_work, failed_in_ramp)),
         },
         results,
     ))
+}
+
+/// What the orchestrator saw of a storm: when every connection was back
+/// (seconds after the first was lost), and the open count every 100 ms.
+struct StormWatch {
+    all_back_seconds: Option<f64>,
+    curve: Vec<[f64; 2]>,
+}
+
+/// How often the storm's curve is sampled.
+const STORM_SAMPLE: Duration = Duration::from_millis(100);
+
+/// Watch a storm until the `open` connections held when it began are all
+/// open again (every shard in the storm) or `bound` has passed.
+fn storm_watch(
+    control: &Control,
+    shards: usize,
+    open: u64,
+    bound: Duration,
+    progress: &Progress,
+) -> StormWatch {
+    let start = Instant::now();
+    let mut curve = Vec::new();
+    let mut next_sample = 0.0;
+    while start.elapsed() < bound {
+        progress.work(control, start);
+        let began = control.storm_began_ns.load(Relaxed);
+        let everyone_in = control.storm_shards.load(Relaxed) >= shards as u64;
+        if began != 0 && everyone_in {
+            let since = payload::now_ns().saturating_sub(began) as f64 / 1e9;
+            let alive = control.sum(|p| &p.alive);
+            if alive >= open {
+                curve.push([since, alive as f64]);
+                return StormWatch {
+                    all_back_seconds: Some(since),
+                    curve,
+                };
+            }
+            if since >= next_sample {
+                curve.push([since, alive as f64]);
+                next_sample = (since / STORM_SAMPLE.as_secs_f64()).floor()
+                    * STORM_SAMPLE.as_secs_f64()
+                    + STORM_SAMPLE.as_secs_f64();
+            }
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
+    StormWatch {
+        all_back_seconds: None,
+        curve,
+    }
 }
 
 /// Wait until `held` connection attempts have succeeded or failed; once the
@@ -278,7 +339,7 @@ fn work(control: &Control, scenario: &Scenario, progress: &Progress) -> Vec<Stri
             publish,
             drain,
         } => broadcast(control, count, publish, drain, scenario.duration, progress),
-        Work::Hold | Work::Echo { .. } | Work::Churn { .. } => {
+        Work::Hold | Work::Echo { .. } | Work::Churn { .. } | Work::Storm { .. } => {
             while start.elapsed() < scenario.duration {
                 progress.work(control, start);
                 std::thread::sleep(WATCH_EVERY.min(scenario.duration));
@@ -403,6 +464,9 @@ struct MergeInput {
     /// the work alone (after the ramp).
     kernel: crate::netstat::Counters,
     kernel_work: crate::netstat::Counters,
+    /// Storm: what the orchestrator watched, the connections open when it
+    /// began, and the attempts that failed in the ramp before it.
+    storm: Option<(StormWatch, u64, u64)>,
 }
 
 /// Everything the shards saw, added up.
@@ -452,6 +516,11 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
             *all.server_closes.entry(how.clone()).or_default() += count;
         }
         all.source_moves += result.source_moves;
+        all.storm_lost += result.storm_lost;
+        all.storm_attempts += result.storm_attempts;
+        all.storm_setup.merge(&result.storm_setup);
+        all.storm_gave_up += result.storm_gave_up;
+        all.storm_waiting += result.storm_waiting;
         all.cpu_ns += result.cpu_ns;
     }
     all
@@ -485,8 +554,12 @@ fn merge(
     if cpu_share > 0.9 {
         warnings.push(format!("the load generator used {:.0}% of all cores: these figures may measure the client, not the server", cpu_share * 100.0));
     }
-    if failed > 0 {
-        warnings.push(format!("{failed} connections failed (see causes above)"));
+    // A storm's failed reconnects are retried and counted in its section.
+    let ramp_failed = input.storm.as_ref().map_or(failed, |(_, _, ramp)| *ramp);
+    if ramp_failed > 0 {
+        warnings.push(format!(
+            "{ramp_failed} connections failed (see causes above)"
+        ));
     }
     if let Some(n) = all.failures.get("no free source port") {
         warnings.push(format!(
@@ -555,7 +628,41 @@ fn merge(
         }),
         _ => None,
     };
+    let storm = match (scenario.work, &input.storm) {
+        (Work::Storm { cause, backoff }, Some((watch, open, failed_in_ramp))) => {
+            let failed: u64 = all.failures.values().sum();
+            let report = StormReport {
+                cause: cause.describe().to_string(),
+                reconnect: backoff.map_or("at once".to_string(), |b| b.describe()),
+                open_before: *open,
+                lost: all.storm_lost,
+                attempts: all.storm_attempts,
+                back: all.storm_setup.count(),
+                failed_attempts: failed.saturating_sub(*failed_in_ramp),
+                gave_up: all.storm_gave_up,
+                waiting_at_end: all.storm_waiting,
+                all_back_seconds: watch.all_back_seconds,
+                setup: all.storm_setup.summary(),
+                listen_overflows: input
+                    .kernel_work
+                    .get("TcpExt.ListenOverflows")
+                    .copied()
+                    .unwrap_or(0)
+                    .max(0) as u64,
+                curve: watch.curve.clone(),
+            };
+            if report.all_back_seconds.is_none() {
+                warnings.push(format!(
+                    "the storm did not settle within --duration: {} of {} connections back, {} reconnects still waiting, {} gave up after {} attempts",
+                    report.back, report.lost, report.waiting_at_end, report.gave_up, storm::MAX_ATTEMPTS
+                ));
+            }
+            Some(report)
+        }
+        _ => None,
+    };
     Report {
+        storm,
         scenario: format!("{:?}", config.scenario).to_lowercase(),
         url: format!("{}://{}{}", target.wire.scheme(), target.host, target.path),
         conns: scenario.conns,

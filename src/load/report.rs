@@ -27,6 +27,8 @@ pub struct Report {
     pub broadcast: Option<BroadcastReport>,
     pub echo: Option<EchoReport>,
     pub churn: Option<ChurnReport>,
+    #[serde(default)]
+    pub storm: Option<StormReport>,
     pub client: ClientReport,
     /// The kernel's TCP counters that changed during the run (system-wide:
     /// other programs' traffic counts too).
@@ -61,6 +63,39 @@ pub struct ConnectReport {
     /// the next (each address out of ports is then skipped until all are).
     #[serde(default)]
     pub source_moves: u64,
+}
+
+/// A reconnect storm (`fanout load storm`): every connection lost at once
+/// and brought back.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StormReport {
+    /// How the connections were lost: reset by the client, or dropped by
+    /// the server.
+    pub cause: String,
+    /// How each came back: at once, or the backoff.
+    pub reconnect: String,
+    /// Connections open when the storm began.
+    pub open_before: u64,
+    pub lost: u64,
+    /// Reconnect attempts started, those that opened, those that failed
+    /// (by cause in `connect.failures`).
+    pub attempts: u64,
+    pub back: u64,
+    pub failed_attempts: u64,
+    /// Connections that gave up after `load::storm::MAX_ATTEMPTS` attempts,
+    /// and reconnects still waiting for their time when the run ended.
+    pub gave_up: u64,
+    pub waiting_at_end: u64,
+    /// From the first connection lost until all were open again; none if
+    /// that did not happen within --duration.
+    pub all_back_seconds: Option<f64>,
+    /// Each successful reconnect: TCP connect plus upgrade.
+    pub setup: Summary,
+    /// Accept-queue overflows during the storm (TcpExt.ListenOverflows,
+    /// system-wide): SYNs or handshakes the kernel dropped.
+    pub listen_overflows: u64,
+    /// [seconds since the first loss, connections open], every 100 ms.
+    pub curve: Vec<[f64; 2]>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -292,6 +327,9 @@ impl Report {
         if let Some(b) = &self.broadcast {
             broadcast_text(&mut out, b);
         }
+        if let Some(storm) = &self.storm {
+            storm_text(&mut out, storm, &self.connect.failures);
+        }
         if let Some(e) = &self.echo {
             let _ = writeln!(
                 out,
@@ -356,4 +394,32 @@ fn close_kinds(closes: &BTreeMap<String, u64>) -> String {
         .map(|(how, n)| format!("{how}: {n}"))
         .collect();
     format!(" ({})", kinds.join(", "))
+}
+
+fn storm_text(out: &mut String, storm: &StormReport, failures: &BTreeMap<String, u64>) {
+    let back = match storm.all_back_seconds {
+        Some(seconds) => format!("all back in {seconds:.2} s"),
+        None => format!("NOT all back: {} of {}", storm.back, storm.lost),
+    };
+    let _ = writeln!(
+        out,
+        "storm     {} of {} open {}, reconnecting {}: {back}",
+        storm.lost, storm.open_before, storm.cause, storm.reconnect
+    );
+    let kinds: Vec<String> = failures
+        .iter()
+        .map(|(why, n)| format!("{why}: {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  attempts {}, opened {}, failed {}{}; gave up {}, waiting at the end {}; ListenOverflows {}",
+        storm.attempts,
+        storm.back,
+        storm.failed_attempts,
+        if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) },
+        storm.gave_up,
+        storm.waiting_at_end,
+        storm.listen_overflows
+    );
+    out.push_str(&latency_line("reconnect", &storm.setup));
 }

@@ -18,6 +18,17 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// `median (min – max)`, digits grouped.
+    pub fn text(&self, decimals: usize) -> String {
+        use crate::units::grouped;
+        format!(
+            "{} ({} – {})",
+            grouped(self.median, decimals),
+            grouped(self.min, decimals),
+            grouped(self.max, decimals)
+        )
+    }
+
     /// Summarise `values`; NaNs are ignored. Empty input gives n = 0 and zeros.
     pub fn of(values: &[f64]) -> Spread {
         let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();

@@ -229,6 +229,10 @@ fn write(runs: &Runs, dir: &Path, out: &Path) -> anyhow::Result<usize> {
             let name = format!("{file}-delivery.svg");
             save(&name, svg::line_svg(&plot), &mut md, &plot.title)?;
         }
+        if let Some(plot) = storm_curves(file, bench) {
+            let name = format!("{file}-storm.svg");
+            save(&name, svg::line_svg(&plot), &mut md, &plot.title)?;
+        }
     }
     if !runs.ceilings.is_empty() {
         let _ = writeln!(md, "## Ceilings\n");
@@ -335,7 +339,7 @@ fn cell(spread: Option<&Spread>, digits: usize) -> String {
 /// The side-by-side table of one bench file.
 pub fn table(bench: &BenchResult) -> String {
     type Row = (&'static str, usize, fn(&ServerResult) -> Option<Spread>);
-    let rows: [Row; 13] = [
+    let rows: [Row; 15] = [
         ("held", 0, |s| s.reach.as_ref().map(|r| r.held)),
         ("user B/conn (RSS)", 1, |s| {
             s.memory.as_ref().map(|m| m.rss_per_conn)
@@ -373,6 +377,12 @@ pub fn table(bench: &BenchResult) -> String {
         }),
         ("churn setup p99, ms", 1, |s| {
             Some(s.churn.as_ref()?.spread(|c| c.setup.p99_us / 1000.0))
+        }),
+        ("storm at once: all back, s", 2, |s| {
+            s.storm.as_ref()?.policies.first()?.all_back_s
+        }),
+        ("storm with backoff: all back, s", 2, |s| {
+            s.storm.as_ref()?.policies.get(1)?.all_back_s
         }),
     ];
     let mut md = String::new();
@@ -525,6 +535,55 @@ fn delivery_quantiles(file: &str, bench: &BenchResult) -> Option<LinePlot> {
         ),
         x_label: "ms after publish (first, median, p99, last delivery)".into(),
         y_label: "% of members".into(),
+        x_log: false,
+        y_log: false,
+        series,
+        footer: footer(bench, file),
+    })
+}
+
+/// Each server's storm curves: connections open against seconds since the
+/// first loss, one series per server and policy (the run whose time to all
+/// back is the median of its policy's runs).
+fn storm_curves(file: &str, bench: &BenchResult) -> Option<LinePlot> {
+    let mut series = Vec::new();
+    for s in &bench.servers {
+        let Some(storm) = &s.storm else { continue };
+        for policy in &storm.policies {
+            let mut runs: Vec<_> = policy.runs.iter().collect();
+            runs.sort_by(|a, b| {
+                let back = |r: &&crate::bench::storm::StormRun| {
+                    r.storm.all_back_seconds.unwrap_or(f64::MAX)
+                };
+                back(a).total_cmp(&back(b))
+            });
+            let Some(median) = runs.get(runs.len() / 2) else {
+                continue;
+            };
+            let kind = if policy.reconnect == "at once" {
+                "at once"
+            } else {
+                "backoff"
+            };
+            series.push(Series {
+                name: format!("{} {kind}", label(s, bench)),
+                points: median
+                    .storm
+                    .curve
+                    .iter()
+                    .map(|&[t, open]| (t, open))
+                    .collect(),
+            });
+        }
+    }
+    let conns = bench
+        .servers
+        .iter()
+        .find_map(|s| Some(s.storm.as_ref()?.conns))?;
+    (!series.is_empty()).then(|| LinePlot {
+        title: format!("Reconnect storm: {conns} connections reset at once, open again over time"),
+        x_label: "seconds after the first loss".into(),
+        y_label: "connections open".into(),
         x_log: false,
         y_log: false,
         series,

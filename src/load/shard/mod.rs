@@ -5,6 +5,7 @@
 
 mod input;
 mod opening;
+mod reconnect;
 mod work;
 
 use std::cmp::Reverse;
@@ -92,6 +93,14 @@ pub struct ShardResult {
     /// Attempts that found a source address out of ports (EADDRNOTAVAIL)
     /// and moved to the next one.
     pub source_moves: u64,
+    /// Storm: open connections lost, reconnect attempts started, those
+    /// that opened (and how long each took), connections that gave up,
+    /// and reconnects still waiting at the end.
+    pub storm_lost: u64,
+    pub storm_attempts: u64,
+    pub storm_setup: Latency,
+    pub storm_gave_up: u64,
+    pub storm_waiting: u64,
     pub cpu_ns: u64,
 }
 
@@ -122,6 +131,8 @@ struct Shard {
     /// Echo open-loop: next send time per client.
     sends: BinaryHeap<Reverse<(u64, usize)>>,
     churn: Option<Schedule>,
+    /// Storm: reconnects waiting for their time, (due ns, attempt).
+    reconnects: BinaryHeap<Reverse<(u64, u8)>>,
     working: bool,
     timer: sys::TimerFd,
 }
@@ -181,6 +192,7 @@ pub fn run(job: Job) -> ShardResult {
         closed_members: Vec::new(),
         sends: BinaryHeap::new(),
         churn: None,
+        reconnects: BinaryHeap::new(),
         working: false,
         timer,
     };
@@ -221,6 +233,7 @@ impl Shard {
             }
             let now = now_ns();
             self.open_due(now);
+            self.reconnects_due(now);
             if !self.working && self.job.control.work.load(Relaxed) {
                 self.start_work(now);
             }
@@ -248,7 +261,11 @@ impl Shard {
             .open_schedule
             .filter(|_| self.started < self.job.conns)
             .map(|schedule| schedule.due(self.started as u64));
-        [sends, publish, churn, open].into_iter().flatten().min()
+        let reconnect = self.next_reconnect();
+        [sends, publish, churn, open, reconnect]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn finish(&mut self) {
@@ -265,6 +282,7 @@ impl Shard {
             }
             client.abort();
         }
+        self.result.storm_waiting = self.reconnects.len() as u64;
         self.result.members_closed = self.closed_members.len() as u64;
         for member in self.closed_members.drain(..) {
             member.finish_closed(published, &mut self.result.tally);

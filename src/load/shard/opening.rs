@@ -34,15 +34,19 @@ impl Shard {
             && !self.job.control.stop_opening.load(Relaxed)
         {
             self.started += 1;
-            self.open_one(now);
+            self.open_attempt(now, 0);
         }
     }
 
-    pub(super) fn open_one(&mut self, now: u64) {
-        self.progress().started.fetch_add(1, Relaxed);
+    /// Start a connection: `attempt` 0 for the ramp's (and churn's), from
+    /// 1 for a storm's reconnects.
+    pub(super) fn open_attempt(&mut self, now: u64, attempt: u8) {
+        if attempt == 0 {
+            self.progress().started.fetch_add(1, Relaxed);
+        }
         let socket = match self.connect_from_a_source() {
             Ok(socket) => socket,
-            Err(e) => return self.fail(&client::failure_cause(&e)),
+            Err(e) => return self.attempt_failed(&client::failure_cause(&e), attempt, now),
         };
         let entry = self.clients.vacant_entry();
         let key = entry.key();
@@ -52,9 +56,11 @@ impl Shard {
                 .registry()
                 .register(&mut SourceFd(&socket.as_raw_fd()), Token(key), interest)
         {
-            return self.fail(&client::failure_cause(&e));
+            return self.attempt_failed(&client::failure_cause(&e), attempt, now);
         }
-        entry.insert(Client::new(socket, now));
+        let mut client = Client::new(socket, now);
+        client.attempt = attempt;
+        entry.insert(client);
         self.in_flight += 1;
     }
 
@@ -96,13 +102,15 @@ impl Shard {
     /// A connection attempt failed: count it, drop it.
     pub(super) fn fail_client(&mut self, key: usize, cause: &str) {
         if let Some(client) = self.clients.try_remove(key) {
+            let now = crate::load::payload::now_ns();
             if client.phase != Phase::Open {
                 self.in_flight -= 1;
-                self.fail(cause);
+                self.attempt_failed(cause, client.attempt, now);
             } else {
                 self.result.closed_by_server += 1;
                 self.progress().alive.fetch_sub(1, Relaxed);
                 self.member_closed(&client);
+                self.lost(now);
             }
             client.abort();
         }
@@ -130,6 +138,7 @@ impl Shard {
             .or_default() += 1;
         self.progress().alive.fetch_sub(1, Relaxed);
         self.member_closed(&client);
+        self.lost(crate::load::payload::now_ns());
     }
 
     pub(super) fn on_opened(&mut self, key: usize, now: u64) {
@@ -137,6 +146,7 @@ impl Shard {
         let client = &mut self.clients[key];
         client.phase = Phase::Open;
         client.key = None;
+        let attempt = client.attempt;
         let elapsed = now - client.started_ns;
         let second = ((now - self.job.run_start_ns) / 1_000_000_000) as usize;
         if self.result.timeline.len() <= second {
@@ -144,6 +154,10 @@ impl Shard {
         }
         self.result.timeline[second] += 1;
         self.progress().alive.fetch_add(1, Relaxed);
+        if attempt > 0 {
+            self.result.storm_setup.record_ns(elapsed);
+            return;
+        }
         if matches!(self.job.scenario.work, Work::Churn { .. }) {
             self.result.churn_setup.record_ns(elapsed);
             self.send_payload(key, now);

@@ -29,6 +29,7 @@ impl Shard {
                 let phase = self.job.id as f64 / self.job.shards as f64;
                 self.churn = Some(Schedule::new(now, per_shard, phase));
             }
+            Work::Storm { .. } => self.start_storm(now),
             Work::Hold | Work::Echo { .. } => {}
         }
         for key in self.open_keys() {
@@ -36,7 +37,7 @@ impl Shard {
         }
     }
 
-    fn open_keys(&self) -> Vec<usize> {
+    pub(super) fn open_keys(&self) -> Vec<usize> {
         self.clients
             .iter()
             .filter(|(_, c)| c.phase == Phase::Open)
@@ -90,7 +91,7 @@ impl Shard {
                     self.result.churn_dropped += 1;
                     continue;
                 }
-                self.open_one(now);
+                self.open_attempt(now, 0);
             }
         }
     }
@@ -218,7 +219,7 @@ impl Shard {
                 self.progress().alive.fetch_sub(1, Relaxed);
                 client.abort();
             }
-            Work::Hold => {}
+            Work::Hold | Work::Storm { .. } => {}
         }
     }
 
