@@ -22,6 +22,7 @@ pub mod room;
 pub mod schema;
 pub mod settle;
 pub mod slo;
+pub mod soak;
 pub mod storm;
 pub mod sweep;
 pub mod text;
@@ -131,6 +132,19 @@ pub struct BenchConfig {
     /// Storm: longest a run waits for every connection to come back.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub storm_duration: Duration,
+
+    /// Instead of the jobs, soak each server for this long (e.g. 10m):
+    /// cycles of a room with a sustained broadcast, echo and churn
+    /// together, then a storm, each cycle checked for leaks (connections,
+    /// fd tables, the machine's sockets, memory) and lost deliveries.
+    /// Scaled from --conns: half of it room members, a twentieth echo, a
+    /// quarter the storm.
+    #[arg(long, value_parser = parse_duration)]
+    pub soak: Option<Duration>,
+
+    /// Soak: how long each cycle's room, echo and churn run.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub soak_cycle: Duration,
 
     /// Which jobs to measure (comma-separated).
     #[arg(
@@ -294,6 +308,9 @@ impl BenchConfig {
                     .into(),
             );
         }
+        if self.soak_cycle.is_zero() || self.soak.is_some_and(|soak| soak < self.soak_cycle) {
+            return Err("--soak-cycle must be more than 0 and --soak at least one cycle".into());
+        }
         if self.churn_steps == 0 {
             return Err("--churn-steps must be at least 1".into());
         }
@@ -405,6 +422,9 @@ pub struct ServerResult {
     /// A reconnect storm, at once and with a backoff.
     #[serde(default)]
     pub storm: Option<storm::StormBench>,
+    /// A soak: cycles of everything at once, checked for leaks.
+    #[serde(default)]
+    pub soak: Option<soak::Soak>,
 }
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
@@ -418,6 +438,13 @@ pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
     }
     if let Some(slo) = &config.slo {
         return slo_bench(&config, command, slo);
+    }
+    if config.soak.is_some() {
+        // The soak is a run of its own: no other job beside it.
+        let mut soak = config.clone();
+        soak.measure.clear();
+        soak.storm = false;
+        return bench_one(&soak, command).map(|_| ());
     }
     if !config.sweep_from.is_empty() {
         return refit_sweep(&config, command);
@@ -630,7 +657,8 @@ fn phase_count(config: &BenchConfig) -> usize {
         true => 2 * config.samples,
         false => 0,
     };
-    per_sample * config.samples + servers * (churn + storm)
+    let soak = usize::from(config.soak.is_some());
+    per_sample * config.samples + servers * (churn + storm + soak)
 }
 
 fn run(
@@ -698,6 +726,19 @@ fn run(
         }
         false => vec![None; phases.servers.len()],
     };
+    let mut soaks: Vec<Option<soak::Soak>> = match config.soak {
+        Some(duration) => {
+            let setup = soak::SoakSetup {
+                duration,
+                cycle: config.soak_cycle,
+                conns: config.conns,
+            };
+            (0..phases.servers.len())
+                .map(|server| soak::run(&mut phases, server, &setup).map(Some))
+                .collect::<anyhow::Result<_>>()?
+        }
+        None => vec![None; phases.servers.len()],
+    };
     for record in &phases.records {
         let label = record.label();
         warnings.extend(record.warnings.iter().map(|w| format!("{label}: {w}")));
@@ -720,6 +761,7 @@ fn run(
                 echo: std::mem::take(&mut echoes[i]),
                 churn: churns[i].take(),
                 storm: storms[i].take(),
+                soak: soaks[i].take(),
             }
         })
         .collect();

@@ -425,6 +425,9 @@ fn details(out: &mut String, r: &ServerResult) {
     if let Some(storm) = &r.storm {
         out.push_str(&super::storm::text(storm));
     }
+    if let Some(soak) = &r.soak {
+        out.push_str(&super::soak::text(soak));
+    }
     if let Some(Churn::Single(c)) = &r.churn {
         let _ = writeln!(
             out,

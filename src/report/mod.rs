@@ -233,6 +233,15 @@ fn write(runs: &Runs, dir: &Path, out: &Path) -> anyhow::Result<usize> {
             let name = format!("{file}-storm.svg");
             save(&name, svg::line_svg(&plot), &mut md, &plot.title)?;
         }
+        for s in &bench.servers {
+            if let Some(soak) = &s.soak {
+                let _ = writeln!(md, "```\n{}```\n", crate::bench::soak::text(soak));
+            }
+        }
+        if let Some(plot) = soak_memory(file, bench) {
+            let name = format!("{file}-soak-rss.svg");
+            save(&name, svg::line_svg(&plot), &mut md, &plot.title)?;
+        }
     }
     if !runs.ceilings.is_empty() {
         let _ = writeln!(md, "## Ceilings\n");
@@ -584,6 +593,34 @@ fn storm_curves(file: &str, bench: &BenchResult) -> Option<LinePlot> {
         title: format!("Reconnect storm: {conns} connections reset at once, open again over time"),
         x_label: "seconds after the first loss".into(),
         y_label: "connections open".into(),
+        x_log: false,
+        y_log: false,
+        series,
+        footer: footer(bench, file),
+    })
+}
+
+/// Each soaked server's resident memory over the soak, sampled every second.
+fn soak_memory(file: &str, bench: &BenchResult) -> Option<LinePlot> {
+    let series: Vec<Series> = bench
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let soak = s.soak.as_ref()?;
+            Some(Series {
+                name: label(s, bench),
+                points: soak
+                    .rss_curve
+                    .iter()
+                    .map(|&[t, rss]| (t, rss / 1e6))
+                    .collect(),
+            })
+        })
+        .collect();
+    (!series.is_empty()).then(|| LinePlot {
+        title: format!("Soak at {} connections: server RSS over time", bench.conns),
+        x_label: "seconds since the soak began".into(),
+        y_label: "resident memory, MB".into(),
         x_log: false,
         y_log: false,
         series,

@@ -9,6 +9,9 @@ use super::Shard;
 use crate::load::config::Work;
 use crate::load::storm::{self, StormCause, MAX_ATTEMPTS};
 
+/// Reconnects a shard starts per turn of its loop, at most.
+const PER_TURN: usize = 256;
+
 impl Shard {
     fn storm(&self) -> Option<(StormCause, Option<storm::Backoff>)> {
         match self.job.scenario.work {
@@ -68,9 +71,15 @@ impl Shard {
             .push(Reverse((now + wait.as_nanos() as u64, attempt)));
     }
 
-    /// Start every reconnect that is due.
+    /// Start the reconnects that are due, at most [`PER_TURN`] before the
+    /// loop goes back to its events: a connect() can be slow (the kernel's
+    /// port search), and an attempt the loop cannot attend to would time
+    /// out on the client's side, not the server's.
     pub(super) fn reconnects_due(&mut self, now: u64) {
-        while let Some(&Reverse((due, attempt))) = self.reconnects.peek() {
+        for _ in 0..PER_TURN {
+            let Some(&Reverse((due, attempt))) = self.reconnects.peek() else {
+                return;
+            };
             if due > now {
                 return;
             }
