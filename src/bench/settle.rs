@@ -31,6 +31,9 @@ pub struct Sockets {
     /// Objects in the TCP slab cache (approximate: see `kernel`), when
     /// /proc/slabinfo is readable.
     pub tcp_slab_objects: Option<u64>,
+    /// Pages the kernel has charged to TCP buffers (sockstat `mem`).
+    #[serde(default)]
+    pub tcp_mem_pages: u64,
 }
 
 /// How a wait for a settled system ended.
@@ -64,6 +67,7 @@ fn parse_sockstat(text: &str) -> Sockets {
             "inuse" => counts.tcp_inuse = value,
             "orphan" => counts.tcp_orphan = value,
             "tw" => counts.tcp_time_wait = value,
+            "mem" => counts.tcp_mem_pages = value,
             _ => {}
         }
     }

@@ -21,6 +21,8 @@ use super::settle;
 use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::report::Report;
 
+/// sockstat counts TCP memory in pages.
+const PAGE: u64 = 4096;
 /// How much the memory after the last cycle may exceed that after the
 /// first before it counts as growth: allocator noise, not a leak.
 const MEMORY_SLACK: f64 = 0.10;
@@ -69,9 +71,12 @@ pub struct SoakSample {
     /// Fds in the fd table of the main thread and of each shard thread, in
     /// thread order (a shared table appears once per thread).
     pub fd_tables: Vec<u64>,
-    /// The machine's TCP sockets in use, and TCP slab objects if readable.
+    /// The machine's TCP sockets in use, TCP slab objects if readable, and
+    /// bytes of TCP buffers (sockstat `mem`).
     pub tcp_inuse: u64,
     pub tcp_slab_objects: Option<u64>,
+    #[serde(default)]
+    pub tcp_mem_bytes: u64,
     /// Whether the machine's sockets were back to the baseline in time.
     pub sockets_settled: bool,
 }
@@ -105,6 +110,10 @@ pub struct Soak {
     pub cycles: Vec<SoakCycle>,
     /// [seconds since the soak began, server RSS in bytes], every second.
     pub rss_curve: Vec<[f64; 2]>,
+    /// [seconds since the soak began, bytes of TCP buffers the kernel has
+    /// charged, machine-wide (server and clients)], every second.
+    #[serde(default)]
+    pub kernel_tcp_curve: Vec<[f64; 2]>,
     /// Deliveries lost or duplicated over every cycle.
     pub lost: u64,
     pub duplicated: u64,
@@ -137,9 +146,16 @@ fn soak(running: &Running, setup: &SoakSetup) -> anyhow::Result<phase::Outcome<S
     let baseline = &baseline;
     let before = sample(running, started, baseline)?;
     let sampler = RssSampler::start(running.server.pid() as u32, started);
-    let mut cycles = Vec::new();
+    let mut cycles: Vec<SoakCycle> = Vec::new();
     let mut last_report = None;
-    while started.elapsed() + setup.cycle <= setup.duration || cycles.is_empty() {
+    // Another cycle only if one as long as the last still fits.
+    let fits = |cycles: &[SoakCycle]| {
+        let last = cycles
+            .last()
+            .map_or(setup.cycle, |c| Duration::from_secs_f64(c.seconds));
+        started.elapsed() + last <= setup.duration
+    };
+    while cycles.is_empty() || fits(&cycles) {
         let index = cycles.len() + 1;
         eprintln!("fanout bench:   soak cycle {index}");
         let cycle_start = Instant::now();
@@ -153,7 +169,7 @@ fn soak(running: &Running, setup: &SoakSetup) -> anyhow::Result<phase::Outcome<S
         });
         last_report = Some(report);
     }
-    let rss_curve = sampler.stop();
+    let (rss_curve, kernel_tcp_curve) = sampler.stop();
     let leaks = leaks(&before, &cycles);
     let soak = Soak {
         load,
@@ -162,6 +178,7 @@ fn soak(running: &Running, setup: &SoakSetup) -> anyhow::Result<phase::Outcome<S
         before,
         cycles,
         rss_curve,
+        kernel_tcp_curve,
         leaks,
     };
     let report = last_report.context("no cycle ran")?;
@@ -253,6 +270,7 @@ fn sample(
         fd_tables: shard_fd_tables(running.server.pid() as u32),
         tcp_inuse: settled.sockets.tcp_inuse,
         tcp_slab_objects: settled.sockets.tcp_slab_objects,
+        tcp_mem_bytes: settled.sockets.tcp_mem_pages * PAGE,
         sockets_settled: settled.settled,
     })
 }
@@ -319,9 +337,10 @@ fn leaks(before: &SoakSample, cycles: &[SoakCycle]) -> Vec<String> {
     leaks
 }
 
-/// Samples the server's resident memory every second on a thread of its own.
+/// Samples the server's resident memory and the kernel's TCP buffers every
+/// second on a thread of its own.
 struct RssSampler {
-    samples: Arc<Mutex<Vec<[f64; 2]>>>,
+    samples: Arc<Mutex<Vec<[f64; 3]>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -335,8 +354,9 @@ impl RssSampler {
             std::thread::spawn(move || {
                 while !stop.load(Relaxed) {
                     let rss = crate::process::tree_rss_bytes(pid) as f64;
+                    let tcp = (settle::sockets().tcp_mem_pages * PAGE) as f64;
                     let at = started.elapsed().as_secs_f64();
-                    samples.lock().unwrap().push([at, rss]);
+                    samples.lock().unwrap().push([at, rss, tcp]);
                     std::thread::sleep(Duration::from_secs(1));
                 }
             })
@@ -353,18 +373,22 @@ impl RssSampler {
         let samples = self.samples.lock().unwrap();
         samples
             .iter()
-            .filter(|[at, _]| *at >= since.as_secs_f64())
-            .map(|[_, rss]| *rss as u64)
+            .filter(|[at, _, _]| *at >= since.as_secs_f64())
+            .map(|[_, rss, _]| *rss as u64)
             .max()
             .unwrap_or(0)
     }
 
-    fn stop(mut self) -> Vec<[f64; 2]> {
+    /// The RSS curve and the kernel's TCP memory curve.
+    fn stop(mut self) -> (Vec<[f64; 2]>, Vec<[f64; 2]>) {
         self.stop.store(true, Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        std::mem::take(&mut *self.samples.lock().unwrap())
+        let samples = std::mem::take(&mut *self.samples.lock().unwrap());
+        let rss = samples.iter().map(|&[at, rss, _]| [at, rss]).collect();
+        let tcp = samples.iter().map(|&[at, _, tcp]| [at, tcp]).collect();
+        (rss, tcp)
     }
 }
 
@@ -383,15 +407,22 @@ pub fn text(soak: &Soak) -> String {
         load.churn_per_s,
         grouped(load.storm_conns as f64, 0)
     );
+    let peak_tcp = soak
+        .kernel_tcp_curve
+        .iter()
+        .map(|&[_, b]| b as u64)
+        .max()
+        .unwrap_or(0);
     out += &format!(
-        "          before: RSS {} MB, heap {} MB, fds {:?}\n",
+        "          before: RSS {} MB, heap {} MB, fds {:?}; the kernel's TCP buffers peaked at {} MB (machine-wide)\n",
         mb(soak.before.rss_bytes),
         mb(soak.before.heap_allocated_bytes),
-        soak.before.fd_tables
+        soak.before.fd_tables,
+        mb(peak_tcp)
     );
     for c in &soak.cycles {
         out += &format!(
-            "          cycle {}: {} deliveries, {} lost, {} duplicated; {} echoes; {} churned; storm back in {}; peak RSS {} MB → after: open {}, RSS {} MB, heap {} MB, fds {:?}, TCP sockets {}\n",
+            "          cycle {}: {} deliveries, {} lost, {} duplicated; {} echoes; {} churned; storm back in {}; peak RSS {} MB → after: open {}, RSS {} MB, heap {} MB, fds {:?}, TCP sockets {} ({} MB of buffers)\n",
             c.index,
             grouped(c.delivered as f64, 0),
             c.lost,
@@ -404,7 +435,8 @@ pub fn text(soak: &Soak) -> String {
             mb(c.after.rss_bytes),
             mb(c.after.heap_allocated_bytes),
             c.after.fd_tables,
-            c.after.tcp_inuse
+            c.after.tcp_inuse,
+            mb(c.after.tcp_mem_bytes)
         );
     }
     match soak.leaks.is_empty() {

@@ -602,25 +602,30 @@ fn storm_curves(file: &str, bench: &BenchResult) -> Option<LinePlot> {
 
 /// Each soaked server's resident memory over the soak, sampled every second.
 fn soak_memory(file: &str, bench: &BenchResult) -> Option<LinePlot> {
+    let megabytes = |points: &[[f64; 2]]| points.iter().map(|&[t, b]| (t, b / 1e6)).collect();
     let series: Vec<Series> = bench
         .servers
         .iter()
         .filter_map(|s| {
             let soak = s.soak.as_ref()?;
-            Some(Series {
-                name: label(s, bench),
-                points: soak
-                    .rss_curve
-                    .iter()
-                    .map(|&[t, rss]| (t, rss / 1e6))
-                    .collect(),
-            })
+            Some([
+                Series {
+                    name: format!("{} RSS", label(s, bench)),
+                    points: megabytes(&soak.rss_curve),
+                },
+                Series {
+                    name: format!("kernel TCP buffers, machine-wide ({} run)", label(s, bench)),
+                    points: megabytes(&soak.kernel_tcp_curve),
+                },
+            ])
         })
+        .flatten()
+        .filter(|series| !series.points.is_empty())
         .collect();
     (!series.is_empty()).then(|| LinePlot {
-        title: format!("Soak at {} connections: server RSS over time", bench.conns),
+        title: format!("Soak at {} connections: memory over time", bench.conns),
         x_label: "seconds since the soak began".into(),
-        y_label: "resident memory, MB".into(),
+        y_label: "MB".into(),
         x_log: false,
         y_log: false,
         series,
