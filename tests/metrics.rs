@@ -87,7 +87,49 @@ fn promtool_accepts(text: &str) {
     );
 }
 
+/// The value of `metric` with `label="value"`, as prometheus-parse reads it.
+fn labeled(text: &str, metric: &str, label: &str, value: &str) -> f64 {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("prometheus-parse reads it");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && s.labels.get(label) == Some(value))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{other:?}"),
+        })
+        .unwrap_or_else(|| panic!("no {metric}{{{label}=\"{value}\"}} in {text}"))
+}
+
 every_backend! {
+    /// Closes by the code the server sent, the client's own closes, and
+    /// messages both ways.
+    fn closes_are_counted_by_code_and_messages_both_ways(backend: Backend) {
+        let server = Server::start(backend, &["--metrics", "127.0.0.1:0", "--idle-timeout", "1s"]);
+        let mut bad = RawWs::connect(&server, "/echo");
+        bad.send(&raw_frame(0x81, &[b'a', 0xFF]));
+        assert_eq!(bad.expect_close(), 1007);
+        let mut polite = ws_connect(&server, "/echo");
+        assert_echo(&mut polite, Message::text("x"));
+        polite.close(None).unwrap();
+        while polite.read().is_ok() {}
+        let mut silent = RawWs::connect(&server, "/echo");
+        assert_eq!(silent.expect_close(), 1001);
+        let text = scrape_until(&server, |m| {
+            m["fanout_idle_timeouts_total"] == 1.0 && m["fanout_peer_closes_total"] == 1.0
+        });
+        promtool_accepts(&text);
+        assert_eq!(labeled(&text, "fanout_closes_total", "code", "1007"), 1.0, "{text}");
+        assert_eq!(labeled(&text, "fanout_closes_total", "code", "1001"), 1.0, "{text}");
+        assert_eq!(labeled(&text, "fanout_closes_total", "code", "1002"), 0.0, "{text}");
+        assert_eq!(labeled(&text, "fanout_closes_total", "code", "1013"), 0.0, "{text}");
+        let m = parse(&text);
+        assert_eq!(m["fanout_peer_closes_total"], 1.0, "{text}");
+        assert_eq!(m["fanout_messages_received_total"], 1.0, "{text}");
+        assert_eq!(m["fanout_messages_sent_total"], 1.0, "{text}");
+    }
+
     fn metrics_count_what_the_clients_did(backend: Backend) {
         let server = Server::start(backend, &["--metrics", "127.0.0.1:0"]);
         let before = parse(&scrape(&server));

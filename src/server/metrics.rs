@@ -150,6 +150,31 @@ pub fn render(snapshot: &Snapshot, tables: &[FdTable]) -> String {
             let _ = writeln!(out, "fanout_{name}_total {value}");
         }
     }
+    let totals = &snapshot.totals;
+    metric(
+        &mut out,
+        "fanout_closes_total",
+        "counter",
+        "Connections the server closed, by the WebSocket close code it sent (1001 going away: drain or idle timeout; 1002, 1007, 1009 protocol errors; 1008 past --max-backlog; 1013 shed for --max-backlog-total). TCP: the same reasons, closed with a FIN.",
+    );
+    for (code, count) in totals.closes_by_code() {
+        let _ = writeln!(out, "fanout_closes_total{{code=\"{code}\"}} {count}");
+    }
+    for (name, help, value) in [
+        (
+            "fanout_messages_received_total",
+            "Data messages received from clients (echoed + published).",
+            totals.echoed + totals.published,
+        ),
+        (
+            "fanout_messages_sent_total",
+            "Data messages sent to clients (echoed + room deliveries).",
+            totals.echoed + totals.delivered,
+        ),
+    ] {
+        metric(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     metric(
         &mut out,
         "fanout_open_connections",

@@ -55,6 +55,12 @@ counters! {
     handshake_timeouts,
     /// Connections closed for breaking the protocol (1002, 1007, 1009).
     protocol_errors,
+    /// Of those, closed with 1007: invalid UTF-8 in a text message.
+    invalid_payload_closes,
+    /// Of those, closed with 1009: a message over --max-message.
+    too_big_closes,
+    /// Connections whose client started the close handshake.
+    peer_closes,
     /// Room members closed with 1008 for exceeding --max-backlog.
     backlog_closes,
     /// Room members closed with 1013 (try again later) because the room's
@@ -106,6 +112,35 @@ counters! {
 
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
+}
+
+/// A connection closed for breaking the protocol with `code`.
+pub fn count_violation(counters: &ShardCounters, code: u16) {
+    bump(&counters.protocol_errors);
+    match code {
+        crate::protocol::close_code::INVALID_PAYLOAD => bump(&counters.invalid_payload_closes),
+        crate::protocol::close_code::MESSAGE_TOO_BIG => bump(&counters.too_big_closes),
+        _ => {}
+    }
+}
+
+impl Totals {
+    /// Connections the server closed, by the close code it sent (TCP: the
+    /// same reasons, closed with a FIN): derived from the counters of
+    /// their reasons, so nothing is counted twice on the hot path.
+    pub fn closes_by_code(&self) -> [(u16, u64); 6] {
+        use crate::protocol::close_code::*;
+        let other_violations =
+            self.protocol_errors - self.invalid_payload_closes - self.too_big_closes;
+        [
+            (GOING_AWAY, self.drain_goodbyes + self.idle_timeouts),
+            (PROTOCOL_ERROR, other_violations),
+            (INVALID_PAYLOAD, self.invalid_payload_closes),
+            (POLICY_VIOLATION, self.backlog_closes),
+            (MESSAGE_TOO_BIG, self.too_big_closes),
+            (TRY_AGAIN_LATER, self.overload_closes),
+        ]
+    }
 }
 
 /// What the `stats` line reports: counters plus process memory.

@@ -25,7 +25,7 @@ use crate::protocol::{close_code, Proto, Route};
 use crate::server::admission::Refusal;
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
 use crate::server::silence::{on_silence, silence_limit, Silence};
-use crate::server::stats::{bump, ShardCounters};
+use crate::server::stats::{bump, count_violation, ShardCounters};
 
 /// Bytes a read asks for at least.
 const READ_CHUNK: usize = 4096;
@@ -219,11 +219,15 @@ fn count_ending(ending: Ending, counters: &ShardCounters) -> Close {
             bump(&counters.rejected);
             Close::Drain
         }
-        Ending::Violation(_) => {
-            bump(&counters.protocol_errors);
+        Ending::Violation(code) => {
+            count_violation(counters, code);
             Close::Drain
         }
-        Ending::PeerClosed | Ending::CloseAnswered => Close::Now,
+        Ending::PeerClosed => {
+            bump(&counters.peer_closes);
+            Close::Now
+        }
+        Ending::CloseAnswered => Close::Now,
     }
 }
 

@@ -29,7 +29,7 @@ use super::Shard;
 use crate::protocol::{close_code, handshake, Route};
 use crate::server::settings::Settings;
 use crate::server::silence::{on_silence, Silence};
-use crate::server::stats::{bump, ShardCounters};
+use crate::server::stats::{bump, count_violation, ShardCounters};
 
 /// The read buffer tungstenite's docs suggest when there are many
 /// connections and little read load.
@@ -158,7 +158,9 @@ async fn converse(
                             counters.delivered.fetch_add(delivered, Relaxed);
                         }
                     },
-                    // Pings, pongs and closes: tungstenite answers them itself.
+                    // The client starts the close; tungstenite answers it.
+                    Some(Ok(Message::Close(_))) => bump(&counters.peer_closes),
+                    // Pings and pongs: tungstenite answers them itself.
                     Some(Ok(_)) => {}
                     Some(Err(error)) => return violation(error, counters),
                 }
@@ -187,7 +189,9 @@ fn violation(error: Error, counters: &ShardCounters) -> Ending {
         Error::Capacity(_) => Ending::Close(close_code::MESSAGE_TOO_BIG, "message too big"),
         _ => return Ending::Gone,
     };
-    bump(&counters.protocol_errors);
+    if let Ending::Close(code, _) = ending {
+        count_violation(counters, code);
+    }
     ending
 }
 

@@ -32,7 +32,7 @@ use super::deadline::{Clock, Deadline};
 use super::hub::Hub;
 use super::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
 use super::settings::Settings;
-use super::stats::{bump, ShardCounters};
+use super::stats::{bump, count_violation, ShardCounters};
 use crate::protocol::{close_code, frame, Proto, Route};
 
 /// What a backend does for the core. Two write models meet here: a
@@ -370,8 +370,8 @@ impl<S> Core<S> {
         };
         match ending {
             Ending::Rejected(_) => bump(&self.counters().rejected),
-            Ending::Violation(_) => bump(&self.counters().protocol_errors),
-            Ending::PeerClosed => {}
+            Ending::Violation(code) => count_violation(self.counters(), code),
+            Ending::PeerClosed => bump(&self.counters().peer_closes),
             Ending::CloseAnswered => return self.close(io, key, How::Cleanly),
         }
         self.start_closing(io, key);
