@@ -926,3 +926,52 @@ fn a_30_second_soak_on_every_backend_leaks_nothing_and_loses_nothing() {
         "{text}"
     );
 }
+
+/// `--measure overload` with a room budget the broadcast must pass: the
+/// server's memory is read idle, with its members, at the peak and after;
+/// the members furthest behind are shed with 1013, never with 1008.
+#[test]
+fn the_overload_bench_reads_the_peak_and_sheds_past_the_room_budget() {
+    let out = scratch_dir("overload");
+    let (r, text) = bench(
+        &[
+            "--measure",
+            "overload",
+            "--conns",
+            "500",
+            "--samples",
+            "2",
+            "--overload-rate",
+            "1000",
+            "--overload-size",
+            "64KiB",
+            "--overload-duration",
+            "2s",
+            "--serve-arg=--max-backlog-total=16KiB",
+            "--name",
+            "overload",
+        ],
+        &out,
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = r.servers[0].overload.as_ref().expect("an overload section");
+    assert_eq!((o.members, o.runs.len()), (500, 2));
+    for run in &o.runs {
+        assert!(run.idle_rss_bytes > 0 && run.with_members_rss_bytes > 0);
+        assert!(run.peak_rss_bytes >= run.with_members_rss_bytes);
+        assert!(
+            run.overload_closes > 0,
+            "32 GB/s asked against a 16 KiB budget: {run:?}"
+        );
+        assert_eq!(run.backlog_closes, 0);
+    }
+    assert!(
+        r.servers[0].server.contains("fanout serve"),
+        "{}",
+        r.servers[0].server
+    );
+    assert!(
+        text.contains("overload  500 members, 1000/s × 65536 B for 2 s: peak"),
+        "{text}"
+    );
+}

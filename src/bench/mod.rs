@@ -16,9 +16,11 @@ pub mod echo;
 pub mod kernel;
 pub mod machine;
 pub mod memory;
+pub mod overload;
 pub mod phase;
 pub mod preflight;
 pub mod room;
+pub mod sampler;
 pub mod schema;
 pub mod settle;
 pub mod slo;
@@ -59,6 +61,9 @@ pub enum Job {
     /// A reconnect storm: --storm-conns connections reset at once and
     /// brought back, at once and with --storm-backoff (see --storm).
     Storm,
+    /// A broadcast the members cannot keep up with: the server's peak
+    /// memory per member, what it closed, and its memory after.
+    Overload,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -132,6 +137,24 @@ pub struct BenchConfig {
     /// Storm: longest a run waits for every connection to come back.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub storm_duration: Duration,
+
+    /// Overload: messages per second the publisher sends to --conns members.
+    #[arg(long, default_value_t = 100.0)]
+    pub overload_rate: f64,
+
+    /// Overload: the size of each message.
+    #[arg(long, default_value = "1KiB", value_parser = crate::units::parse_size)]
+    pub overload_size: usize,
+
+    /// Overload: how long the publisher sends.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub overload_duration: Duration,
+
+    /// An extra argument for every `fanout serve` the bench starts, e.g.
+    /// `--serve-arg=--max-backlog-total=64MiB` (repeatable; the results
+    /// record the command line and each server's plan).
+    #[arg(long, allow_hyphen_values = true)]
+    pub serve_arg: Vec<String>,
 
     /// Instead of the jobs, soak each server for this long (e.g. 10m):
     /// cycles of a room with a sustained broadcast, echo and churn
@@ -308,6 +331,15 @@ impl BenchConfig {
                     .into(),
             );
         }
+        if self.overload_rate <= 0.0
+            || self.overload_duration.is_zero()
+            || self.overload_size < crate::load::payload::HEADER_LEN
+        {
+            return Err(format!(
+                "--overload-rate and --overload-duration must be more than 0 and --overload-size at least {} bytes",
+                crate::load::payload::HEADER_LEN
+            ));
+        }
         if self.soak_cycle.is_zero() || self.soak.is_some_and(|soak| soak < self.soak_cycle) {
             return Err("--soak-cycle must be more than 0 and --soak at least one cycle".into());
         }
@@ -425,6 +457,9 @@ pub struct ServerResult {
     /// A soak: cycles of everything at once, checked for leaks.
     #[serde(default)]
     pub soak: Option<soak::Soak>,
+    /// A broadcast the members cannot keep up with.
+    #[serde(default)]
+    pub overload: Option<overload::OverloadBench>,
 }
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
@@ -479,7 +514,7 @@ fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
         one.name = Some(format!("{base}-{n}"));
         one.echo_conns = vec![n.min(largest_echo)];
         one.measure
-            .retain(|job| !matches!(job, Job::Churn | Job::Storm));
+            .retain(|job| !matches!(job, Job::Churn | Job::Storm | Job::Overload));
         one.storm = false;
         if one.measure.is_empty() {
             one.measure.push(Job::Room);
@@ -658,7 +693,11 @@ fn phase_count(config: &BenchConfig) -> usize {
         false => 0,
     };
     let soak = usize::from(config.soak.is_some());
-    per_sample * config.samples + servers * (churn + storm + soak)
+    let overload = match config.measures(Job::Overload) {
+        true => config.samples,
+        false => 0,
+    };
+    per_sample * config.samples + servers * (churn + storm + soak + overload)
 }
 
 fn run(
@@ -726,6 +765,21 @@ fn run(
         }
         false => vec![None; phases.servers.len()],
     };
+    let mut overloads: Vec<Option<overload::OverloadBench>> = match config.measures(Job::Overload) {
+        true => {
+            let setup = overload::OverloadSetup {
+                members: config.conns,
+                rate: config.overload_rate,
+                size: config.overload_size,
+                duration: config.overload_duration,
+                samples: config.samples,
+            };
+            (0..phases.servers.len())
+                .map(|server| overload::run(&mut phases, server, &setup).map(Some))
+                .collect::<anyhow::Result<_>>()?
+        }
+        false => vec![None; phases.servers.len()],
+    };
     let mut soaks: Vec<Option<soak::Soak>> = match config.soak {
         Some(duration) => {
             let setup = soak::SoakSetup {
@@ -762,6 +816,7 @@ fn run(
                 churn: churns[i].take(),
                 storm: storms[i].take(),
                 soak: soaks[i].take(),
+                overload: overloads[i].take(),
             }
         })
         .collect();

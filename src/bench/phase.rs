@@ -114,6 +114,8 @@ pub struct Outcome<T> {
 /// Runs phases in order and keeps their records.
 pub struct Phases {
     max_conns: usize,
+    /// --serve-arg: appended to every `fanout serve`.
+    serve_args: Vec<String>,
     baseline: Sockets,
     /// The servers measured, in the order of the results.
     pub servers: Vec<Measured>,
@@ -130,6 +132,7 @@ impl Phases {
     pub fn new(config: &BenchConfig, baseline: Sockets, total: usize) -> Phases {
         let servers = config.measured();
         Phases {
+            serve_args: config.serve_arg.clone(),
             max_conns: super::server_max_conns(config.conns),
             baseline,
             server_plans: vec![String::new(); servers.len()],
@@ -310,6 +313,7 @@ impl Phases {
                     max_conns = max_conns.min(crate::serve::one_table_capacity(*backend)?);
                 }
                 command.args(["--max-conns", &max_conns.to_string()]);
+                command.args(&self.serve_args);
                 command
             }
             Some(Measured::Command(cmd)) => {

@@ -47,6 +47,9 @@ pub struct Settled {
     pub settled: bool,
 }
 
+/// sockstat counts TCP memory in pages.
+pub const PAGE: u64 = 4096;
+
 pub fn sockets() -> Sockets {
     let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
     let mut counts = parse_sockstat(&text);

@@ -8,8 +8,6 @@
 //! (resident and allocated) no higher after the last cycle than after the
 //! first. The server's RSS is sampled every second throughout: the curve.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,12 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
 use super::phase::{self, Phases, Running, Target};
+use super::sampler::MemorySampler;
 use super::settle;
 use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::report::Report;
 
-/// sockstat counts TCP memory in pages.
-const PAGE: u64 = 4096;
 /// How much the memory after the last cycle may exceed that after the
 /// first before it counts as growth: allocator noise, not a leak.
 const MEMORY_SLACK: f64 = 0.10;
@@ -145,7 +142,8 @@ fn soak(running: &Running, setup: &SoakSetup) -> anyhow::Result<phase::Outcome<S
     let baseline = settle::sockets();
     let baseline = &baseline;
     let before = sample(running, started, baseline)?;
-    let sampler = RssSampler::start(running.server.pid() as u32, started);
+    let sampler =
+        MemorySampler::start(running.server.pid() as u32, started, Duration::from_secs(1));
     let mut cycles: Vec<SoakCycle> = Vec::new();
     let mut last_report = None;
     // Another cycle only if one as long as the last still fits.
@@ -270,7 +268,7 @@ fn sample(
         fd_tables: shard_fd_tables(running.server.pid() as u32),
         tcp_inuse: settled.sockets.tcp_inuse,
         tcp_slab_objects: settled.sockets.tcp_slab_objects,
-        tcp_mem_bytes: settled.sockets.tcp_mem_pages * PAGE,
+        tcp_mem_bytes: settled.sockets.tcp_mem_pages * settle::PAGE,
         sockets_settled: settled.settled,
     })
 }
@@ -335,61 +333,6 @@ fn leaks(before: &SoakSample, cycles: &[SoakCycle]) -> Vec<String> {
         }
     }
     leaks
-}
-
-/// Samples the server's resident memory and the kernel's TCP buffers every
-/// second on a thread of its own.
-struct RssSampler {
-    samples: Arc<Mutex<Vec<[f64; 3]>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start(pid: u32, started: Instant) -> RssSampler {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (samples, stop) = (samples.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Relaxed) {
-                    let rss = crate::process::tree_rss_bytes(pid) as f64;
-                    let tcp = (settle::sockets().tcp_mem_pages * PAGE) as f64;
-                    let at = started.elapsed().as_secs_f64();
-                    samples.lock().unwrap().push([at, rss, tcp]);
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            })
-        };
-        RssSampler {
-            samples,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The highest RSS sampled since `since` into the soak.
-    fn peak_since(&self, since: Duration) -> u64 {
-        let samples = self.samples.lock().unwrap();
-        samples
-            .iter()
-            .filter(|[at, _, _]| *at >= since.as_secs_f64())
-            .map(|[_, rss, _]| *rss as u64)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// The RSS curve and the kernel's TCP memory curve.
-    fn stop(mut self) -> (Vec<[f64; 2]>, Vec<[f64; 2]>) {
-        self.stop.store(true, Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        let samples = std::mem::take(&mut *self.samples.lock().unwrap());
-        let rss = samples.iter().map(|&[at, rss, _]| [at, rss]).collect();
-        let tcp = samples.iter().map(|&[at, _, tcp]| [at, tcp]).collect();
-        (rss, tcp)
-    }
 }
 
 /// The soak's lines in the bench's text.

@@ -428,6 +428,9 @@ fn details(out: &mut String, r: &ServerResult) {
     if let Some(soak) = &r.soak {
         out.push_str(&super::soak::text(soak));
     }
+    if let Some(overload) = &r.overload {
+        out.push_str(&super::overload::text(overload));
+    }
     if let Some(Churn::Single(c)) = &r.churn {
         let _ = writeln!(
             out,
