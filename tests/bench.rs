@@ -876,7 +876,7 @@ fn a_30_second_soak_on_every_backend_leaks_nothing_and_loses_nothing() {
             "--soak",
             "30s",
             "--soak-cycle",
-            "8s",
+            "4s",
             "--conns",
             "400",
             "--backends",
