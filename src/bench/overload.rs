@@ -27,35 +27,53 @@ const COME_BACK: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OverloadBench {
+    /// Room members held (--conns).
     pub members: usize,
+    /// Messages the publisher sent per second (--overload-rate).
     pub rate_per_s: f64,
+    /// Bytes per message (--overload-size).
     pub size: usize,
+    /// How long the publisher sent (--overload-duration).
     pub seconds: f64,
     /// Peak RSS above the server holding its idle members, ÷ members, bytes.
     pub peak_bytes_per_member: Spread,
-    /// The server's RSS, MB: idle before the members, holding them idle,
-    /// at the peak, and two seconds after they left.
+    /// The server's RSS, MB, idle before the members joined.
     pub idle_rss_mb: Spread,
+    /// The server's RSS, MB, holding its members idle.
     pub with_members_rss_mb: Spread,
+    /// The server's highest RSS sampled while the publisher sent and the
+    /// members caught up, MB.
     pub peak_rss_mb: Spread,
+    /// The server's RSS two seconds after the members left, MB.
     pub after_rss_mb: Spread,
-    /// Members closed with 1008 (--max-backlog) and 1013 (--max-backlog-total).
+    /// Members closed with 1008 (past --max-backlog).
     pub backlog_closes: Spread,
+    /// Members closed with 1013 (shed for --max-backlog-total).
     pub overload_closes: Spread,
     /// Deliveries per second the members received.
     pub deliveries_per_s: Spread,
+    /// Every run, each on a fresh server.
     pub runs: Vec<OverloadRun>,
 }
 
+/// One overload run's readings.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OverloadRun {
+    /// The server's RSS before the members joined.
     pub idle_rss_bytes: u64,
+    /// The server's RSS holding its members idle.
     pub with_members_rss_bytes: u64,
+    /// The highest RSS sampled (every 50 ms) during the overload.
     pub peak_rss_bytes: u64,
+    /// The server's RSS two seconds after the members left.
     pub after_rss_bytes: u64,
+    /// Members open when the publisher began.
     pub members: u64,
+    /// Members closed with 1008 (past --max-backlog).
     pub backlog_closes: u64,
+    /// Members closed with 1013 (shed for --max-backlog-total).
     pub overload_closes: u64,
+    /// Deliveries per second the members received.
     pub deliveries_per_s: f64,
 }
 

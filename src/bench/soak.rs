@@ -40,6 +40,7 @@ pub struct SoakLoad {
     pub churn_per_s: f64,
     /// Connections in each cycle's storm (reset at once, back at once).
     pub storm_conns: usize,
+    /// How long each cycle's room, echo and churn run (--soak-cycle), s.
     pub cycle_s: f64,
 }
 
@@ -63,15 +64,18 @@ pub struct SoakSample {
     pub at_s: f64,
     /// Connections the server still had open.
     pub open: u64,
+    /// The server's process tree's resident memory.
     pub rss_bytes: u64,
+    /// Bytes the server's allocator has handed out (jemalloc).
     pub heap_allocated_bytes: u64,
     /// Fds in the fd table of the main thread and of each shard thread, in
     /// thread order (a shared table appears once per thread).
     pub fd_tables: Vec<u64>,
-    /// The machine's TCP sockets in use, TCP slab objects if readable, and
-    /// bytes of TCP buffers (sockstat `mem`).
+    /// The machine's TCP sockets in use.
     pub tcp_inuse: u64,
+    /// Objects in the kernel's TCP slab cache, when /proc/slabinfo is readable.
     pub tcp_slab_objects: Option<u64>,
+    /// Bytes of TCP buffers the kernel has charged (sockstat `mem`).
     #[serde(default)]
     pub tcp_mem_bytes: u64,
     /// Whether the machine's sockets were back to the baseline in time.
@@ -80,30 +84,41 @@ pub struct SoakSample {
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SoakCycle {
+    /// 1 for the first cycle.
     pub index: usize,
+    /// How long the cycle took, storm and reading included, s.
     pub seconds: f64,
-    /// Broadcast: messages published, deliveries, and those lost (gaps and
-    /// members the server closed) or duplicated.
+    /// Broadcast: messages published.
     pub published: u64,
+    /// Broadcast: deliveries received by the members.
     pub delivered: u64,
+    /// Broadcast: deliveries lost (gaps, and members the server closed).
     pub lost: u64,
+    /// Broadcast: deliveries received twice.
     pub duplicated: u64,
+    /// Echo: messages echoed.
     pub echoed: u64,
+    /// Churn: cycles completed (open, echo once, close).
     pub churn_completed: u64,
+    /// Churn: cycles whose connection failed.
     pub churn_failed: u64,
     /// The storm: seconds until all were back (none: not within its bound).
     pub storm_all_back_s: Option<f64>,
+    /// The storm: reconnect attempts that failed (and were retried).
     pub storm_failed_attempts: u64,
     /// The server's highest RSS sampled during the cycle.
     pub peak_rss_bytes: u64,
+    /// The server once every client of the cycle was gone.
     pub after: SoakSample,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Soak {
+    /// What each cycle ran.
     pub load: SoakLoad,
     /// Before the first cycle: the server started, no client yet.
     pub before: SoakSample,
+    /// Every cycle, in order.
     pub cycles: Vec<SoakCycle>,
     /// [seconds since the soak began, server RSS in bytes], every second.
     pub rss_curve: Vec<[f64; 2]>,
@@ -111,8 +126,9 @@ pub struct Soak {
     /// charged, machine-wide (server and clients)], every second.
     #[serde(default)]
     pub kernel_tcp_curve: Vec<[f64; 2]>,
-    /// Deliveries lost or duplicated over every cycle.
+    /// Deliveries lost over every cycle.
     pub lost: u64,
+    /// Deliveries duplicated over every cycle.
     pub duplicated: u64,
     /// What did not come back (empty: nothing leaked).
     pub leaks: Vec<String>,

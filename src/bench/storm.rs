@@ -33,11 +33,13 @@ pub struct StormPolicy {
     /// How each connection came back: "at once" or the backoff.
     pub reconnect: String,
     /// Seconds from the first loss until all were back, over the runs that
-    /// got there; `runs_not_back` did not within --storm-duration.
+    /// got there.
     pub all_back_s: Option<Spread>,
+    /// Runs in which not every connection was back within --storm-duration.
     pub runs_not_back: usize,
-    /// Reconnect attempts, and those that failed, per run.
+    /// Reconnect attempts per run.
     pub attempts: Spread,
+    /// Reconnect attempts that failed (and were retried), per run.
     pub failed_attempts: Spread,
     /// Upgrades the server refused with 503 during the storm, per run.
     pub server_refused: Spread,
@@ -47,15 +49,19 @@ pub struct StormPolicy {
     pub server_cpu_s: Spread,
     /// Reconnect (connect + upgrade) p99, ms, per run.
     pub reconnect_p99_ms: Spread,
+    /// Every run, each on a fresh server.
     pub runs: Vec<StormRun>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StormRun {
+    /// The load generator's storm section.
     pub storm: StormReport,
     /// Why attempts failed (the load report's `connect.failures`).
     pub failures: std::collections::BTreeMap<String, u64>,
+    /// The server's CPU seconds from the end of the ramp to the end of the storm.
     pub server_cpu_seconds: f64,
+    /// Upgrades the server refused with 503 during the storm.
     pub server_refused: u64,
 }
 

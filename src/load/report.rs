@@ -76,15 +76,17 @@ pub struct StormReport {
     pub reconnect: String,
     /// Connections open when the storm began.
     pub open_before: u64,
+    /// Open connections lost.
     pub lost: u64,
-    /// Reconnect attempts started, those that opened, those that failed
-    /// (by cause in `connect.failures`).
+    /// Reconnect attempts started.
     pub attempts: u64,
+    /// Reconnects that opened.
     pub back: u64,
+    /// Reconnect attempts that failed (by cause in `connect.failures`).
     pub failed_attempts: u64,
-    /// Connections that gave up after `load::storm::MAX_ATTEMPTS` attempts,
-    /// and reconnects still waiting for their time when the run ended.
+    /// Connections that gave up after 100 attempts.
     pub gave_up: u64,
+    /// Reconnects still waiting for their time when the run ended.
     pub waiting_at_end: u64,
     /// From the first connection lost until all were open again; none if
     /// that did not happen within --duration.
