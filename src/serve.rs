@@ -88,8 +88,9 @@ pub struct ServeConfig {
     /// At the first SIGINT or SIGTERM the server stops accepting and tells
     /// every client to go (WebSocket close 1001, TCP our FIN), spread
     /// evenly over this window so that they do not all come back at once;
-    /// each then has --close-timeout to answer. A second signal stops at
-    /// once. The last line says how many closed cleanly. Default 0: every
+    /// each then has --close-timeout to answer; a handshake that completes
+    /// meanwhile gets 503. A second signal stops at once. The last line
+    /// says how many closed cleanly. Default 0: every
     /// goodbye at once, answers awaited 100 ms.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub drain_time: Duration,

@@ -108,6 +108,30 @@ every_backend! {
         drop(clients);
     }
 
+    /// A handshake that completes after the drain began is refused with
+    /// 503 (go elsewhere), not admitted only to be told to go.
+    fn an_upgrade_finished_during_the_drain_gets_503(backend: Backend) {
+        let server = Server::start(backend, &["--drain-time", "2s"]);
+        let request = upgrade_request("/echo");
+        let (first_half, rest) = request.as_bytes().split_at(20);
+        let mut late = tcp_connect(server.addr);
+        late.write_all(first_half).unwrap();
+        server.wait_for_stats("the connection accepted", |s| s.totals.accepted == 1);
+        server.terminate();
+        std::thread::sleep(Duration::from_millis(300));
+        late.write_all(rest).unwrap();
+        let mut response = String::new();
+        late.read_to_string(&mut response).expect("the answer, then our FIN");
+        assert!(response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{response}");
+        assert!(response.contains("Retry-After: 1\r\n"), "{response}");
+        assert!(response.contains("shutting down"), "{response}");
+        drop(late);
+        let (stats, _, status) = server.wait_for_exit();
+        assert!(status.success());
+        assert_eq!(stats.totals.rejected_draining, 1);
+        assert_eq!((stats.totals.upgraded, stats.totals.drain_goodbyes), (0, 0));
+    }
+
     /// Clients that have not been told yet are still served during the
     /// drain, and a TCP client is told with our FIN.
     fn tcp_clients_are_served_until_told_then_get_a_fin(backend: Backend) {

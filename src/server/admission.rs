@@ -27,6 +27,8 @@ pub enum Refusal {
     OverCapacity,
     /// The shard's --accept-rate bucket is empty.
     AcceptRate,
+    /// The server has begun to drain: it takes no one new.
+    Draining,
 }
 
 impl Refusal {
@@ -35,6 +37,7 @@ impl Refusal {
         let why = match self {
             Refusal::OverCapacity => "the server holds its --max-conns connections",
             Refusal::AcceptRate => "the server is taking new connections at its --accept-rate",
+            Refusal::Draining => "the server is shutting down",
         };
         let body = format!("{why}; try again later\n");
         format!(
@@ -133,13 +136,25 @@ impl Gate {
 
     /// May one more connection upgrade? On yes it holds a place in
     /// `admitted`, to give back with [`Admitted::leave`] when it closes; a
-    /// refusal is counted in `counters` by its reason.
-    pub fn admit(&mut self, admitted: &Admitted, counters: &ShardCounters) -> Result<(), Refusal> {
-        let verdict = self.verdict(admitted);
+    /// refusal is counted in `counters` by its reason. Once the server
+    /// `draining`, every upgrade is refused: one that completes before the
+    /// drain reaches its shard would otherwise be admitted only to be told
+    /// to go.
+    pub fn admit(
+        &mut self,
+        admitted: &Admitted,
+        counters: &ShardCounters,
+        draining: bool,
+    ) -> Result<(), Refusal> {
+        let verdict = match draining {
+            true => Err(Refusal::Draining),
+            false => self.verdict(admitted),
+        };
         if let Err(refusal) = verdict {
             bump(match refusal {
                 Refusal::OverCapacity => &counters.rejected_over_capacity,
                 Refusal::AcceptRate => &counters.rejected_accept_rate,
+                Refusal::Draining => &counters.rejected_draining,
             });
         }
         verdict
@@ -168,15 +183,34 @@ mod tests {
         let admitted = Admitted::default();
         let counters = ShardCounters::default();
         let mut gate = Gate::new(Some(2), None, 1);
-        assert_eq!(gate.admit(&admitted, &counters), Ok(()));
-        assert_eq!(gate.admit(&admitted, &counters), Ok(()));
-        assert_eq!(gate.admit(&admitted, &counters), Err(Refusal::OverCapacity));
+        assert_eq!(gate.admit(&admitted, &counters, false), Ok(()));
+        assert_eq!(gate.admit(&admitted, &counters, false), Ok(()));
+        assert_eq!(
+            gate.admit(&admitted, &counters, false),
+            Err(Refusal::OverCapacity)
+        );
         admitted.leave();
-        assert_eq!(gate.admit(&admitted, &counters), Ok(()));
+        assert_eq!(gate.admit(&admitted, &counters, false), Ok(()));
         assert_eq!(admitted.count(), 2);
         assert_eq!(counters.rejected_over_capacity.load(Ordering::Relaxed), 1);
         let mut unlimited = Gate::new(None, None, 1);
-        assert!((0..1000).all(|_| unlimited.admit(&admitted, &counters).is_ok()));
+        assert!((0..1000).all(|_| unlimited.admit(&admitted, &counters, false).is_ok()));
+    }
+
+    #[test]
+    fn a_draining_server_refuses_everyone_and_counts_it() {
+        let admitted = Admitted::default();
+        let counters = ShardCounters::default();
+        let mut gate = Gate::new(None, None, 1);
+        assert_eq!(
+            gate.admit(&admitted, &counters, true),
+            Err(Refusal::Draining)
+        );
+        assert_eq!(admitted.count(), 0);
+        assert_eq!(counters.rejected_draining.load(Ordering::Relaxed), 1);
+        let response = String::from_utf8(Refusal::Draining.http_response()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(response.contains("shutting down"));
     }
 
     #[test]
