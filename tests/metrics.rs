@@ -27,18 +27,29 @@ fn scrape(server: &Server) -> String {
 }
 
 /// Every sample by name (labels summed), as prometheus-parse reads them,
-/// after checking every metric has HELP.
+/// after checking every metric has HELP. A histogram reads as its count
+/// (`name`), with `name_sum` and `name_count` as they are exposed.
 fn parse(text: &str) -> HashMap<String, f64> {
+    use prometheus_parse::Value;
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("prometheus-parse reads it");
     let mut values: HashMap<String, f64> = HashMap::new();
     for sample in &scrape.samples {
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
-            ref other => panic!("{}: {other:?} is neither counter nor gauge", sample.metric),
+        let value = match &sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => {
+                let last = buckets.last().expect("buckets");
+                assert_eq!(last.less_than, f64::INFINITY, "{}", sample.metric);
+                last.count
+            }
+            other => panic!("{}: {other:?} is not ours", sample.metric),
         };
+        let family = sample
+            .metric
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
         assert!(
-            scrape.docs.contains_key(&sample.metric),
+            scrape.docs.contains_key(family),
             "{} has HELP",
             sample.metric
         );
@@ -128,6 +139,49 @@ every_backend! {
         assert_eq!(m["fanout_peer_closes_total"], 1.0, "{text}");
         assert_eq!(m["fanout_messages_received_total"], 1.0, "{text}");
         assert_eq!(m["fanout_messages_sent_total"], 1.0, "{text}");
+    }
+
+    /// Every byte both ways, counted exactly (an echo and a room of two),
+    /// and a handshake and a broadcast observation in the histograms.
+    fn bytes_both_ways_and_durations_are_counted(backend: Backend) {
+        let server = Server::start(backend, &["--metrics", "127.0.0.1:0"]);
+        let (mut sent, mut received) = (0usize, 0usize);
+        let mut clients = Vec::new();
+        for path in ["/echo", "/room", "/room"] {
+            let mut client = tcp_connect(server.addr);
+            let request = upgrade_request(path);
+            client.write_all(request.as_bytes()).unwrap();
+            sent += request.len();
+            let mut raw = RawWs::from_stream(client);
+            received += raw.read_http_head().len();
+            clients.push(raw);
+        }
+        server.wait_for_stats("two room members", |s| s.totals.upgraded == 3);
+        for (client, text) in [(0, &b"hello"[..]), (1, b"to the room")] {
+            let frame = raw_frame(0x81, text);
+            clients[client].send(&frame);
+            sent += frame.len();
+        }
+        for client in &mut clients {
+            let (opcode, payload) = client.read_frame().expect("a frame");
+            assert_eq!(opcode, 0x1);
+            received += 2 + payload.len();
+        }
+        let text = scrape_until(&server, |m| {
+            m["fanout_bytes_sent_total"] == received as f64
+                && m["fanout_broadcast_duration_seconds_count"] >= 1.0
+        });
+        promtool_accepts(&text);
+        let m = parse(&text);
+        assert_eq!(m["fanout_bytes_received_total"], sent as f64, "{text}");
+        assert_eq!(m["fanout_bytes_sent_total"], received as f64, "{text}");
+        assert_eq!(m["fanout_handshake_duration_seconds_count"], 3.0, "{text}");
+        assert_eq!(m["fanout_handshake_duration_seconds"], 3.0, "{text}");
+        // One message: one observation per shard with members (two at
+        // most), or one for the task backends' single room.
+        let broadcasts = m["fanout_broadcast_duration_seconds_count"];
+        assert!((1.0..=2.0).contains(&broadcasts), "{text}");
+        assert!(m["fanout_broadcast_duration_seconds_sum"] < 1.0, "{text}");
     }
 
     fn metrics_count_what_the_clients_did(backend: Backend) {

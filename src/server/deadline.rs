@@ -48,6 +48,16 @@ impl Clock {
         Deadline(ticks.max(1))
     }
 
+    /// How long before `now` a deadline was set that was `after` ahead,
+    /// to within half a tick: [`Clock::after`] rounds up by at most a
+    /// tick, so the middle of that tick is taken.
+    pub fn since_set(&self, deadline: Deadline, after: Duration, now: Instant) -> Duration {
+        let tick = TICK.as_millis();
+        let set_at = (u128::from(deadline.0) * tick).saturating_sub(after.as_millis() + tick / 2);
+        let now = now.saturating_duration_since(self.start).as_millis();
+        Duration::from_millis(now.saturating_sub(set_at) as u64)
+    }
+
     pub fn has_passed(&self, deadline: Deadline, now: Instant) -> bool {
         deadline.is_set() && deadline.0 <= self.ticks(now)
     }
@@ -72,6 +82,20 @@ mod tests {
         let later = Instant::now() + Duration::from_millis(200);
         assert!(clock.has_passed(deadline, later));
         assert!(!clock.has_passed(Deadline::NONE, later));
+    }
+
+    #[test]
+    fn the_time_since_a_deadline_was_set_is_known_to_half_a_tick() {
+        let clock = Clock::new();
+        let timeout = Duration::from_secs(10);
+        let set_at = Instant::now();
+        let deadline = clock.after(timeout);
+        for waited in [0, 7, 30, 250] {
+            let now = set_at + Duration::from_millis(waited);
+            let since = clock.since_set(deadline, timeout, now).as_millis() as i64;
+            let error = since - waited as i64;
+            assert!(error.abs() <= 5, "waited {waited} ms, measured {since} ms");
+        }
     }
 
     #[test]

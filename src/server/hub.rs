@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::histogram::ShardHistograms;
 use super::stats::ShardCounters;
 
 /// Wakes one shard's event loop from another thread.
@@ -18,12 +19,21 @@ pub trait Wake: Send + Sync {
 
 /// One shard's side of the hub.
 pub struct Mailbox {
-    inbox: Mutex<Vec<Bytes>>,
+    inbox: Mutex<Inbox>,
     waker: Box<dyn Wake>,
     members: AtomicUsize,
     /// The last cache-flush request this shard has carried out.
     flushed: AtomicU64,
     pub counters: ShardCounters,
+    pub histograms: ShardHistograms,
+}
+
+/// Frames other shards sent one shard, and when the oldest of them was
+/// handed to the room (where a broadcast's duration starts).
+#[derive(Default)]
+struct Inbox {
+    frames: Vec<Bytes>,
+    since: Option<Instant>,
 }
 
 /// The server's stages, in order (see [`Hub::request_drain`]).
@@ -48,11 +58,12 @@ impl Hub {
         let mailboxes = wakers
             .into_iter()
             .map(|waker| Mailbox {
-                inbox: Mutex::new(Vec::new()),
+                inbox: Mutex::new(Inbox::default()),
                 waker,
                 members: AtomicUsize::new(0),
                 flushed: AtomicU64::new(0),
                 counters: ShardCounters::default(),
+                histograms: ShardHistograms::default(),
             })
             .collect();
         Hub {
@@ -110,18 +121,27 @@ impl Hub {
         self.mailboxes.iter().map(|mailbox| &mailbox.counters)
     }
 
+    pub fn histograms(&self, shard: usize) -> &ShardHistograms {
+        &self.mailboxes[shard].histograms
+    }
+
+    pub fn all_histograms(&self) -> impl Iterator<Item = &ShardHistograms> {
+        self.mailboxes.iter().map(|mailbox| &mailbox.histograms)
+    }
+
     /// Hand `frames` to every other shard that has room members. A shard is
     /// woken only when its inbox goes from empty to not empty: a non-empty
     /// inbox already has a wake-up on its way.
-    fn publish(&self, from: usize, frames: &[Bytes]) {
+    fn publish(&self, from: usize, frames: &[Bytes], at: Instant) {
         for (shard, mailbox) in self.mailboxes.iter().enumerate() {
             if shard == from || mailbox.members.load(Ordering::Acquire) == 0 {
                 continue;
             }
             let was_empty = {
                 let mut inbox = mailbox.inbox.lock().unwrap();
-                let was_empty = inbox.is_empty();
-                inbox.extend(frames.iter().cloned());
+                let was_empty = inbox.frames.is_empty();
+                inbox.frames.extend(frames.iter().cloned());
+                inbox.since.get_or_insert(at);
                 was_empty
             };
             if was_empty {
@@ -134,19 +154,32 @@ impl Hub {
     /// One turn's room hand-off for `shard`: give the frames its members
     /// published (`published`, emptied) to the other shards, and collect in
     /// `frames` (emptied first) everything this shard must write to its own
-    /// members: what other shards sent, then its own.
-    pub fn exchange(&self, shard: usize, published: &mut Vec<Bytes>, frames: &mut Vec<Bytes>) {
+    /// members: what other shards sent, then its own. Returns when the
+    /// oldest of `frames` was handed to the room (None: no frames).
+    pub fn exchange(
+        &self,
+        shard: usize,
+        published: &mut Vec<Bytes>,
+        frames: &mut Vec<Bytes>,
+    ) -> Option<Instant> {
+        let mut since = None;
         if !published.is_empty() {
-            self.publish(shard, published);
+            let now = Instant::now();
+            self.publish(shard, published, now);
+            since = Some(now);
         }
-        self.take_inbox(shard, frames);
+        let theirs = self.take_inbox(shard, frames);
         frames.append(published);
+        theirs.or(since)
     }
 
-    /// Move everything waiting for `shard` into `frames` (which is emptied first).
-    fn take_inbox(&self, shard: usize, frames: &mut Vec<Bytes>) {
+    /// Move everything waiting for `shard` into `frames` (which is emptied
+    /// first); when the oldest of it was handed to the room.
+    fn take_inbox(&self, shard: usize, frames: &mut Vec<Bytes>) -> Option<Instant> {
         frames.clear();
-        std::mem::swap(&mut *self.mailboxes[shard].inbox.lock().unwrap(), frames);
+        let mut inbox = self.mailboxes[shard].inbox.lock().unwrap();
+        std::mem::swap(&mut inbox.frames, frames);
+        inbox.since.take()
     }
 
     pub fn join_room(&self, shard: usize) {

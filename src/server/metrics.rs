@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::histogram::{Summed, BROADCAST_BOUNDS, HANDSHAKE_BOUNDS};
 use super::hub::Hub;
 use super::stats::Snapshot;
 
@@ -45,7 +46,8 @@ fn answer(mut stream: TcpStream, hub: &Hub) {
     let head = read_head(&mut stream);
     let response = match head.as_deref().map(request_line) {
         Some(Ok(("GET", "/metrics"))) => {
-            let body = render(&Snapshot::take(hub.all_counters()), &fd_tables());
+            let snapshot = Snapshot::take(hub.all_counters());
+            let body = render(&snapshot, &fd_tables(), &histograms(hub));
             http(
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -136,9 +138,32 @@ fn shard_number(name: &str) -> usize {
     name.trim_start_matches("shard-").parse().unwrap_or(0)
 }
 
+/// A duration histogram as exposed: its name, HELP and buckets.
+pub struct Exposed {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub summed: Summed,
+}
+
+/// The duration histograms, summed over shards.
+fn histograms(hub: &Hub) -> [Exposed; 2] {
+    [
+        Exposed {
+            name: "fanout_handshake_duration_seconds",
+            help: "Successful handshakes, from accept to the upgrade admitted. On epoll and uring to within 5 ms (the shard knows a connection's accept time only from its 10 ms-tick handshake deadline), so the first bucket is 10 ms.",
+            summed: Summed::of(HANDSHAKE_BOUNDS, hub.all_histograms().map(|h| &h.handshake)),
+        },
+        Exposed {
+            name: "fanout_broadcast_duration_seconds",
+            help: "Room broadcasts, from the frames handed to the room until every member has them written or queued: one observation per shard per delivery pass on epoll and uring (a pass carries every frame that arrived since the last), one per message on the task backends (whose room spans every shard).",
+            summed: Summed::of(BROADCAST_BOUNDS, hub.all_histograms().map(|h| &h.broadcast)),
+        },
+    ]
+}
+
 /// The exposition: every counter, the open connections and fd tables per
-/// shard, and the process's memory.
-pub fn render(snapshot: &Snapshot, tables: &[FdTable]) -> String {
+/// shard, the process's memory and the duration histograms.
+pub fn render(snapshot: &Snapshot, tables: &[FdTable], histograms: &[Exposed]) -> String {
     let mut out = String::new();
     for (name, doc, value) in snapshot.totals.fields() {
         let help = doc.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -225,7 +250,23 @@ pub fn render(snapshot: &Snapshot, tables: &[FdTable]) -> String {
         metric(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    for histogram in histograms {
+        render_histogram(&mut out, histogram);
+    }
     out
+}
+
+/// `name_bucket{le="…"}` (cumulative), `+Inf`, `name_sum`, `name_count`.
+fn render_histogram(out: &mut String, histogram: &Exposed) {
+    let Exposed { name, help, summed } = histogram;
+    metric(out, name, "histogram", help);
+    for (bound, count) in summed.bounds.iter().zip(&summed.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let count = summed.count();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", summed.sum_seconds);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -260,12 +301,14 @@ mod tests {
     #[test]
     fn every_counter_has_help_and_type_and_gauges_are_not_totals() {
         let snapshot = Snapshot::take(std::iter::empty());
+        let hub = Hub::new(Vec::new());
         let text = render(
             &snapshot,
             &[FdTable {
                 name: "shard-0".into(),
                 fds: 7,
             }],
+            &histograms(&hub),
         );
         for (name, _, _) in snapshot.totals.fields() {
             let exposed = match GAUGES.contains(&name) {
@@ -278,6 +321,10 @@ mod tests {
         assert!(text.contains("# TYPE fanout_conn_slots gauge"));
         assert!(text.contains("# TYPE fanout_accepted_total counter"));
         assert!(text.contains("fanout_fd_table_fds{table=\"shard-0\"} 7"));
+        assert!(text.contains("# TYPE fanout_broadcast_duration_seconds histogram\n"));
+        assert!(text.contains("fanout_broadcast_duration_seconds_bucket{le=\"0.00005\"} 0\n"));
+        assert!(text.contains("fanout_handshake_duration_seconds_bucket{le=\"+Inf\"} 0\n"));
+        assert!(text.contains("fanout_handshake_duration_seconds_count 0\n"));
         assert!(!text.contains("///"));
     }
 }

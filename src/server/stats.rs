@@ -51,6 +51,9 @@ counters! {
     /// Of those, refused with 503 because the shard's --accept-rate bucket
     /// was empty.
     rejected_accept_rate,
+    /// Of those, refused with 503 because the server had begun to drain
+    /// (the first SIGINT or SIGTERM): go to another instance.
+    rejected_draining,
     /// Connections closed for not finishing their handshake in time.
     handshake_timeouts,
     /// Connections closed for breaking the protocol (1002, 1007, 1009).
@@ -70,6 +73,10 @@ counters! {
     accept_pauses_fd_limit,
     /// Times accepting paused because the shard held its planned maximum.
     accept_pauses_full,
+    /// Bytes read from clients' sockets (handshakes and frames alike).
+    bytes_received,
+    /// Bytes written to clients' sockets (responses, frames, closes).
+    bytes_sent,
     /// Messages echoed back.
     echoed,
     /// Times reading from an echo client paused because it was not reading

@@ -239,6 +239,14 @@ impl RawWs {
         raw
     }
 
+    /// A connection whose upgrade request was already sent.
+    pub fn from_stream(stream: TcpStream) -> RawWs {
+        RawWs {
+            stream,
+            buffered: Vec::new(),
+        }
+    }
+
     /// Read up to the blank line ending an HTTP response head.
     pub fn read_http_head(&mut self) -> String {
         loop {

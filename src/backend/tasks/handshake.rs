@@ -6,18 +6,21 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::Shard;
 use crate::protocol::handshake::{self, Parsed, Rejection, Upgrade};
 use crate::server::stats::bump;
 
+/// What a WebSocket connection runs over: the TCP stream (metered).
+pub trait Socket: AsyncRead + AsyncWrite + Unpin {}
+impl<S: AsyncRead + AsyncWrite + Unpin> Socket for S {}
+
 /// Read the upgrade request. A valid one is returned with the bytes that
 /// followed it (pipelined frames); anything else is answered with its
 /// status here, and `None` says the connection is over.
-pub async fn read_upgrade(stream: &mut TcpStream, shard: &Shard) -> Option<(Upgrade, Vec<u8>)> {
+pub async fn read_upgrade(stream: &mut impl Socket, shard: &Shard) -> Option<(Upgrade, Vec<u8>)> {
     let settings = &shard.settings;
     let counters = shard.counters();
     let deadline = Instant::now() + settings.handshake_timeout;
@@ -49,7 +52,7 @@ pub async fn read_upgrade(stream: &mut TcpStream, shard: &Shard) -> Option<(Upgr
 /// Answer a refused request and close the way the hand-rolled backends do:
 /// shut our side, then read until the client hangs up (bounded), so unread
 /// input cannot turn the close into a reset that destroys the response.
-pub async fn refuse(stream: &mut TcpStream, response: &[u8], patience: Duration) {
+pub async fn refuse(stream: &mut impl Socket, response: &[u8], patience: Duration) {
     let _ = timeout(patience, async {
         stream.write_all(response).await?;
         shut_and_drain(stream).await
@@ -59,7 +62,7 @@ pub async fn refuse(stream: &mut TcpStream, response: &[u8], patience: Duration)
 
 /// After our last bytes: shut our side and read (discarding) until the
 /// peer hangs up. Callers bound it with their patience.
-pub async fn shut_and_drain(stream: &mut TcpStream) -> std::io::Result<()> {
+pub async fn shut_and_drain(stream: &mut impl Socket) -> std::io::Result<()> {
     stream.shutdown().await?;
     let mut sink = [0u8; 1024];
     while stream.read(&mut sink).await? > 0 {}

@@ -23,6 +23,7 @@
 
 mod accept;
 mod handshake;
+mod metered;
 mod on_tokio;
 mod on_tokio_uring;
 pub mod room;
@@ -40,6 +41,7 @@ use tungstenite::Message;
 
 use crate::server::admission::{Gate, Refusal};
 use crate::server::core::goodbye_at;
+use crate::server::histogram::ShardHistograms;
 use crate::server::hub::{Hub, Wake};
 use crate::server::settings::Settings;
 use crate::server::stats::ShardCounters;
@@ -185,12 +187,16 @@ impl Shard {
         self.hub.counters(self.id)
     }
 
+    pub fn histograms(&self) -> &ShardHistograms {
+        self.hub.histograms(self.id)
+    }
+
     /// May one more connection upgrade? A yes holds a place in the
     /// server's admitted count until the connection's [`accept::Live`]
     /// ends (the caller marks it); a refusal is counted by its reason.
     pub fn admit(&self) -> Result<(), Refusal> {
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        gate.admit(&self.hub.admitted, self.counters())
+        gate.admit(&self.hub.admitted, self.counters(), self.hub.leaving())
     }
 
     /// Resolves when the drain reaches this connection: its goodbye spread

@@ -101,9 +101,11 @@ impl<T: Payload> Room<T> {
     /// whose backlog would pass --max-backlog gets nothing more and is told
     /// to close with 1008 (`backlog_closes`); past --max-backlog-total the
     /// furthest behind are told to close with 1013 (`overload_closes`).
-    /// Each shard's `room_backlog_bytes` is brought up to date. Returns how
-    /// many members it was queued for.
+    /// Each shard's `room_backlog_bytes` is brought up to date, and how long
+    /// it took is a broadcast observation. Returns how many members it was
+    /// queued for.
     pub fn publish(&self, message: &T, hub: &Hub, from: usize) -> u64 {
+        let started = std::time::Instant::now();
         let counters = hub.counters(from);
         let len = message.backlog_bytes();
         let mut delivered = 0;
@@ -129,6 +131,9 @@ impl<T: Payload> Room<T> {
             hub.counters(shard)
                 .room_backlog_bytes
                 .store(backlog as u64, Ordering::Relaxed);
+        }
+        if delivered > 0 {
+            hub.histograms(from).broadcast.observe(started.elapsed());
         }
         delivered
     }

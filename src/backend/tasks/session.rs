@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::accept::Live;
+use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Kick, Membership};
 use super::Shard;
 use crate::protocol::frame::{self, OpCode};
@@ -99,6 +100,7 @@ enum Close {
 }
 
 pub async fn serve<T: Transport>(transport: T, shard: Arc<Shard>, mut live: Live) {
+    let transport = Metered::new(transport, shard.counters());
     let close = converse(&transport, &shard, &mut live).await;
     finish(&transport, close, &shard, &mut live).await;
     live.open = false;
@@ -182,6 +184,8 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
                     session::on_input(&limits, &mut phase, &mut input, &mut fragments, &mut produced);
                 if session::upgraded(before, phase, ending) {
                     bump(&counters.upgraded);
+                    let accepted = handshake_deadline - settings.handshake_timeout;
+                    shard.histograms().handshake.observe(accepted.elapsed());
                     live.open = true;
                 }
                 if let (Phase::Open(_), Some(limit)) = (phase, limit) {

@@ -24,6 +24,7 @@ use tungstenite::{Error, Message};
 
 use super::accept::Live;
 use super::handshake::{read_upgrade, refuse, shut_and_drain};
+use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Membership};
 use super::Shard;
 use crate::protocol::{close_code, handshake, Route};
@@ -35,7 +36,7 @@ use crate::server::stats::{bump, count_violation, ShardCounters};
 /// connections and little read load.
 const READ_BUFFER: usize = 4 * 1024;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws<'a> = WebSocketStream<Metered<'a, TcpStream>>;
 
 /// How a conversation ended.
 enum Ending {
@@ -47,7 +48,9 @@ enum Ending {
     Goodbye,
 }
 
-pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
+pub async fn serve(stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
+    let accepted = Instant::now();
+    let mut stream = Metered::new(stream, shard.counters());
     let Some((upgrade, pipelined)) = read_upgrade(&mut stream, &shard).await else {
         return;
     };
@@ -63,6 +66,7 @@ pub async fn serve(mut stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
     }
     live.admitted = true;
     live.open = true;
+    shard.histograms().handshake.observe(accepted.elapsed());
     // A member from the moment its 101 is sent (docs/protocol.md).
     let member = (upgrade.route == Route::Room).then(|| shard.rooms.messages.join(shard.id));
     if stream
@@ -91,7 +95,7 @@ fn config(settings: &Settings) -> WebSocketConfig {
 /// Echo or publish what arrives and write what the room queues, until one
 /// side ends it. The membership is dropped (leaving the room) on return.
 async fn converse(
-    ws: &mut Ws,
+    ws: &mut Ws<'_>,
     route: Route,
     mut member: Option<Membership<Message>>,
     shard: &Shard,
@@ -171,7 +175,7 @@ async fn converse(
 
 /// Send an echo; if the socket cannot take it now, reading from this client
 /// waits until it can (counted as a read pause).
-async fn echo(ws: &mut Ws, message: Message, counters: &ShardCounters) -> Result<(), Error> {
+async fn echo(ws: &mut Ws<'_>, message: Message, counters: &ShardCounters) -> Result<(), Error> {
     let mut send = pin!(ws.send(message));
     if let Some(done) = send.as_mut().now_or_never() {
         return done;
@@ -198,7 +202,7 @@ fn violation(error: Error, counters: &ShardCounters) -> Ending {
 /// Close as the ending says: a close we start is sent, our side shut and
 /// the peer read until it hangs up (bounded by --close-timeout).
 /// A goodbye from the drain is counted, and whether it closed cleanly.
-async fn finish(mut ws: Ws, ending: Ending, shard: &Shard, live: &mut Live) {
+async fn finish(mut ws: Ws<'_>, ending: Ending, shard: &Shard, live: &mut Live) {
     let (code, reason, patience) = match ending {
         Ending::Gone => return,
         Ending::Goodbye => {

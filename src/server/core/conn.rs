@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use std::io;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Buf, Bytes};
 
@@ -16,6 +17,7 @@ use super::{Io, QueuedSend};
 use crate::protocol::message::Fragments;
 use crate::server::deadline::Deadline;
 use crate::server::session::Phase;
+use crate::server::stats::ShardCounters;
 
 pub struct Conn<S> {
     /// The backend's handle: an fd, plus for io_uring a generation and the
@@ -171,13 +173,18 @@ impl<S> Conn<S> {
         Ok(())
     }
 
-    /// Write the queue now (a readiness backend that can write again).
-    /// Returns whether the queue is now empty.
-    pub(super) fn write_queue_now<I: Io<Socket = S>>(&mut self, io: &mut I) -> io::Result<bool> {
+    /// Write the queue now (a readiness backend that can write again),
+    /// counting the bytes written. Returns whether the queue is now empty.
+    pub(super) fn write_queue_now<I: Io<Socket = S>>(
+        &mut self,
+        io: &mut I,
+        counters: &ShardCounters,
+    ) -> io::Result<bool> {
         let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(true);
         };
         let written = io.write_now(&self.socket, busy.outq.make_contiguous())?;
+        counters.bytes_sent.fetch_add(written as u64, Relaxed);
         Ok(self.consume(written))
     }
 

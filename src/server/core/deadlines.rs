@@ -68,7 +68,9 @@ impl<S> Core<S> {
                 }
                 Phase::Handshake => {
                     if self.settings.proto == Proto::Ws && conn.can_write_directly() {
-                        let _ = send(conn, io, key, &[&Rejection::Timeout.response()[..]]);
+                        let response = Rejection::Timeout.response();
+                        let counters = self.hub.counters(self.id);
+                        let _ = send(conn, io, key, &[&response[..]], counters);
                     }
                     bump(&self.counters().handshake_timeouts);
                 }
@@ -86,7 +88,8 @@ impl<S> Core<S> {
             Silence::Ping { then } => {
                 let conn = &mut self.conns[key];
                 let ping = frame::server_frame(OpCode::Ping, b"");
-                if send(conn, io, key, std::slice::from_ref(&ping)).is_err() {
+                let counters = self.hub.counters(self.id);
+                if send(conn, io, key, std::slice::from_ref(&ping), counters).is_err() {
                     return self.cut(io, key);
                 }
                 conn.flags.set(Flags::PINGED, true);

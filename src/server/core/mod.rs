@@ -27,7 +27,7 @@ use slab::Slab;
 pub use conn::{Busy, Conn, Flags, Position};
 pub use drain::goodbye_at;
 
-use super::admission::{Admitted, Gate, Refusal};
+use super::admission::{Gate, Refusal};
 use super::deadline::{Clock, Deadline};
 use super::hub::Hub;
 use super::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
@@ -247,11 +247,15 @@ impl<S> Core<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
+        let counters = self.hub.counters(self.id);
+        counters
+            .bytes_received
+            .fetch_add(data.len() as u64, Relaxed);
         let before = conn.phase;
         let mut phase = before;
         let (mut pending, mut fragments) = conn.take_input();
         let counters = self.hub.counters(self.id);
-        let admission = (&mut self.gate, &self.hub.admitted);
+        let admission = (&mut self.gate, &*self.hub);
         let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters, admission);
         let ending = if pending.is_empty() {
             let (used, ending) =
@@ -300,7 +304,7 @@ impl<S> Core<S> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        match conn.write_queue_now(io) {
+        match conn.write_queue_now(io, self.hub.counters(self.id)) {
             Ok(true) => self.after_drain(io, key),
             Ok(false) => {}
             Err(_) => self.close(io, key, How::Cut),
@@ -317,6 +321,8 @@ impl<S> Core<S> {
             Ok(0) | Err(_) => return self.close(io, key, How::Cut),
             Ok(written) => written,
         };
+        let counters = self.hub.counters(self.id);
+        counters.bytes_sent.fetch_add(written as u64, Relaxed);
         if conn.consume(written) {
             return self.after_drain(io, key);
         }
@@ -354,6 +360,11 @@ impl<S> Core<S> {
         let after = self.conns[key].phase;
         if session::upgraded(before, after, ending) {
             bump(&self.counters().upgraded);
+            let timeout = self.settings.handshake_timeout;
+            let took = self
+                .clock
+                .since_set(self.conns[key].deadline, timeout, Instant::now());
+            self.hub.histograms(self.id).handshake.observe(took);
             self.set_deadline(key, Deadline::NONE);
             self.heard_from(key);
         }
@@ -393,7 +404,8 @@ impl<S> Core<S> {
         };
         if self.settings.proto == Proto::Ws {
             let close = close_frame(code, reason);
-            if send(conn, io, key, &[&close[..]]).is_err() {
+            let counters = self.hub.counters(self.id);
+            if send(conn, io, key, &[&close[..]], counters).is_err() {
                 return self.close(io, key, How::Cut);
             }
         }
@@ -410,7 +422,7 @@ impl<S> Core<S> {
         let conn = &mut self.conns[key];
         if self.settings.proto == Proto::Ws && conn.can_write_directly() {
             let close = close_frame(close_code::GOING_AWAY, "server shutting down");
-            let _ = send(conn, io, key, &[&close[..]]);
+            let _ = send(conn, io, key, &[&close[..]], self.hub.counters(self.id));
         }
     }
 
@@ -490,17 +502,20 @@ fn close_frame(code: u16, reason: &str) -> Bytes {
 /// Send `parts` on `conn` in order: straight to the socket when nothing is
 /// queued and the backend writes now, the rest queued (shared frames by
 /// reference, borrowed bytes copied), then the queue handed to the backend.
+/// Bytes written now are counted in `bytes_sent`; queued ones when written.
 fn send<S, I: Io<Socket = S>, T: Part>(
     conn: &mut Conn<S>,
     io: &mut I,
     key: usize,
     parts: &[T],
+    counters: &ShardCounters,
 ) -> io::Result<()> {
     let written = if conn.can_write_directly() {
         io.write_now(&conn.socket, parts)?
     } else {
         0
     };
+    counters.bytes_sent.fetch_add(written as u64, Relaxed);
     let at = Position::START.advance(parts, written);
     if at.index < parts.len() {
         T::enqueue_rest(conn, &parts[at.index..], at.offset);
@@ -541,7 +556,7 @@ struct ConnOutbox<'a, S, I> {
     published: &'a mut Vec<Bytes>,
     counters: &'a ShardCounters,
     gate: &'a mut Gate,
-    admitted: &'a Admitted,
+    hub: &'a Hub,
     /// A write failed: the connection is dead and must be closed.
     failed: bool,
 }
@@ -553,7 +568,7 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
         key: usize,
         published: &'a mut Vec<Bytes>,
         counters: &'a ShardCounters,
-        (gate, admitted): (&'a mut Gate, &'a Admitted),
+        (gate, hub): (&'a mut Gate, &'a Hub),
     ) -> Self {
         ConnOutbox {
             conn,
@@ -562,7 +577,7 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
             published,
             counters,
             gate,
-            admitted,
+            hub,
             failed: false,
         }
     }
@@ -570,7 +585,7 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
 
 impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
     fn reply(&mut self, parts: &[&[u8]]) {
-        if !self.failed && send(self.conn, self.io, self.key, parts).is_err() {
+        if !self.failed && send(self.conn, self.io, self.key, parts, self.counters).is_err() {
             self.failed = true;
         }
     }
@@ -586,7 +601,8 @@ impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
     }
 
     fn admit(&mut self) -> Result<(), Refusal> {
-        let admitted = self.gate.admit(self.admitted, self.counters);
+        let leaving = self.hub.leaving();
+        let admitted = self.gate.admit(&self.hub.admitted, self.counters, leaving);
         self.conn.flags.set(Flags::ADMITTED, admitted.is_ok());
         admitted
     }

@@ -19,25 +19,30 @@ impl<S> Core<S> {
     /// over the slab and one send per member, however many frames.
     pub(super) fn deliver_room_frames<I: Io<Socket = S>>(&mut self, io: &mut I) {
         let mut frames = std::mem::take(&mut self.inbox);
-        self.hub.exchange(self.id, &mut self.published, &mut frames);
-        if !frames.is_empty() {
-            self.deliver_to_members(io, &frames);
+        let since = self.hub.exchange(self.id, &mut self.published, &mut frames);
+        if let (false, Some(since)) = (frames.is_empty(), since) {
+            if self.deliver_to_members(io, &frames) > 0 {
+                let histograms = self.hub.histograms(self.id);
+                histograms.broadcast.observe(since.elapsed());
+            }
         }
         frames.clear();
         self.inbox = frames;
     }
 
-    fn deliver_to_members<I: Io<Socket = S>>(&mut self, io: &mut I, frames: &[Bytes]) {
+    /// Returns how many frames were handed to members.
+    fn deliver_to_members<I: Io<Socket = S>>(&mut self, io: &mut I, frames: &[Bytes]) -> u64 {
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         let mut delivered = 0;
         let mut backlog = 0;
+        let counters = self.hub.counters(self.id);
         for (key, conn) in self.conns.iter_mut() {
             if conn.phase != Phase::Open(Route::Room) {
                 continue;
             }
             delivered += frames.len() as u64;
-            match send(conn, io, key, frames) {
+            match send(conn, io, key, frames, counters) {
                 Ok(()) if conn.queued_bytes() > self.settings.max_backlog => slow.push(key),
                 Ok(()) => backlog += conn.queued_bytes(),
                 Err(_) => gone.push(key),
@@ -54,6 +59,7 @@ impl<S> Core<S> {
         self.counters()
             .room_backlog_bytes
             .store(backlog as u64, Relaxed);
+        delivered
     }
 
     /// Past this shard's share of --max-backlog-total, close the members
@@ -92,7 +98,7 @@ impl<S> Core<S> {
         conn.phase = Phase::Closing(AfterFlush::Drain);
         if self.settings.proto == Proto::Ws {
             let counters = self.hub.counters(self.id);
-            let admission = (&mut self.gate, &self.hub.admitted);
+            let admission = (&mut self.gate, &*self.hub);
             let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters, admission);
             session::send_close(&mut out, code, reason);
             if out.failed {
