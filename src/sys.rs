@@ -1,5 +1,5 @@
 //! The few raw Linux calls fanout needs that no crate wraps: file-descriptor
-//! limits and private fd tables. Every libc call goes through [`syscall!`],
+//! limits, private fd tables and a socket's TCP_INFO. Every libc call goes through [`syscall!`],
 //! which turns `-1` into `io::Error::last_os_error()`.
 
 use std::io;
@@ -50,6 +50,25 @@ pub fn is_fd_exhaustion(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+/// How many segments the kernel has sent again on this TCP socket
+/// (TCP_INFO's `tcpi_total_retrans`): a SYN or request it had to resend
+/// shows here.
+pub fn total_retransmits(socket: &impl std::os::fd::AsRawFd) -> io::Result<u32> {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY (via syscall!): `info` is writable for `len` bytes and `len`
+    // says so; the kernel writes at most that much.
+    syscall!(getsockopt(
+        socket.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        (&mut info as *mut libc::tcp_info).cast(),
+        &mut len,
+    ))?;
+    Ok(info.tcpi_total_retrans)
 }
 
 /// This process's resident set size in bytes (VmRSS).

@@ -319,6 +319,9 @@ fn bad_load_arguments_are_clear_errors() {
         (&["hold", "--url", "ws://10.1.2.3:80/"], "loopback"),
         (&["churn", "--url", "ws://127.0.0.1:1/"], "--rate"),
         (&["hold", "--conns", "0"], "--conns"),
+        (&["burst", "--url", "ws://127.0.0.1:1/"], "--burst K"),
+        (&["burst", "--burst", "0"], "at least 1"),
+        (&["hold", "--burst", "10"], "burst scenario"),
         (
             &["hold", "--conns", "100000", "--source", "127.0.0.2"],
             "source addresses",
@@ -435,6 +438,69 @@ fn a_storm_of_resets_comes_back_with_backoff_through_the_servers_503s() {
         "{:?}",
         report.client.warnings
     );
+}
+
+/// A burst against a server that admits 1,000 upgrades a second: its
+/// bucket's tenth of a second admits the first ones and refuses the rest
+/// with 503; every attempt is accounted for, on both sides, and the held
+/// connections are unharmed.
+#[test]
+fn a_burst_past_the_accept_rate_is_refused_with_503_and_the_held_stay() {
+    let server = Server::start(Backend::Epoll, &["--accept-rate", "1000"]);
+    let url = server.url("/echo");
+    let report = load(&format!(
+        "burst --url {url} --conns 20 --rate 100 --burst 600 --duration 500ms"
+    ));
+    let burst = report.burst.as_ref().expect("a burst section");
+    assert_eq!(
+        (burst.size, burst.held, burst.held_open_at_end),
+        (600, 20, 20)
+    );
+    assert!(burst.settled_seconds.is_some(), "{burst:?}");
+    assert_eq!(burst.opened + burst.refused, 600, "{:?}", burst.failures);
+    assert_eq!(burst.failures.get("http 503"), Some(&burst.refused));
+    assert!(burst.opened > 0 && burst.refused > 0, "{burst:?}");
+    assert_eq!(
+        (burst.open_at_end, burst.setup.count),
+        (burst.opened, burst.opened)
+    );
+    assert_eq!(server.stats().totals.rejected_accept_rate, burst.refused);
+    // The held connections' ramp is reported apart.
+    assert_eq!((report.connect.opened, report.connect.failed), (20, 0));
+}
+
+/// A burst into an accept queue of 8 (this test's own network namespace):
+/// the server's kernel drops SYNs, the client sends them again a second
+/// later, and the report says how many opened that way and shows the
+/// kernel's counters.
+#[test]
+fn a_burst_past_the_accept_queue_shows_the_syns_sent_again() {
+    in_new_netns("a_burst_past_the_accept_queue", || {
+        if let Err(e) = std::fs::write("/proc/sys/net/core/somaxconn", "8") {
+            eprintln!(
+                "SKIPPED a_burst_past_the_accept_queue: setting this namespace's somaxconn: {e}"
+            );
+            return;
+        }
+        let server = Server::start(Backend::Epoll, &["--shards", "1"]);
+        let url = server.url("/echo");
+        // Some never get through: their last handshake ACK was dropped, so
+        // they are open on the client's side only and wait for an answer
+        // (tens of seconds, measured); --connect-timeout bounds the wait.
+        let report = load(&format!(
+            "burst --url {url} --conns 10 --burst 400 --duration 500ms --connect-timeout 3s"
+        ));
+        let burst = report.burst.as_ref().expect("a burst section");
+        assert!(burst.settled_seconds.is_some(), "{burst:?}");
+        let failed: u64 = burst.failures.values().sum();
+        assert_eq!(burst.opened + failed, 400, "{:?}", burst.failures);
+        assert_eq!(burst.refused, 0);
+        assert!(burst.opened > 0 && burst.retransmitted > 0, "{burst:?}");
+        assert!(burst.listen_overflows > 0, "{burst:?}");
+        // A resent SYN waits for the kernel's first retransmit, a second.
+        assert!(burst.setup.max_us > 900_000.0, "{:?}", burst.setup);
+        assert_eq!(burst.held_open_at_end, 10);
+    });
 }
 
 /// A storm the server causes: it drains (1001 to everyone) and a new server

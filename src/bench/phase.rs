@@ -426,6 +426,7 @@ mod tests {
             sources: vec![],
             source_notes: vec![],
             storm: None,
+            burst: None,
             connect: ConnectReport {
                 opened,
                 failed: 100 - opened,

@@ -29,6 +29,12 @@ pub enum ScenarioKind {
     /// the attempts and why they failed, and the curve. Bounded by
     /// --duration.
     Storm,
+    /// Hold --conns connections, then open --burst more in one instant
+    /// (every client shard issues its share of connect() calls at once)
+    /// and hold everything for --duration; reports what the server did
+    /// with each: opened, refused with 503, failed by cause, or opened
+    /// only after the SYN was sent again (the server's kernel dropped it).
+    Burst,
 }
 
 impl ScenarioKind {
@@ -115,6 +121,10 @@ pub struct LoadConfig {
     #[arg(long)]
     pub max_inflight: Option<usize>,
 
+    /// Burst: connections to open in one instant once --conns are held.
+    #[arg(long)]
+    pub burst: Option<usize>,
+
     /// Storm: how the connections are lost.
     #[arg(long, value_enum, default_value_t = StormCause::Reset)]
     pub storm_cause: StormCause,
@@ -193,6 +203,10 @@ pub enum Work {
         cause: StormCause,
         backoff: Option<Backoff>,
     },
+    /// Open `size` more connections in one instant (`load::burst`).
+    Burst {
+        size: usize,
+    },
 }
 
 /// A load as data: opening × work × stop.
@@ -236,35 +250,48 @@ impl LoadConfig {
                 inflight: self.inflight.max(1),
             },
         };
-        let work = match self.scenario {
-            ScenarioKind::Hold => Work::Hold,
-            ScenarioKind::Broadcast => match self.send_rate {
-                Some(rate) => Work::Broadcast {
-                    count: (rate * self.duration.as_secs_f64()).ceil().max(1.0) as u64,
-                    publish: Publish::Rate(rate),
-                    drain: self.drain,
+        let work =
+            match self.scenario {
+                ScenarioKind::Hold => Work::Hold,
+                ScenarioKind::Broadcast => match self.send_rate {
+                    Some(rate) => Work::Broadcast {
+                        count: (rate * self.duration.as_secs_f64()).ceil().max(1.0) as u64,
+                        publish: Publish::Rate(rate),
+                        drain: self.drain,
+                    },
+                    None => Work::Broadcast {
+                        count: self.count.max(1),
+                        publish: Publish::OneAtATime { gap: self.interval },
+                        drain: self.drain,
+                    },
                 },
-                None => Work::Broadcast {
-                    count: self.count.max(1),
-                    publish: Publish::OneAtATime { gap: self.interval },
-                    drain: self.drain,
+                ScenarioKind::Echo => Work::Echo {
+                    open_loop_rate: self.send_rate,
+                    window: self.window.max(1),
                 },
-            },
-            ScenarioKind::Echo => Work::Echo {
-                open_loop_rate: self.send_rate,
-                window: self.window.max(1),
-            },
-            ScenarioKind::Churn => Work::Churn {
-                rate: self
-                    .rate
-                    .ok_or("churn needs --rate (new connections per second)")?,
-                max_inflight: self.max_inflight.unwrap_or(0),
-            },
-            ScenarioKind::Storm => Work::Storm {
-                cause: self.storm_cause,
-                backoff: self.backoff,
-            },
-        };
+                ScenarioKind::Churn => Work::Churn {
+                    rate: self
+                        .rate
+                        .ok_or("churn needs --rate (new connections per second)")?,
+                    max_inflight: self.max_inflight.unwrap_or(0),
+                },
+                ScenarioKind::Storm => Work::Storm {
+                    cause: self.storm_cause,
+                    backoff: self.backoff,
+                },
+                ScenarioKind::Burst => match self.burst {
+                    Some(size) if size > 0 => Work::Burst { size },
+                    _ => return Err(
+                        "burst needs --burst K (connections to open in one instant), K at least 1"
+                            .into(),
+                    ),
+                },
+            };
+        if self.burst.is_some() && self.scenario != ScenarioKind::Burst {
+            return Err(
+                "--burst belongs to the burst scenario (fanout load burst --burst K)".into(),
+            );
+        }
         Ok(Scenario {
             conns: self.conns,
             open,

@@ -19,6 +19,8 @@ pub struct Progress {
     pub caught_up: AtomicU64,
     pub echoed: AtomicU64,
     pub churned: AtomicU64,
+    /// Burst: attempts that opened or failed.
+    pub burst_settled: AtomicU64,
 }
 
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! results into one [`Report`].
 
 pub mod accounting;
+pub mod burst;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -41,6 +42,9 @@ const WATCH_DELIVERY: Duration = Duration::from_millis(1);
 /// A broadcast wait also ends when no delivery has arrived for this long
 /// (longer than TCP's retransmission backoff usually reaches on loopback).
 const DELIVERY_STALL: Duration = Duration::from_secs(10);
+/// A burst's attempts all have their fate by --connect-timeout plus this
+/// (the shards sweep for timeouts every 100 ms).
+const BURST_SETTLE_MARGIN: Duration = Duration::from_secs(1);
 
 /// A point of the ramp where the caller may look at the server, with the
 /// number of connections open then.
@@ -108,7 +112,12 @@ pub fn run_with(
 
     let nofile = sys::nofile_limit()?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let (shards, mut private) = client_shards(config.shards, cores, scenario.conns, nofile);
+    // A burst's connections open beside the held ones.
+    let peak = match scenario.work {
+        Work::Burst { size } => scenario.conns + size,
+        _ => scenario.conns,
+    };
+    let (shards, mut private) = client_shards(config.shards, cores, peak, nofile);
     if let Work::Churn { max_inflight, .. } = &mut scenario.work {
         // Each churn shard fills its own fd table at most.
         let room = nofile.saturating_sub(TABLE_RESERVE).max(1);
@@ -120,7 +129,7 @@ pub fn run_with(
     // Churn holds at most its bound at once; everything else, its connections.
     let at_once = match scenario.work {
         Work::Churn { max_inflight, .. } => max_inflight * shards,
-        _ => scenario.conns,
+        _ => peak,
     };
     let source_plan = match given {
         // A ramp until failure is there to find where they run out.
@@ -206,7 +215,10 @@ pub fn run_with(
             let watch = storm_watch(&control, shards, open_at_work, scenario.duration, &progress);
             (Vec::new(), Some(watch))
         }
-        _ => (work(&control, &scenario, &progress), None),
+        _ => (
+            work(&control, &scenario, config.connect_timeout, &progress),
+            None,
+        ),
     };
     let work_seconds = work_start.elapsed().as_secs_f64();
     at(Checkpoint::WorkDone);
@@ -239,6 +251,8 @@ pub fn run_with(
             kernel,
             kernel_work,
             storm: storm_watch.map(|watch| (watch, open_at_work, failed_in_ramp)),
+            held_at_work: open_at_work,
+            alive_at_end: results.iter().map(|r| r.alive_at_end).sum(),
         },
         results,
     ))
@@ -331,15 +345,30 @@ fn ramp(
 
 /// Run the scenario's work until it is done. Returns the broadcast waits
 /// that gave up before every member had the message, and why.
-fn work(control: &Control, scenario: &Scenario, progress: &Progress) -> Vec<String> {
+fn work(
+    control: &Control,
+    scenario: &Scenario,
+    connect_timeout: Duration,
+    progress: &Progress,
+) -> Vec<String> {
     let start = Instant::now();
+    if let Work::Burst { size } = scenario.work {
+        // Every attempt has its fate by --connect-timeout (then a sweep).
+        let bound = scenario.duration.max(connect_timeout + BURST_SETTLE_MARGIN);
+        let settled = || control.sum(|p| &p.burst_settled) >= size as u64;
+        wait_until(bound, settled, || progress.work(control, start));
+    }
     match scenario.work {
         Work::Broadcast {
             count,
             publish,
             drain,
         } => broadcast(control, count, publish, drain, scenario.duration, progress),
-        Work::Hold | Work::Echo { .. } | Work::Churn { .. } | Work::Storm { .. } => {
+        Work::Hold
+        | Work::Echo { .. }
+        | Work::Churn { .. }
+        | Work::Storm { .. }
+        | Work::Burst { .. } => {
             while start.elapsed() < scenario.duration {
                 progress.work(control, start);
                 std::thread::sleep(WATCH_EVERY.min(scenario.duration));
@@ -467,6 +496,9 @@ struct MergeInput {
     /// Storm: what the orchestrator watched, the connections open when it
     /// began, and the attempts that failed in the ramp before it.
     storm: Option<(StormWatch, u64, u64)>,
+    /// Connections open when the work began, and at the end.
+    held_at_work: u64,
+    alive_at_end: u64,
 }
 
 /// Everything the shards saw, added up.
@@ -521,6 +553,7 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
         all.storm_setup.merge(&result.storm_setup);
         all.storm_gave_up += result.storm_gave_up;
         all.storm_waiting += result.storm_waiting;
+        all.burst.merge(&result.burst);
         all.cpu_ns += result.cpu_ns;
     }
     all
@@ -661,8 +694,22 @@ fn merge(
         }
         _ => None,
     };
+    let burst = match scenario.work {
+        Work::Burst { size } => Some(burst_report(&all.burst, size, &input)),
+        _ => None,
+    };
+    if let Some(burst) = &burst {
+        if burst.settled_seconds.is_none() {
+            warnings.push(format!(
+                "{} of the {} burst attempts had neither opened nor failed by the end",
+                burst.size - burst.opened - burst.failures.values().sum::<u64>(),
+                burst.size
+            ));
+        }
+    }
     Report {
         storm,
+        burst,
         scenario: format!("{:?}", config.scenario).to_lowercase(),
         url: format!("{}://{}{}", target.wire.scheme(), target.host, target.path),
         conns: scenario.conns,
@@ -682,6 +729,35 @@ fn merge(
         kernel_causes: crate::netstat::explain(&input.kernel),
         kernel_counters: input.kernel,
         kernel_counters_work: input.kernel_work,
+    }
+}
+
+/// The burst's section: what became of each attempt, and the kernel's
+/// counters over the work that say where SYNs went.
+fn burst_report(result: &burst::BurstResult, size: usize, input: &MergeInput) -> BurstReport {
+    let kernel = |name: &str| input.kernel_work.get(name).copied().unwrap_or(0).max(0) as u64;
+    let seconds = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e9;
+    let refused = ["http 503", "hello refused"]
+        .iter()
+        .filter_map(|cause| result.failures.get(*cause))
+        .sum();
+    BurstReport {
+        size: size as u64,
+        held: input.held_at_work,
+        held_open_at_end: input.alive_at_end.saturating_sub(result.open_at_end),
+        issue_seconds: seconds(result.first_issue_ns, result.last_issue_ns),
+        settled_seconds: (result.settled() >= size as u64)
+            .then(|| seconds(result.first_issue_ns, result.last_settled_ns)),
+        opened: result.opened,
+        retransmitted: result.retransmitted,
+        refused,
+        failures: result.failures.clone(),
+        open_at_end: result.open_at_end,
+        setup: result.setup.summary(),
+        listen_overflows: kernel("TcpExt.ListenOverflows"),
+        listen_drops: kernel("TcpExt.ListenDrops"),
+        syn_retransmits: kernel("TcpExt.TCPSynRetrans"),
+        syncookies_sent: kernel("TcpExt.SyncookiesSent"),
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Report {
     pub churn: Option<ChurnReport>,
     #[serde(default)]
     pub storm: Option<StormReport>,
+    /// A connection burst (`fanout load burst`).
+    #[serde(default)]
+    pub burst: Option<BurstReport>,
     pub client: ClientReport,
     /// The kernel's TCP counters that changed during the run (system-wide:
     /// other programs' traffic counts too).
@@ -98,6 +101,47 @@ pub struct StormReport {
     pub listen_overflows: u64,
     /// [seconds since the first loss, connections open], every 100 ms.
     pub curve: Vec<[f64; 2]>,
+}
+
+/// A connection burst (`fanout load burst`): what the server did with each
+/// of --burst connections opened in one instant beside --conns held ones.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BurstReport {
+    /// Connections opened in the burst (--burst).
+    pub size: u64,
+    /// Connections held open when the burst began, and of those still
+    /// open at the end (the server kept serving them, or not).
+    pub held: u64,
+    pub held_open_at_end: u64,
+    /// Seconds the client took to issue every connect() of the burst: how
+    /// close to one instant it came.
+    pub issue_seconds: f64,
+    /// From the first connect() until every attempt had opened or failed;
+    /// none if some had neither by the end.
+    pub settled_seconds: Option<f64>,
+    /// Attempts that opened (TCP connect plus upgrade).
+    pub opened: u64,
+    /// Of those, opened only after the kernel sent the SYN or the request
+    /// again (TCP_INFO's retransmits on the socket): the server's kernel
+    /// dropped the first, usually at a full accept queue.
+    pub retransmitted: u64,
+    /// Refused by the server's admission control: HTTP 503 (TCP: the
+    /// hello answered `error: try again later`).
+    pub refused: u64,
+    /// Every attempt that did not open, by cause (the refusals among them).
+    pub failures: BTreeMap<String, u64>,
+    /// Burst connections still open when the run ended.
+    pub open_at_end: u64,
+    /// Each opened one: TCP connect plus upgrade.
+    pub setup: Summary,
+    /// The kernel's counters over the work (system-wide): accept-queue
+    /// overflows (TcpExt.ListenOverflows), SYNs dropped at a listener
+    /// (TcpExt.ListenDrops), SYN retransmits (TcpExt.TCPSynRetrans) and
+    /// SYN cookies sent (TcpExt.SyncookiesSent).
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+    pub syn_retransmits: u64,
+    pub syncookies_sent: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -332,6 +376,9 @@ impl Report {
         if let Some(storm) = &self.storm {
             storm_text(&mut out, storm, &self.connect.failures);
         }
+        if let Some(burst) = &self.burst {
+            burst_text(&mut out, burst);
+        }
         if let Some(e) = &self.echo {
             let _ = writeln!(
                 out,
@@ -396,6 +443,45 @@ fn close_kinds(closes: &BTreeMap<String, u64>) -> String {
         .map(|(how, n)| format!("{how}: {n}"))
         .collect();
     format!(" ({})", kinds.join(", "))
+}
+
+fn burst_text(out: &mut String, burst: &BurstReport) {
+    let settled = match burst.settled_seconds {
+        Some(seconds) => format!("every attempt settled in {seconds:.2} s"),
+        None => "NOT every attempt settled by the end".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "burst     {} connections issued in {:.3} s beside {} held: {settled}",
+        burst.size, burst.issue_seconds, burst.held
+    );
+    let _ = writeln!(
+        out,
+        "  opened {} ({} after a resent SYN or request), refused (503) {}, failed {}{}; still open at the end {}",
+        burst.opened,
+        burst.retransmitted,
+        burst.refused,
+        burst.failures.values().sum::<u64>(),
+        close_kinds(&burst.failures),
+        burst.open_at_end
+    );
+    let _ = writeln!(
+        out,
+        "  held open at the end {} of {}; kernel: ListenOverflows {}, ListenDrops {}, TCPSynRetrans {}, SyncookiesSent {}",
+        burst.held_open_at_end,
+        burst.held,
+        burst.listen_overflows,
+        burst.listen_drops,
+        burst.syn_retransmits,
+        burst.syncookies_sent
+    );
+    out.push_str(&latency_line("setup", &burst.setup));
+    if burst.failures.contains_key("handshake timeout") && burst.listen_overflows > 0 {
+        let _ = writeln!(
+            out,
+            "  note: a handshake timeout here is a connection open on the client's side only: the server's kernel dropped its last handshake ACK at a full accept queue (ListenOverflows), so the request waits on retransmits"
+        );
+    }
 }
 
 fn storm_text(out: &mut String, storm: &StormReport, failures: &BTreeMap<String, u64>) {

@@ -3,6 +3,7 @@
 //! it sees into its own histograms and counters, and closes everything with
 //! RST at the end. The orchestrator merges the shards' results.
 
+mod burst;
 mod input;
 mod opening;
 mod reconnect;
@@ -101,6 +102,7 @@ pub struct ShardResult {
     pub storm_setup: Latency,
     pub storm_gave_up: u64,
     pub storm_waiting: u64,
+    pub burst: crate::load::burst::BurstResult,
     pub cpu_ns: u64,
 }
 
@@ -274,6 +276,9 @@ impl Shard {
         for client in self.clients.drain() {
             if client.phase == Phase::Open {
                 self.result.alive_at_end += 1;
+                if client.attempt == crate::load::burst::BURST_ATTEMPT {
+                    self.result.burst.open_at_end += 1;
+                }
                 if counts {
                     client
                         .deliveries

@@ -8,6 +8,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
 use super::Shard;
+use crate::load::burst::BURST_ATTEMPT;
 use crate::load::client::{self, Client, Phase};
 use crate::load::config::{Pace, Work};
 use crate::load::target::Wire;
@@ -70,7 +71,7 @@ impl Shard {
     /// next time (ports come back as connections close).
     fn connect_from_a_source(&mut self) -> std::io::Result<std::net::TcpStream> {
         let count = self.job.sources.len();
-        let first = self.started % count;
+        let first = (self.started + self.result.burst.issued as usize) % count;
         for step in 0..count {
             let i = (first + step) % count;
             if self.spent_sources[i] {
@@ -154,6 +155,9 @@ impl Shard {
         }
         self.result.timeline[second] += 1;
         self.progress().alive.fetch_add(1, Relaxed);
+        if attempt == BURST_ATTEMPT {
+            return self.burst_opened(key, now, elapsed);
+        }
         if attempt > 0 {
             self.result.storm_setup.record_ns(elapsed);
             return;

@@ -51,6 +51,9 @@ impl Shard {
 
     /// An attempt failed: a reconnect is tried again, later.
     pub(super) fn attempt_failed(&mut self, cause: &str, attempt: u8, now: u64) {
+        if attempt == crate::load::burst::BURST_ATTEMPT {
+            return self.burst_failed(cause, now);
+        }
         self.fail(cause);
         if attempt > 0 {
             self.queue_reconnect(attempt.saturating_add(1), now);

@@ -30,6 +30,7 @@ impl Shard {
                 self.churn = Some(Schedule::new(now, per_shard, phase));
             }
             Work::Storm { .. } => self.start_storm(now),
+            Work::Burst { size } => self.start_burst(size, now),
             Work::Hold | Work::Echo { .. } => {}
         }
         for key in self.open_keys() {
@@ -219,7 +220,7 @@ impl Shard {
                 self.progress().alive.fetch_sub(1, Relaxed);
                 client.abort();
             }
-            Work::Hold | Work::Storm { .. } => {}
+            Work::Hold | Work::Storm { .. } | Work::Burst { .. } => {}
         }
     }
 
