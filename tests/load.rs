@@ -322,6 +322,8 @@ fn bad_load_arguments_are_clear_errors() {
         (&["burst", "--url", "ws://127.0.0.1:1/"], "--burst K"),
         (&["burst", "--burst", "0"], "at least 1"),
         (&["hold", "--burst", "10"], "burst scenario"),
+        (&["broadcast", "--publish-burst", "0"], "at least 1"),
+        (&["echo", "--publish-burst", "5"], "--publish-burst belongs"),
         (
             &["hold", "--conns", "100000", "--source", "127.0.0.2"],
             "source addresses",
@@ -438,6 +440,36 @@ fn a_storm_of_resets_comes_back_with_backoff_through_the_servers_503s() {
         "{:?}",
         report.client.warnings
     );
+}
+
+/// Publish bursts: 3 bursts of 200 messages, each published back to back
+/// and the next only once every member has the whole burst; every message
+/// reaches every member once, and each burst's time to the last member is
+/// reported.
+#[test]
+fn publish_bursts_reach_every_member_whole() {
+    let server = Server::start(Backend::Epoll, &["--shards", "2"]);
+    let url = server.url("/room");
+    let report = load(&format!(
+        "broadcast --url {url} --conns 20 --count 3 --publish-burst 200 --interval 10ms"
+    ));
+    let b = report.broadcast.expect("broadcast section");
+    assert_eq!((b.members, b.messages_sent), (20, 600));
+    assert_eq!(
+        (
+            b.tally.delivered,
+            b.tally.lost(),
+            b.tally.duplicated,
+            b.timed_out
+        ),
+        (600 * 20, 0, 0, 0)
+    );
+    assert!(b.mode.contains("bursts of 200"), "{}", b.mode);
+    let bursts = b.burst_last_delivery_us.expect("a figure per burst");
+    assert_eq!((bursts.n, b.last_delivery_us.n), (3, 600));
+    // A burst is over when its slowest message is.
+    assert_eq!(bursts.max, b.last_delivery_us.max);
+    assert!(bursts.min >= b.last_delivery_us.min);
 }
 
 /// A burst against a server that admits 1,000 upgrades a second: its

@@ -79,9 +79,15 @@ pub struct LoadConfig {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Broadcast: messages to publish.
+    /// Broadcast: messages to publish (with --publish-burst, bursts).
     #[arg(long, default_value_t = 10)]
     pub count: u64,
+
+    /// Broadcast: publish this many messages at once (back to back, in one
+    /// turn of the publisher's loop) per broadcast; the next burst waits
+    /// until every member has the whole burst. --count bursts are sent.
+    #[arg(long)]
+    pub publish_burst: Option<u64>,
 
     /// Broadcast: pause between one message reaching every member and the
     /// next being published (so broadcasts never overlap).
@@ -154,6 +160,11 @@ pub struct LoadConfig {
     pub progress: bool,
 }
 
+const BURST_NEEDS_SIZE: &str =
+    "burst needs --burst K (connections to open in one instant), K at least 1";
+const PUBLISH_BURST_ALONE: &str =
+    "--publish-burst belongs to broadcast without --send-rate (bursts one after another)";
+
 /// How the opening of connections is paced.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pace {
@@ -168,8 +179,9 @@ pub enum Pace {
 pub enum Publish {
     /// One at a time: each once every member has the one before (or the
     /// drain bound passed), then a pause of `gap`. Broadcasts never overlap,
-    /// so each one's figures are its own.
-    OneAtATime { gap: Duration },
+    /// so each one's figures are its own. With `burst` above 1, each
+    /// broadcast is that many messages published back to back.
+    OneAtATime { gap: Duration, burst: u64 },
     /// Open loop at this many messages per second: sustained load.
     Rate(f64),
 }
@@ -250,43 +262,52 @@ impl LoadConfig {
                 inflight: self.inflight.max(1),
             },
         };
-        let work =
-            match self.scenario {
-                ScenarioKind::Hold => Work::Hold,
-                ScenarioKind::Broadcast => match self.send_rate {
-                    Some(rate) => Work::Broadcast {
-                        count: (rate * self.duration.as_secs_f64()).ceil().max(1.0) as u64,
-                        publish: Publish::Rate(rate),
+        let work = match self.scenario {
+            ScenarioKind::Hold => Work::Hold,
+            ScenarioKind::Broadcast => match self.send_rate {
+                Some(rate) => Work::Broadcast {
+                    count: (rate * self.duration.as_secs_f64()).ceil().max(1.0) as u64,
+                    publish: Publish::Rate(rate),
+                    drain: self.drain,
+                },
+                None => {
+                    let burst = self.publish_burst.unwrap_or(1);
+                    Work::Broadcast {
+                        count: self.count.max(1) * burst,
+                        publish: Publish::OneAtATime {
+                            gap: self.interval,
+                            burst,
+                        },
                         drain: self.drain,
-                    },
-                    None => Work::Broadcast {
-                        count: self.count.max(1),
-                        publish: Publish::OneAtATime { gap: self.interval },
-                        drain: self.drain,
-                    },
-                },
-                ScenarioKind::Echo => Work::Echo {
-                    open_loop_rate: self.send_rate,
-                    window: self.window.max(1),
-                },
-                ScenarioKind::Churn => Work::Churn {
-                    rate: self
-                        .rate
-                        .ok_or("churn needs --rate (new connections per second)")?,
-                    max_inflight: self.max_inflight.unwrap_or(0),
-                },
-                ScenarioKind::Storm => Work::Storm {
-                    cause: self.storm_cause,
-                    backoff: self.backoff,
-                },
-                ScenarioKind::Burst => match self.burst {
-                    Some(size) if size > 0 => Work::Burst { size },
-                    _ => return Err(
-                        "burst needs --burst K (connections to open in one instant), K at least 1"
-                            .into(),
-                    ),
-                },
-            };
+                    }
+                }
+            },
+            ScenarioKind::Echo => Work::Echo {
+                open_loop_rate: self.send_rate,
+                window: self.window.max(1),
+            },
+            ScenarioKind::Churn => Work::Churn {
+                rate: self
+                    .rate
+                    .ok_or("churn needs --rate (new connections per second)")?,
+                max_inflight: self.max_inflight.unwrap_or(0),
+            },
+            ScenarioKind::Storm => Work::Storm {
+                cause: self.storm_cause,
+                backoff: self.backoff,
+            },
+            ScenarioKind::Burst => match self.burst {
+                Some(size) if size > 0 => Work::Burst { size },
+                _ => return Err(BURST_NEEDS_SIZE.into()),
+            },
+        };
+        if self.publish_burst == Some(0) {
+            return Err("--publish-burst must be at least 1".into());
+        }
+        let bursts = self.scenario == ScenarioKind::Broadcast && self.send_rate.is_none();
+        if self.publish_burst.is_some() && !bursts {
+            return Err(PUBLISH_BURST_ALONE.into());
+        }
         if self.burst.is_some() && self.scenario != ScenarioKind::Burst {
             return Err(
                 "--burst belongs to the burst scenario (fanout load burst --burst K)".into(),

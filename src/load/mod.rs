@@ -394,8 +394,8 @@ fn broadcast(
     let publisher_done = || control.publisher_done.load(Acquire);
     let mut gave_up = Vec::new();
     match publish {
-        Publish::OneAtATime { gap } => {
-            for k in 1..=count {
+        Publish::OneAtATime { gap, burst } => {
+            for k in (burst..=count).step_by(burst as usize) {
                 control.release.store(k, Release);
                 let sent = wait_until(
                     drain,
@@ -408,7 +408,10 @@ fn broadcast(
                 if let Err(why) =
                     wait_delivered(control, k, drain, &|| progress.work(control, start))
                 {
-                    gave_up.push(format!("message {}: {why}", k - 1));
+                    gave_up.push(match burst {
+                        1 => format!("message {}: {why}", k - 1),
+                        _ => format!("burst {}: {why}", k / burst - 1),
+                    });
                 }
                 if k < count {
                     std::thread::sleep(gap);
@@ -796,10 +799,24 @@ fn broadcast_report(
         .collect();
     let first: Vec<f64> = arrived.iter().map(|e| e.min_ns as f64 / 1e3).collect();
     let last: Vec<f64> = arrived.iter().map(|e| e.max_ns as f64 / 1e3).collect();
+    // A burst's messages leave back to back: its last delivery, from the
+    // burst's publish, is the latest of its messages' (each from its own).
+    let burst_last: Vec<f64> = match publish {
+        Publish::OneAtATime { burst, .. } => all
+            .per_message_extremes
+            .iter()
+            .take(published as usize)
+            .collect::<Vec<_>>()
+            .chunks(burst as usize)
+            .filter(|chunk| chunk.iter().any(|e| e.count > 0))
+            .map(|chunk| chunk.iter().map(|e| e.max_ns).max().unwrap_or(0) as f64 / 1e3)
+            .collect(),
+        Publish::Rate(_) => Vec::new(),
+    };
     let delivery_seconds = match publish {
         // Broadcasts never overlap: the time spent delivering is the sum of
         // each one's publish-to-last-delivery, without the pauses between.
-        Publish::OneAtATime { .. } => last.iter().sum::<f64>() / 1e6,
+        Publish::OneAtATime { .. } => burst_last.iter().sum::<f64>() / 1e6,
         Publish::Rate(_) => {
             all.last_delivery_ns.saturating_sub(input.first_publish_ns) as f64 / 1e9
         }
@@ -811,8 +828,12 @@ fn broadcast_report(
         messages_sent: published,
         size: scenario.size,
         mode: match publish {
-            Publish::OneAtATime { gap } => format!(
+            Publish::OneAtATime { gap, burst: 1 } => format!(
                 "one at a time, each after every member had the one before, {} ms apart",
+                gap.as_millis()
+            ),
+            Publish::OneAtATime { gap, burst } => format!(
+                "in bursts of {burst} back to back, each after every member had the burst before, {} ms apart",
                 gap.as_millis()
             ),
             Publish::Rate(rate) => format!("sustained, {rate}/s"),
@@ -820,6 +841,8 @@ fn broadcast_report(
         latency: all.deliveries.summary(),
         first_delivery_us: Spread::of(&first),
         last_delivery_us: Spread::of(&last),
+        burst_last_delivery_us: matches!(publish, Publish::OneAtATime { burst, .. } if burst > 1)
+            .then(|| Spread::of(&burst_last)),
         per_message,
         tally,
         members_closed: all.members_closed,

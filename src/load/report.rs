@@ -158,6 +158,11 @@ pub struct BroadcastReport {
     pub first_delivery_us: Spread,
     /// Over messages: each one's last delivery (exact), µs.
     pub last_delivery_us: Spread,
+    /// Publish bursts (--publish-burst): over bursts, each one's last
+    /// delivery of any of its messages, µs from the burst's publish: when
+    /// every member had the whole burst.
+    #[serde(default)]
+    pub burst_last_delivery_us: Option<Spread>,
     /// Per message, with percentiles (when at most 100 were sent).
     pub per_message: Vec<MessageReport>,
     pub tally: Tally,
@@ -291,6 +296,16 @@ fn broadcast_text(out: &mut String, b: &BroadcastReport) {
         ms(last.min),
         ms(last.max)
     );
+    if let Some(bursts) = &b.burst_last_delivery_us {
+        let _ = writeln!(
+            out,
+            "  over {} bursts: every member had the whole burst after median {} ({} – {})",
+            bursts.n,
+            ms(bursts.median),
+            ms(bursts.min),
+            ms(bursts.max)
+        );
+    }
     let t = &b.tally;
     let _ = writeln!(
         out,
