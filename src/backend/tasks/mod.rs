@@ -28,6 +28,7 @@ mod on_tokio;
 mod on_tokio_uring;
 pub mod room;
 mod session;
+mod silence_clock;
 mod ws;
 
 use std::io;

@@ -19,13 +19,13 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::accept::Live;
 use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Kick, Membership};
+use super::silence_clock::{Due, SilenceClock};
 use super::Shard;
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::Rejection;
 use crate::protocol::{close_code, Proto, Route};
 use crate::server::admission::Refusal;
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
-use crate::server::silence::{on_silence, silence_limit, Silence};
 use crate::server::stats::{bump, count_violation, ShardCounters};
 
 /// Bytes a read asks for at least.
@@ -119,10 +119,7 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
     let counters = shard.counters();
     let mut leaving = pin!(shard.turn_to_go());
     let handshake_deadline = Instant::now() + settings.handshake_timeout;
-    let (ping, idle) = settings.silence_limits();
-    let limit = silence_limit(ping, idle);
-    let mut silent_until: Option<Instant> = None; // set at the upgrade
-    let mut pinged = false;
+    let mut silence = SilenceClock::new(settings); // runs from the upgrade
     let mut phase = Phase::Handshake;
     let mut fragments = None;
     let mut member: Option<Membership<Bytes>> = None;
@@ -133,25 +130,17 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
             biased;
             _ = &mut leaving, if matches!(phase, Phase::Open(_)) => return Close::Goodbye,
             code = kicked(kick.as_deref()) => return Close::Say(code, kick_reason(code)),
-            _ = sleep_until(silent_until.unwrap_or_else(Instant::now)), if silent_until.is_some() => {
-                match on_silence(ping, idle, pinged) {
-                    Silence::Ping { then } => {
+            _ = sleep_until(silence.deadline().unwrap_or_else(Instant::now)), if silence.deadline().is_some() => {
+                match silence.due(counters) {
+                    Due::Ping => {
                         let ping = frame::server_frame(OpCode::Ping, b"");
                         if transport.write_all(ping).await.is_err() {
                             return Close::Now;
                         }
-                        bump(&counters.pings_sent);
-                        pinged = true;
-                        silent_until = Some(Instant::now() + then);
+                        silence.pinged(counters);
                     }
-                    Silence::PingUnanswered => {
-                        bump(&counters.ping_timeouts);
-                        return Close::Now;
-                    }
-                    Silence::Idle => {
-                        bump(&counters.idle_timeouts);
-                        return Close::Say(close_code::GOING_AWAY, "idle timeout");
-                    }
+                    Due::Drop => return Close::Now,
+                    Due::CloseIdle => return Close::Say(close_code::GOING_AWAY, "idle timeout"),
                 }
             }
             _ = sleep_until(handshake_deadline), if phase == Phase::Handshake => {
@@ -188,10 +177,8 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
                     shard.histograms().handshake.observe(accepted.elapsed());
                     live.open = true;
                 }
-                if let (Phase::Open(_), Some(limit)) = (phase, limit) {
-                    // It spoke (a pong counts): its silence starts again.
-                    silent_until = Some(Instant::now() + limit);
-                    pinged = false;
+                if let Phase::Open(_) = phase {
+                    silence.heard();
                 }
                 live.admitted |= produced.admitted;
                 input.drain(..used);

@@ -26,10 +26,10 @@ use super::accept::Live;
 use super::handshake::{read_upgrade, refuse, shut_and_drain};
 use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Membership};
+use super::silence_clock::{Due, SilenceClock};
 use super::Shard;
 use crate::protocol::{close_code, handshake, Route};
 use crate::server::settings::Settings;
-use crate::server::silence::{on_silence, Silence};
 use crate::server::stats::{bump, count_violation, ShardCounters};
 
 /// The read buffer tungstenite's docs suggest when there are many
@@ -103,32 +103,22 @@ async fn converse(
     let counters = shard.counters();
     let mut leaving = pin!(shard.turn_to_go());
     let kick = member.as_ref().map(Membership::kick_signal);
-    let (ping, idle) = shard.settings.silence_limits();
-    let limit = crate::server::silence::silence_limit(ping, idle);
-    let mut silent_until = limit.map(|limit| Instant::now() + limit);
-    let mut pinged = false;
+    let mut silence = SilenceClock::new(&shard.settings);
+    silence.heard(); // open from the start
     loop {
         tokio::select! {
             biased;
             _ = &mut leaving => return Ending::Goodbye,
-            _ = sleep_until(silent_until.unwrap_or_else(Instant::now)), if silent_until.is_some() => {
-                match on_silence(ping, idle, pinged) {
-                    Silence::Ping { then } => {
+            _ = sleep_until(silence.deadline().unwrap_or_else(Instant::now)), if silence.deadline().is_some() => {
+                match silence.due(counters) {
+                    Due::Ping => {
                         if ws.send(Message::Ping(Default::default())).await.is_err() {
                             return Ending::Gone;
                         }
-                        bump(&counters.pings_sent);
-                        pinged = true;
-                        silent_until = Some(Instant::now() + then);
+                        silence.pinged(counters);
                     }
-                    Silence::PingUnanswered => {
-                        bump(&counters.ping_timeouts);
-                        return Ending::Gone;
-                    }
-                    Silence::Idle => {
-                        bump(&counters.idle_timeouts);
-                        return Ending::Close(close_code::GOING_AWAY, "idle timeout");
-                    }
+                    Due::Drop => return Ending::Gone,
+                    Due::CloseIdle => return Ending::Close(close_code::GOING_AWAY, "idle timeout"),
                 }
             }
             code = kicked(kick.as_deref()) => return Ending::Close(code, kick_reason(code)),
@@ -142,10 +132,8 @@ async fn converse(
                 }
             }
             incoming = ws.next() => {
-                if let (Some(Ok(_)), Some(limit)) = (&incoming, limit) {
-                    // It spoke (a pong counts): its silence starts again.
-                    silent_until = Some(Instant::now() + limit);
-                    pinged = false;
+                if let Some(Ok(_)) = &incoming {
+                    silence.heard(); // a pong counts
                 }
                 match incoming {
                     None => return Ending::Gone,
