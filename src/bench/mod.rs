@@ -745,54 +745,42 @@ fn run(
             }
         }
     }
-    let mut churns: Vec<Option<churn::Churn>> = match config.measures(Job::Churn) {
-        true => (0..phases.servers.len())
-            .map(|server| churn_search(&mut phases, config, server).map(Some))
-            .collect::<anyhow::Result<_>>()?,
-        false => vec![None; phases.servers.len()],
+    let mut churns = each_server(
+        &mut phases,
+        config.measures(Job::Churn),
+        |phases, server| churn_search(phases, config, server),
+    )?;
+    let storm_setup = storm::StormSetup {
+        conns: config.storm_conns.unwrap_or(config.conns),
+        backoff: config.storm_backoff,
+        bound: config.storm_duration,
+        samples: config.samples,
     };
-    let mut storms: Vec<Option<storm::StormBench>> = match config.measures(Job::Storm) {
-        true => {
-            let setup = storm::StormSetup {
-                conns: config.storm_conns.unwrap_or(config.conns),
-                backoff: config.storm_backoff,
-                bound: config.storm_duration,
-                samples: config.samples,
-            };
-            (0..phases.servers.len())
-                .map(|server| storm::run(&mut phases, server, &setup).map(Some))
-                .collect::<anyhow::Result<_>>()?
-        }
-        false => vec![None; phases.servers.len()],
+    let mut storms = each_server(
+        &mut phases,
+        config.measures(Job::Storm),
+        |phases, server| storm::run(phases, server, &storm_setup),
+    )?;
+    let overload_setup = overload::OverloadSetup {
+        members: config.conns,
+        rate: config.overload_rate,
+        size: config.overload_size,
+        duration: config.overload_duration,
+        samples: config.samples,
     };
-    let mut overloads: Vec<Option<overload::OverloadBench>> = match config.measures(Job::Overload) {
-        true => {
-            let setup = overload::OverloadSetup {
-                members: config.conns,
-                rate: config.overload_rate,
-                size: config.overload_size,
-                duration: config.overload_duration,
-                samples: config.samples,
-            };
-            (0..phases.servers.len())
-                .map(|server| overload::run(&mut phases, server, &setup).map(Some))
-                .collect::<anyhow::Result<_>>()?
-        }
-        false => vec![None; phases.servers.len()],
+    let mut overloads = each_server(
+        &mut phases,
+        config.measures(Job::Overload),
+        |phases, server| overload::run(phases, server, &overload_setup),
+    )?;
+    let soak_setup = soak::SoakSetup {
+        duration: config.soak.unwrap_or_default(),
+        cycle: config.soak_cycle,
+        conns: config.conns,
     };
-    let mut soaks: Vec<Option<soak::Soak>> = match config.soak {
-        Some(duration) => {
-            let setup = soak::SoakSetup {
-                duration,
-                cycle: config.soak_cycle,
-                conns: config.conns,
-            };
-            (0..phases.servers.len())
-                .map(|server| soak::run(&mut phases, server, &setup).map(Some))
-                .collect::<anyhow::Result<_>>()?
-        }
-        None => vec![None; phases.servers.len()],
-    };
+    let mut soaks = each_server(&mut phases, config.soak.is_some(), |phases, server| {
+        soak::run(phases, server, &soak_setup)
+    })?;
     for record in &phases.records {
         let label = record.label();
         warnings.extend(record.warnings.iter().map(|w| format!("{label}: {w}")));
@@ -962,6 +950,22 @@ pub fn utc_now() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Run `job` on each server in turn when the bench `wanted` it; otherwise
+/// nothing for each.
+fn each_server<T>(
+    phases: &mut Phases,
+    wanted: bool,
+    mut job: impl FnMut(&mut Phases, usize) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<Option<T>>> {
+    let servers = phases.servers.len();
+    if !wanted {
+        return Ok((0..servers).map(|_| None).collect());
+    }
+    (0..servers)
+        .map(|server| job(phases, server).map(Some))
+        .collect()
 }
 
 #[cfg(test)]
