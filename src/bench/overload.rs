@@ -46,6 +46,11 @@ pub struct OverloadBench {
     pub peak_rss_mb: Spread,
     /// The server's RSS two seconds after the members left, MB.
     pub after_rss_mb: Spread,
+    /// The most TCP buffer memory the kernel held (machine-wide, the
+    /// members' sockets too) while the publisher sent and they caught up,
+    /// MB: where a backlog goes that a server writes instead of queuing.
+    #[serde(default)]
+    pub peak_kernel_tcp_mb: Spread,
     /// Members closed with 1008 (past --max-backlog).
     pub backlog_closes: Spread,
     /// Members closed with 1013 (shed for --max-backlog-total).
@@ -67,6 +72,10 @@ pub struct OverloadRun {
     pub peak_rss_bytes: u64,
     /// The server's RSS two seconds after the members left.
     pub after_rss_bytes: u64,
+    /// The most TCP buffer memory the kernel held, machine-wide (sockstat
+    /// `mem`), sampled with the RSS.
+    #[serde(default)]
+    pub peak_kernel_tcp_bytes: u64,
     /// Members open when the publisher began.
     pub members: u64,
     /// Members closed with 1008 (past --max-backlog).
@@ -118,6 +127,7 @@ pub fn run(
         with_members_rss_mb: spread(&|r| mb(r.with_members_rss_bytes)),
         peak_rss_mb: spread(&|r| mb(r.peak_rss_bytes)),
         after_rss_mb: spread(&|r| mb(r.after_rss_bytes)),
+        peak_kernel_tcp_mb: spread(&|r| mb(r.peak_kernel_tcp_bytes)),
         backlog_closes: spread(&|r| r.backlog_closes as f64),
         overload_closes: spread(&|r| r.overload_closes as f64),
         deliveries_per_s: spread(&|r| r.deliveries_per_s),
@@ -149,6 +159,7 @@ fn one_run(
     let with_members_rss_bytes = with_members.context("the ramp never finished")?;
     let sampler = sampler.context("the ramp never finished")?;
     let peak_rss_bytes = sampler.peak_since(Duration::ZERO);
+    let peak_kernel_tcp_bytes = sampler.peak_kernel_tcp();
     drop(sampler.stop());
     std::thread::sleep(COME_BACK);
     let after_rss_bytes = running.server.tree_rss_bytes();
@@ -159,6 +170,7 @@ fn one_run(
         with_members_rss_bytes,
         peak_rss_bytes: peak_rss_bytes.max(with_members_rss_bytes),
         after_rss_bytes,
+        peak_kernel_tcp_bytes,
         members: broadcast.members,
         backlog_closes: stats.totals.backlog_closes,
         overload_closes: stats.totals.overload_closes,
@@ -170,7 +182,7 @@ fn one_run(
 /// The overload's lines in the bench's text.
 pub fn text(o: &OverloadBench) -> String {
     format!(
-        "overload  {} members, {}/s × {} B for {:.0} s: peak {} B per member above the server holding them idle; RSS idle {} MB, with members {} MB, peak {} MB, 2 s after they left {} MB; closed 1008: {}, 1013: {}; {} deliveries/s\n",
+        "overload  {} members, {}/s × {} B for {:.0} s: peak {} B per member above the server holding them idle; RSS idle {} MB, with members {} MB, peak {} MB, 2 s after they left {} MB; the kernel's TCP buffers at most {} MB (machine-wide); closed 1008: {}, 1013: {}; {} deliveries/s\n",
         o.members,
         o.rate_per_s,
         o.size,
@@ -180,6 +192,7 @@ pub fn text(o: &OverloadBench) -> String {
         o.with_members_rss_mb.text(1),
         o.peak_rss_mb.text(1),
         o.after_rss_mb.text(1),
+        o.peak_kernel_tcp_mb.text(1),
         o.backlog_closes.text(0),
         o.overload_closes.text(0),
         o.deliveries_per_s.text(0)

@@ -48,6 +48,17 @@ impl MemorySampler {
             .unwrap_or(0)
     }
 
+    /// The most TCP buffer memory the kernel had charged (machine-wide:
+    /// the server's sockets and the clients') in any sample.
+    pub fn peak_kernel_tcp(&self) -> u64 {
+        let samples = self.samples.lock().unwrap();
+        samples
+            .iter()
+            .map(|[_, _, tcp]| *tcp as u64)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The RSS curve and the kernel's TCP memory curve.
     pub fn stop(mut self) -> (Vec<[f64; 2]>, Vec<[f64; 2]>) {
         self.stop.store(true, Relaxed);
