@@ -26,6 +26,7 @@
 pub mod sys;
 
 pub mod backend;
+pub mod backplane;
 pub mod bench;
 pub mod ceiling;
 pub mod cli;

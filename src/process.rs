@@ -66,6 +66,9 @@ impl ServerProcess {
                 server.metrics = Some(addr.parse().context("parsing the `metrics` address")?);
                 continue;
             }
+            if line.starts_with("backplane ") {
+                continue; // what it connects to, not the plan
+            }
             if let Some(addr) = line.strip_prefix("ready ") {
                 server.addr = addr.trim().parse().context("parsing the `ready` address")?;
                 return Ok(server);

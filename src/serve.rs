@@ -115,6 +115,19 @@ pub struct ServeConfig {
     /// per scrape: nothing on the connections' path. Off by default.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+
+    /// One room across server instances: publish room messages to Redis
+    /// (redis://HOST:PORT, loopback) and deliver what the other instances
+    /// publish there to this one's members, each message once. Redis going
+    /// away never holds up local delivery: the links reconnect with
+    /// backoff and what could not cross is counted (backplane_* in stats).
+    /// epoll and uring for now.
+    #[arg(long, value_parser = crate::backplane::parse_url)]
+    pub backplane: Option<SocketAddr>,
+
+    /// The Redis channel the instances of one room share.
+    #[arg(long, default_value = "fanout", requires = "backplane")]
+    pub channel: String,
 }
 
 impl ServeConfig {
@@ -188,6 +201,18 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
     backend::probe(kind).map_err(|missing| UsageError(missing.to_string()))?;
+    if config.backplane.is_some() && kind.is_task_per_connection() {
+        let error = format!(
+            "--backplane runs in the shard core's room: use --backend epoll or uring (not yet {})",
+            kind.name()
+        );
+        return Err(UsageError(error).into());
+    }
+    let backplane = config.backplane.map(|redis| crate::backplane::Config {
+        redis,
+        channel: config.channel.clone(),
+        proto: config.proto,
+    });
     let (plan, workers) = plan_for_backend(&config)?;
     let runtime = match kind.single_fd_table() {
         true => format!(" (one runtime, {workers} worker threads)"),
@@ -200,10 +225,14 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let conn_limit = plan.conns_per_shard.unwrap_or(usize::MAX);
     let settings = Arc::new(config.settings());
+    let services = crate::server::Services {
+        metrics: config.metrics,
+        backplane,
+    };
     run_shards(
         &plan,
         config.listen,
-        config.metrics,
+        services,
         banner,
         backend::preparer(kind, &settings, workers),
         move |prepared, start, id, hub| {

@@ -75,7 +75,7 @@ pub fn bare(config: BareConfig) -> anyhow::Result<()> {
     crate::server::run_shards(
         &plan,
         config.listen,
-        None,
+        crate::server::Services::default(),
         banner,
         prepare,
         move |poll, start, id, hub| FloorShard::new(id, poll, start.claim()?, route, hub)?.run(),

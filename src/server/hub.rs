@@ -4,13 +4,14 @@
 //! then writes it to its own members.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::histogram::ShardHistograms;
 use super::stats::ShardCounters;
+use crate::backplane::Backplane;
 
 /// Wakes one shard's event loop from another thread.
 pub trait Wake: Send + Sync {
@@ -51,6 +52,8 @@ pub struct Hub {
     drain_began: OnceLock<Instant>,
     /// Cache-flush requests so far (see [`Hub::flush_allocator_caches`]).
     flush_requests: AtomicU64,
+    /// Where room frames go to other instances (`--backplane`), if anywhere.
+    backplane: OnceLock<Arc<Backplane>>,
 }
 
 impl Hub {
@@ -72,6 +75,7 @@ impl Hub {
             stage: AtomicU8::new(RUNNING),
             drain_began: OnceLock::new(),
             flush_requests: AtomicU64::new(0),
+            backplane: OnceLock::new(),
         }
     }
 
@@ -129,12 +133,30 @@ impl Hub {
         self.mailboxes.iter().map(|mailbox| &mailbox.histograms)
     }
 
-    /// Hand `frames` to every other shard that has room members. A shard is
-    /// woken only when its inbox goes from empty to not empty: a non-empty
-    /// inbox already has a wake-up on its way.
+    /// From now on, room frames published here also go to `backplane`.
+    pub fn attach_backplane(&self, backplane: Arc<Backplane>) {
+        let _ = self.backplane.set(backplane);
+    }
+
+    /// Hand `frames` to every other shard that has room members, and to the
+    /// backplane. A shard is woken only when its inbox goes from empty to
+    /// not empty: a non-empty inbox already has a wake-up on its way.
     fn publish(&self, from: usize, frames: &[Bytes], at: Instant) {
+        if let Some(backplane) = self.backplane.get() {
+            frames.iter().for_each(|frame| backplane.publish(frame));
+        }
+        self.hand_to_shards(Some(from), frames, at);
+    }
+
+    /// A frame another instance published (through the backplane): to
+    /// every shard with members here, never back to the backplane.
+    pub fn deliver_from_elsewhere(&self, frame: Bytes) {
+        self.hand_to_shards(None, std::slice::from_ref(&frame), Instant::now());
+    }
+
+    fn hand_to_shards(&self, from: Option<usize>, frames: &[Bytes], at: Instant) {
         for (shard, mailbox) in self.mailboxes.iter().enumerate() {
-            if shard == from || mailbox.members.load(Ordering::Acquire) == 0 {
+            if Some(shard) == from || mailbox.members.load(Ordering::Acquire) == 0 {
                 continue;
             }
             let was_empty = {

@@ -37,6 +37,15 @@ use stats::Snapshot;
 /// How often the main thread looks for signals and dead shards.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(20);
 
+/// What a server runs beside its shards, each optional.
+#[derive(Default)]
+pub struct Services {
+    /// Prometheus scrapes at this address.
+    pub metrics: Option<SocketAddr>,
+    /// The room across instances, through Redis.
+    pub backplane: Option<crate::backplane::Config>,
+}
+
 /// What one shard thread needs besides its backend state.
 pub struct ShardSetup {
     pub id: usize,
@@ -76,7 +85,7 @@ pub fn plan_for(
 pub fn run_shards<P, R>(
     plan: &Plan,
     listen: SocketAddr,
-    metrics: Option<SocketAddr>,
+    services: Services,
     banner: String,
     prepare: impl Fn() -> std::io::Result<(P, Box<dyn Wake>)>,
     run: R,
@@ -95,9 +104,18 @@ where
         .into_iter()
         .unzip();
     let hub = Arc::new(Hub::new(wakers));
-    let metrics = metrics
+    let mut backplane_line = None;
+    let metrics = services
+        .metrics
         .map(|addr| metrics::start(addr, hub.clone()))
         .transpose()?;
+    if let Some(config) = services.backplane {
+        let (redis, channel) = (config.redis, config.channel.clone());
+        let backplane = crate::backplane::start(config, hub.clone())
+            .context("starting the backplane's threads")?;
+        hub.attach_backplane(backplane);
+        backplane_line = Some(format!("backplane redis://{redis} channel {channel}"));
+    }
     let (bound_tx, bound_rx) = mpsc::channel();
     let everyone_ready = Arc::new(Barrier::new(plan.shards));
     let private = plan.fd_tables == FdTables::PerShard;
@@ -135,6 +153,9 @@ where
     println!("{banner}");
     if let Some(metrics) = metrics {
         println!("metrics http://{metrics}/metrics");
+    }
+    if let Some(line) = backplane_line {
+        println!("{line}");
     }
     println!("ready {addr}");
     std::io::stdout().flush()?;

@@ -102,6 +102,22 @@ counters! {
     ping_timeouts,
     /// Connections closed for sending nothing for --idle-timeout.
     idle_timeouts,
+    /// Room frames this instance handed to Redis (--backplane), counted by
+    /// the backplane's threads on shard 0.
+    backplane_published,
+    /// Room frames from other instances delivered to the local members.
+    backplane_received,
+    /// Room frames never published to Redis: it was away, or the outbox
+    /// was full (local members got them all the same).
+    backplane_dropped,
+    /// Frames other instances published that this one never received (its
+    /// link was down), counted from their sequence numbers.
+    backplane_missed,
+    /// Messages on the channel that were not fanout frames of this
+    /// server's protocol, ignored.
+    backplane_rejected,
+    /// Times a link to Redis (publishing or subscribed) went down.
+    backplane_outages,
     /// Event-loop wake-ups; a spinning loop shows here.
     wakeups,
     /// Reads that found no receive buffer (io_uring's buffer ring had run

@@ -1,0 +1,310 @@
+//! `fanout serve --backplane`: two server instances share one room through
+//! a real redis-server (Debian's package, which .ci/run installs), started
+//! here on a free loopback port with no persistence. Every member on either
+//! instance gets every message exactly once, wherever it was published; a
+//! Redis restart never holds up local delivery and the room is whole again
+//! once Redis is back.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fanout::backplane::resp::{self, Value};
+use tungstenite::Message;
+
+/// A redis-server of this test's own; killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// None (and a SKIPPED line) when redis-server is not installed.
+    fn start(test: &str) -> Option<Redis> {
+        let port = free_port();
+        match Redis::spawn(port) {
+            Some(redis) => Some(redis),
+            None => {
+                eprintln!("SKIPPED {test}: redis-server is not installed (Debian: apt-get install redis-server)");
+                None
+            }
+        }
+    }
+
+    fn spawn(port: u16) -> Option<Redis> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = Redis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.query(&[b"PING"]).is_none() {
+            assert!(Instant::now() < deadline, "redis-server never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command on a fresh connection; its reply.
+    fn query(&self, args: &[&[u8]]) -> Option<Value> {
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let mut stream = TcpStream::connect(addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut command = Vec::new();
+        resp::command(&mut command, args);
+        stream.write_all(&command).ok()?;
+        let mut input = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some((value, _)) = resp::parse(&input).ok()? {
+                return Some(value);
+            }
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            input.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Wait until `count` connections subscribe to `channel`.
+    fn wait_for_subscribers(&self, channel: &str, count: i64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let reply = self.query(&[b"PUBSUB", b"NUMSUB", channel.as_bytes()]);
+            if let Some(Value::Array(items)) = &reply {
+                if items.get(1) == Some(&Value::Integer(count)) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{count} subscribers never came: {reply:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Read room messages until `expected` have come, then check nothing more
+/// arrives for a moment: each exactly once, in order.
+fn expect_exactly(member: &mut Ws, expected: &[String]) {
+    for want in expected {
+        match read_data(member) {
+            Message::Text(got) => assert_eq!(got.as_str(), want),
+            other => panic!("expected {want}, got {other:?}"),
+        }
+    }
+    set_read_timeout(member, Some(Duration::from_millis(300)));
+    match member.read() {
+        Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("nothing more expected, got {other:?}"),
+    }
+    set_read_timeout(member, Some(PATIENCE));
+}
+
+fn set_read_timeout(member: &mut Ws, timeout: Option<Duration>) {
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = member.get_mut() {
+        stream.set_read_timeout(timeout).unwrap();
+    }
+}
+
+fn messages(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn publish(publisher: &mut Ws, texts: &[String]) {
+    for text in texts {
+        publisher.send(Message::text(text.clone())).unwrap();
+    }
+}
+
+/// Two instances on one channel, three members each.
+struct TwoInstances {
+    a: Server,
+    b: Server,
+    on_a: Vec<Ws>,
+    on_b: Vec<Ws>,
+}
+
+fn two_instances(backend: Backend, redis: &Redis, channel: &str) -> TwoInstances {
+    let args = ["--backplane", &redis.url(), "--channel", channel];
+    let (a, b) = (Server::start(backend, &args), Server::start(backend, &args));
+    redis.wait_for_subscribers(channel, 2);
+    let on_a = (0..3).map(|_| ws_connect(&a, "/room")).collect();
+    let on_b = (0..3).map(|_| ws_connect(&b, "/room")).collect();
+    a.wait_for_stats("3 members", |s| s.totals.upgraded == 3);
+    b.wait_for_stats("3 members", |s| s.totals.upgraded == 3);
+    TwoInstances { a, b, on_a, on_b }
+}
+
+fn shard_core_backends() -> Vec<Backend> {
+    [Backend::Epoll, Backend::Uring]
+        .into_iter()
+        .filter_map(|b| b.available_or_skip("backplane"))
+        .collect()
+}
+
+#[test]
+fn every_member_on_either_instance_gets_every_message_once() {
+    let Some(redis) = Redis::start("every_member_gets_every_message_once") else {
+        return;
+    };
+    for backend in shard_core_backends() {
+        let channel = format!("once-{}", backend.name());
+        let mut room = two_instances(backend, &redis, &channel);
+        let from_a = messages("from-a", 20);
+        publish(&mut room.on_a[0], &from_a);
+        for member in room.on_a.iter_mut().chain(&mut room.on_b) {
+            expect_exactly(member, &from_a);
+        }
+        let from_b = messages("from-b", 10);
+        publish(&mut room.on_b[2], &from_b);
+        for member in room.on_a.iter_mut().chain(&mut room.on_b) {
+            expect_exactly(member, &from_b);
+        }
+        let (a, b) = (room.a.stats().totals, room.b.stats().totals);
+        assert_eq!((a.backplane_published, a.backplane_received), (20, 10));
+        assert_eq!((b.backplane_published, b.backplane_received), (10, 20));
+        for totals in [a, b] {
+            assert_eq!(totals.backplane_dropped + totals.backplane_missed, 0);
+            assert_eq!(totals.backplane_rejected + totals.backplane_outages, 0);
+        }
+    }
+}
+
+#[test]
+fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
+    let Some(redis) = Redis::start("a_redis_restart") else {
+        return;
+    };
+    let channel = "restart";
+    let mut room = two_instances(Backend::Epoll, &redis, channel);
+    let before = messages("before", 5);
+    publish(&mut room.on_a[0], &before);
+    for member in room.on_a.iter_mut().chain(&mut room.on_b) {
+        expect_exactly(member, &before);
+    }
+    // Redis goes away: A's members still get A's messages at once; they
+    // cannot cross, and A counts them as not published.
+    let port = redis.port;
+    drop(redis);
+    let during = messages("during", 5);
+    publish(&mut room.on_a[0], &during);
+    for member in &mut room.on_a {
+        expect_exactly(member, &during);
+    }
+    room.a.wait_for_stats("the outage's messages dropped", |s| {
+        s.totals.backplane_dropped == 5
+    });
+    for member in &mut room.on_b {
+        expect_exactly(member, &[]);
+    }
+    // Redis is back on the same port: both links reconnect by themselves.
+    let redis = Redis::spawn(port).expect("redis-server starts again");
+    redis.wait_for_subscribers(channel, 2);
+    let after = messages("after", 5);
+    publish(&mut room.on_a[0], &after);
+    for member in room.on_a.iter_mut().chain(&mut room.on_b) {
+        expect_exactly(member, &after);
+    }
+    let (a, b) = (room.a.stats().totals, room.b.stats().totals);
+    assert_eq!(a.backplane_published, 10);
+    assert_eq!(b.backplane_received, 10);
+    assert!(
+        a.backplane_outages >= 1 && b.backplane_outages >= 1,
+        "{a:?} {b:?}"
+    );
+    // Nothing A published was lost on the way: the outage's messages were
+    // never published, so B has no gap in A's sequence.
+    assert_eq!(b.backplane_missed, 0);
+}
+
+/// Redis drops the subscribed links only (CLIENT KILL TYPE pubsub): what A
+/// publishes before they are back reaches Redis but nobody listening, and
+/// B counts exactly those messages as missed, from A's sequence numbers.
+#[test]
+fn a_subscriber_that_was_away_counts_what_it_missed() {
+    let Some(redis) = Redis::start("a_subscriber_that_was_away") else {
+        return;
+    };
+    let channel = "away";
+    let mut room = two_instances(Backend::Epoll, &redis, channel);
+    // B must have heard from A once to know where A's numbers stand.
+    let hello = messages("hello", 1);
+    publish(&mut room.on_a[0], &hello);
+    for member in room.on_a.iter_mut().chain(&mut room.on_b) {
+        expect_exactly(member, &hello);
+    }
+    let killed = redis.query(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]);
+    assert_eq!(killed, Some(Value::Integer(2)));
+    // Published at once, well inside the subscribers' 50 ms before they
+    // reconnect.
+    let unheard = messages("unheard", 5);
+    publish(&mut room.on_a[0], &unheard);
+    for member in &mut room.on_a {
+        expect_exactly(member, &unheard);
+    }
+    room.a
+        .wait_for_stats("6 published", |s| s.totals.backplane_published == 6);
+    redis.wait_for_subscribers(channel, 2);
+    let heard = messages("heard", 5);
+    publish(&mut room.on_a[0], &heard);
+    for member in room.on_a.iter_mut() {
+        expect_exactly(member, &heard);
+    }
+    for member in room.on_b.iter_mut() {
+        expect_exactly(member, &heard);
+    }
+    let b = room.b.stats().totals;
+    assert_eq!((b.backplane_received, b.backplane_missed), (6, 5), "{b:?}");
+    assert!(b.backplane_outages >= 1);
+}
+
+#[test]
+fn backplane_options_that_cannot_work_are_refused() {
+    for (args, says) in [
+        (
+            &["--backend", "tokio", "--backplane", "redis://127.0.0.1:1"][..],
+            "shard core",
+        ),
+        (&["--backplane", "http://127.0.0.1:1"], "redis://HOST:PORT"),
+        (&["--backplane", "redis://10.1.2.3:6379"], "loopback"),
+        (&["--channel", "x"], "--backplane"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
