@@ -121,7 +121,6 @@ pub struct ServeConfig {
     /// publish there to this one's members, each message once. Redis going
     /// away never holds up local delivery: the links reconnect with
     /// backoff and what could not cross is counted (backplane_* in stats).
-    /// epoll and uring for now.
     #[arg(long, value_parser = crate::backplane::parse_url)]
     pub backplane: Option<SocketAddr>,
 
@@ -201,13 +200,6 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
     backend::probe(kind).map_err(|missing| UsageError(missing.to_string()))?;
-    if config.backplane.is_some() && kind.is_task_per_connection() {
-        let error = format!(
-            "--backplane runs in the shard core's room: use --backend epoll or uring (not yet {})",
-            kind.name()
-        );
-        return Err(UsageError(error).into());
-    }
     let backplane = config.backplane.map(|redis| crate::backplane::Config {
         redis,
         channel: config.channel.clone(),

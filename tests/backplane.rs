@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fanout::backplane::resp::{self, Value};
+use fanout::protocol::tcp;
 use tungstenite::Message;
 
 /// A redis-server of this test's own; killed when dropped.
@@ -164,11 +165,17 @@ fn two_instances(backend: Backend, redis: &Redis, channel: &str) -> TwoInstances
     TwoInstances { a, b, on_a, on_b }
 }
 
-fn shard_core_backends() -> Vec<Backend> {
-    [Backend::Epoll, Backend::Uring]
-        .into_iter()
-        .filter_map(|b| b.available_or_skip("backplane"))
-        .collect()
+fn every_backend() -> Vec<Backend> {
+    [
+        Backend::Epoll,
+        Backend::Uring,
+        Backend::Tokio,
+        Backend::TokioTpc,
+        Backend::TokioUring,
+    ]
+    .into_iter()
+    .filter_map(|b| b.available_or_skip("backplane"))
+    .collect()
 }
 
 #[test]
@@ -176,7 +183,7 @@ fn every_member_on_either_instance_gets_every_message_once() {
     let Some(redis) = Redis::start("every_member_gets_every_message_once") else {
         return;
     };
-    for backend in shard_core_backends() {
+    for backend in every_backend() {
         let channel = format!("once-{}", backend.name());
         let mut room = two_instances(backend, &redis, &channel);
         let from_a = messages("from-a", 20);
@@ -246,6 +253,68 @@ fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
     assert_eq!(b.backplane_missed, 0);
 }
 
+/// Instances on different backends share one room: what crosses is the
+/// frame the members get, whichever room (shard core, tungstenite's
+/// messages, the session task's frames) it came from. WebSocket between
+/// epoll and tokio, raw TCP between tokio-uring and epoll.
+#[test]
+fn instances_on_different_backends_share_one_room() {
+    let Some(redis) = Redis::start("instances_on_different_backends") else {
+        return;
+    };
+    let url = redis.url();
+    let ws =
+        |backend: Backend| Server::start(backend, &["--backplane", &url, "--channel", "mixed-ws"]);
+    let (a, b) = (ws(Backend::Epoll), ws(Backend::Tokio));
+    redis.wait_for_subscribers("mixed-ws", 2);
+    let mut members = [ws_connect(&a, "/room"), ws_connect(&b, "/room")];
+    a.wait_for_stats("a member", |s| s.totals.upgraded == 1);
+    b.wait_for_stats("a member", |s| s.totals.upgraded == 1);
+    let from_a = messages("epoll", 3);
+    publish(&mut members[0], &from_a);
+    let from_b = messages("tokio", 3);
+    members.iter_mut().for_each(|m| expect_exactly(m, &from_a));
+    publish(&mut members[1], &from_b);
+    members.iter_mut().for_each(|m| expect_exactly(m, &from_b));
+
+    let Some(tokio_uring) = Backend::TokioUring.available_or_skip("mixed tcp") else {
+        return;
+    };
+    let tcp = |backend: Backend| {
+        let args = [
+            "--proto",
+            "tcp",
+            "--backplane",
+            &url,
+            "--channel",
+            "mixed-tcp",
+        ];
+        Server::start(backend, &args)
+    };
+    let (c, d) = (tcp(tokio_uring), tcp(Backend::Epoll));
+    redis.wait_for_subscribers("mixed-tcp", 2);
+    let mut on_c = tcp_member(c.addr);
+    let mut on_d = tcp_member(d.addr);
+    c.wait_for_stats("a member", |s| s.totals.upgraded == 1);
+    d.wait_for_stats("a member", |s| s.totals.upgraded == 1);
+    on_c.write_all(&tcp::encode(b"over tcp")).unwrap();
+    for member in [&mut on_c, &mut on_d] {
+        let mut got = vec![0u8; tcp::HEADER_LEN + 8];
+        member.read_exact(&mut got).unwrap();
+        assert_eq!(&got[tcp::HEADER_LEN..], b"over tcp");
+    }
+}
+
+/// A raw-TCP room member, past its hello.
+fn tcp_member(addr: SocketAddr) -> TcpStream {
+    let mut stream = tcp_connect(addr);
+    stream.write_all(&tcp::encode(b"/room")).unwrap();
+    let mut hello = vec![0; tcp::HEADER_LEN + tcp::HELLO_OK.len()];
+    stream.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello[tcp::HEADER_LEN..], tcp::HELLO_OK);
+    stream
+}
+
 /// Redis drops the subscribed links only (CLIENT KILL TYPE pubsub): what A
 /// publishes before they are back reaches Redis but nobody listening, and
 /// B counts exactly those messages as missed, from A's sequence numbers.
@@ -291,10 +360,9 @@ fn a_subscriber_that_was_away_counts_what_it_missed() {
 fn backplane_options_that_cannot_work_are_refused() {
     for (args, says) in [
         (
-            &["--backend", "tokio", "--backplane", "redis://127.0.0.1:1"][..],
-            "shard core",
+            &["--backplane", "http://127.0.0.1:1"][..],
+            "redis://HOST:PORT",
         ),
-        (&["--backplane", "http://127.0.0.1:1"], "redis://HOST:PORT"),
         (&["--backplane", "redis://10.1.2.3:6379"], "loopback"),
         (&["--channel", "x"], "--backplane"),
     ] {

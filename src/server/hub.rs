@@ -54,6 +54,8 @@ pub struct Hub {
     flush_requests: AtomicU64,
     /// Where room frames go to other instances (`--backplane`), if anywhere.
     backplane: OnceLock<Arc<Backplane>>,
+    /// Where frames from other instances go, if not to the shards' inboxes.
+    elsewhere: OnceLock<Box<dyn Fn(Bytes) + Send + Sync>>,
 }
 
 impl Hub {
@@ -76,6 +78,7 @@ impl Hub {
             drain_began: OnceLock::new(),
             flush_requests: AtomicU64::new(0),
             backplane: OnceLock::new(),
+            elsewhere: OnceLock::new(),
         }
     }
 
@@ -138,6 +141,16 @@ impl Hub {
         let _ = self.backplane.set(backplane);
     }
 
+    pub fn backplane(&self) -> Option<&Backplane> {
+        self.backplane.get().map(|b| &**b)
+    }
+
+    /// Where frames from other instances go when the shards have no
+    /// inboxes (the task backends' rooms); set once.
+    pub fn route_from_elsewhere(&self, sink: Box<dyn Fn(Bytes) + Send + Sync>) {
+        let _ = self.elsewhere.set(sink);
+    }
+
     /// Hand `frames` to every other shard that has room members, and to the
     /// backplane. A shard is woken only when its inbox goes from empty to
     /// not empty: a non-empty inbox already has a wake-up on its way.
@@ -151,7 +164,10 @@ impl Hub {
     /// A frame another instance published (through the backplane): to
     /// every shard with members here, never back to the backplane.
     pub fn deliver_from_elsewhere(&self, frame: Bytes) {
-        self.hand_to_shards(None, std::slice::from_ref(&frame), Instant::now());
+        match self.elsewhere.get() {
+            Some(sink) => sink(frame),
+            None => self.hand_to_shards(None, std::slice::from_ref(&frame), Instant::now()),
+        }
     }
 
     fn hand_to_shards(&self, from: Option<usize>, frames: &[Bytes], at: Instant) {

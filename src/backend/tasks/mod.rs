@@ -167,6 +167,15 @@ impl Shard {
     /// The shard's shared state, and the sender that flips its shutdown flag.
     fn new(prepared: &Prepared, setup: &ShardSetup) -> (watch::Sender<bool>, Arc<Shard>) {
         let (stop, shutdown) = watch::channel(false);
+        // Frames from other instances (--backplane) go to this process's
+        // rooms; whichever has the members takes them.
+        let (rooms, hub) = (prepared.rooms.clone(), Arc::downgrade(&setup.hub));
+        setup.hub.route_from_elsewhere(Box::new(move |frame| {
+            if let Some(hub) = hub.upgrade() {
+                rooms.messages.deliver_from_elsewhere(&frame, &hub);
+                rooms.frames.deliver_from_elsewhere(&frame, &hub);
+            }
+        }));
         let shard = Arc::new(Shard {
             id: setup.id,
             settings: setup.settings.clone(),

@@ -16,10 +16,12 @@
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use slab::Slab;
 use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::close_code;
+use crate::protocol::frame::{self, OpCode, Role};
 use crate::server::hub::Hub;
 use crate::server::overload;
 use crate::server::stats::bump;
@@ -28,6 +30,11 @@ use crate::server::stats::bump;
 pub trait Payload: Clone + Send + 'static {
     /// The bytes it counts for in a member's backlog.
     fn backlog_bytes(&self) -> usize;
+    /// The frame a member gets, as the backplane carries it.
+    fn to_frame(&self) -> Bytes;
+    /// A frame from the backplane as this room's payload (None: not a
+    /// data frame).
+    fn from_frame(frame: &Bytes) -> Option<Self>;
 }
 
 pub struct Room<T> {
@@ -105,6 +112,27 @@ impl<T: Payload> Room<T> {
     /// it took is a broadcast observation. Returns how many members it was
     /// queued for.
     pub fn publish(&self, message: &T, hub: &Hub, from: usize) -> u64 {
+        if let Some(backplane) = hub.backplane() {
+            backplane.publish(&message.to_frame());
+        }
+        self.queue_for_members(message, hub, from)
+    }
+
+    /// A message another instance published (through the backplane): to
+    /// the members here only, counted on shard 0.
+    pub fn deliver_from_elsewhere(&self, frame: &Bytes, hub: &Hub) {
+        if self.members.lock().unwrap().is_empty() {
+            return;
+        }
+        if let Some(message) = T::from_frame(frame) {
+            let delivered = self.queue_for_members(&message, hub, 0);
+            hub.counters(0)
+                .delivered
+                .fetch_add(delivered, Ordering::Relaxed);
+        }
+    }
+
+    fn queue_for_members(&self, message: &T, hub: &Hub, from: usize) -> u64 {
         let started = std::time::Instant::now();
         let counters = hub.counters(from);
         let len = message.backlog_bytes();
@@ -229,15 +257,42 @@ impl<T: Payload> Drop for Membership<T> {
     }
 }
 
-impl Payload for bytes::Bytes {
+/// Encoded frames (the session task's room) cross as they are.
+impl Payload for Bytes {
     fn backlog_bytes(&self) -> usize {
-        bytes::Bytes::len(self)
+        Bytes::len(self)
+    }
+    fn to_frame(&self) -> Bytes {
+        self.clone()
+    }
+    fn from_frame(frame: &Bytes) -> Option<Bytes> {
+        Some(frame.clone())
     }
 }
 
+/// tungstenite's messages cross as the server frame that carries them.
 impl Payload for tungstenite::Message {
     fn backlog_bytes(&self) -> usize {
         tungstenite::Message::len(self)
+    }
+    fn to_frame(&self) -> Bytes {
+        use tungstenite::Message::{Binary, Text};
+        match self {
+            Text(text) => frame::server_frame(OpCode::Text, text.as_bytes()),
+            Binary(data) => frame::server_frame(OpCode::Binary, data),
+            _ => Bytes::new(), // only data messages are published
+        }
+    }
+    fn from_frame(bytes: &Bytes) -> Option<tungstenite::Message> {
+        let (header, len) = frame::decode_header(bytes, Role::Client, usize::MAX >> 1).ok()??;
+        let payload = bytes.slice(len..len.checked_add(header.payload_len)?.min(bytes.len()));
+        match header.opcode {
+            OpCode::Text => {
+                tungstenite::Message::text(String::from_utf8(payload.to_vec()).ok()?).into()
+            }
+            OpCode::Binary => Some(tungstenite::Message::binary(payload)),
+            _ => None,
+        }
     }
 }
 
