@@ -253,6 +253,51 @@ fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
     assert_eq!(b.backplane_missed, 0);
 }
 
+/// The load generator's own accounting across three instances: 30
+/// members spread round-robin, one publisher on the first, every delivery
+/// checked by sequence number — each member has each message once.
+#[test]
+fn a_broadcast_over_three_instances_reaches_every_member_once() {
+    let Some(redis) = Redis::start("a_broadcast_over_three_instances") else {
+        return;
+    };
+    let args = ["--backplane", &redis.url(), "--channel", "three"];
+    let servers: Vec<Server> = (0..3)
+        .map(|_| Server::start(Backend::Epoll, &args))
+        .collect();
+    redis.wait_for_subscribers("three", 3);
+    let urls: Vec<String> = servers.iter().map(|s| s.url("/room")).collect();
+    let mut command = vec![
+        "broadcast",
+        "--conns",
+        "30",
+        "--count",
+        "20",
+        "--interval",
+        "5ms",
+    ];
+    for url in &urls {
+        command.extend(["--url", url]);
+    }
+    let (report, _) = load_report(&command);
+    let b = report.broadcast.expect("a broadcast section");
+    assert_eq!((b.members, b.messages_sent), (30, 20));
+    assert_eq!(
+        (b.tally.delivered, b.tally.missing, b.tally.duplicated),
+        (600, 0, 0)
+    );
+    let opened: Vec<u64> = report.servers.iter().map(|s| s.opened).collect();
+    assert_eq!(opened, [10, 10, 10]);
+    // The publisher's instance handed 20 to Redis; the other two got them.
+    let totals: Vec<_> = servers.iter().map(|s| s.stats().totals).collect();
+    let mut published: Vec<u64> = totals.iter().map(|t| t.backplane_published).collect();
+    published.sort();
+    assert_eq!(published, [0, 0, 20]);
+    for totals in totals.iter().filter(|t| t.backplane_published == 0) {
+        assert_eq!(totals.backplane_received, 20);
+    }
+}
+
 /// Instances on different backends share one room: what crosses is the
 /// frame the members get, whichever room (shard core, tungstenite's
 /// messages, the session task's frames) it came from. WebSocket between

@@ -325,6 +325,16 @@ fn bad_load_arguments_are_clear_errors() {
         (&["broadcast", "--publish-burst", "0"], "at least 1"),
         (&["echo", "--publish-burst", "5"], "--publish-burst belongs"),
         (
+            &[
+                "hold",
+                "--url",
+                "ws://127.0.0.1:1",
+                "--url",
+                "tcp://127.0.0.1:2",
+            ],
+            "same scheme",
+        ),
+        (
             &["hold", "--conns", "100000", "--source", "127.0.0.2"],
             "source addresses",
         ),
@@ -440,6 +450,43 @@ fn a_storm_of_resets_comes_back_with_backoff_through_the_servers_503s() {
         "{:?}",
         report.client.warnings
     );
+}
+
+/// Several servers: connections are spread by --balance and each server's
+/// share is reported, matching what each server counted.
+#[test]
+fn connections_spread_over_several_servers_by_each_balance() {
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(Backend::Epoll, &[])).collect();
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("--url {}", s.url("/echo")))
+        .collect();
+    let mut accepted_before = [0u64; 3];
+    for balance in ["round-robin", "least-conn", "random", "p2c"] {
+        let report = load(&format!(
+            "hold {} --conns 300 --shards 2 --duration 100ms --balance {balance}",
+            urls.join(" ")
+        ));
+        assert_eq!(report.balance.as_deref(), Some(balance));
+        assert_eq!(report.servers.len(), 3);
+        let opened: Vec<u64> = report.servers.iter().map(|s| s.opened).collect();
+        assert_eq!(opened.iter().sum::<u64>(), 300, "{balance}: {opened:?}");
+        if matches!(balance, "round-robin" | "least-conn") {
+            assert_eq!(opened, [100, 100, 100], "{balance}");
+        } else {
+            assert!(opened.iter().all(|&n| n >= 40), "{balance}: {opened:?}");
+        }
+        for (i, server) in servers.iter().enumerate() {
+            let accepted = server.stats().totals.upgraded;
+            assert_eq!(
+                accepted - accepted_before[i],
+                opened[i],
+                "{balance}, server {i}"
+            );
+            accepted_before[i] = accepted;
+            assert_eq!(report.servers[i].url, server.url("/echo"));
+        }
+    }
 }
 
 /// Publish bursts: 3 bursts of 200 messages, each published back to back

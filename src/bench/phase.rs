@@ -427,6 +427,8 @@ mod tests {
             source_notes: vec![],
             storm: None,
             burst: None,
+            balance: None,
+            servers: Vec::new(),
             connect: ConnectReport {
                 opened,
                 failed: 100 - opened,

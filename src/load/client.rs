@@ -38,6 +38,8 @@ pub struct Client {
     pub sent: u64,
     /// Storm: which reconnect attempt this is (0: not a reconnect).
     pub attempt: u8,
+    /// Which --url it went to.
+    pub server: u8,
 }
 
 impl Client {
@@ -53,6 +55,7 @@ impl Client {
             deliveries: Deliveries::default(),
             sent: 0,
             attempt: 0,
+            server: 0,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::load::balance::Balance;
 use crate::load::storm::{parse_backoff, Backoff, StormCause};
 use crate::units::{parse_duration, parse_size};
 
@@ -53,9 +54,16 @@ pub struct LoadConfig {
     #[arg(value_enum)]
     pub scenario: ScenarioKind,
 
-    /// Server to load: ws://HOST:PORT/PATH or tcp://HOST:PORT/PATH (loopback only).
+    /// Server to load: ws://HOST:PORT/PATH or tcp://HOST:PORT/PATH (loopback
+    /// only). Give it again for more servers (one scheme): connections are
+    /// spread over them by --balance and the report counts each server's.
     #[arg(long, default_value = "ws://127.0.0.1:9001")]
-    pub url: String,
+    pub url: Vec<String>,
+
+    /// With several --url: how each new connection picks its server. Each
+    /// client shard balances its own connections.
+    #[arg(long, value_enum, default_value_t = Balance::RoundRobin)]
+    pub balance: Balance,
 
     /// Connections to open and hold (churn opens its own at --rate instead).
     #[arg(long, default_value_t = 1000)]
@@ -245,7 +253,7 @@ impl LoadConfig {
         }
         let name = kind.to_possible_value().expect("every kind has a name");
         let mut config = Args::parse_from(["load", name.get_name()]).load;
-        config.url = url.to_string();
+        config.url = vec![url.to_string()];
         config
     }
 

@@ -4,6 +4,7 @@
 //! results into one [`Report`].
 
 pub mod accounting;
+pub mod balance;
 pub mod burst;
 pub mod client;
 pub mod config;
@@ -35,6 +36,8 @@ use target::Target;
 
 /// Fds a client fd table keeps for everything but connections.
 const TABLE_RESERVE: usize = 64;
+/// Servers one load can spread over (a client remembers its server in a byte).
+const MAX_SERVERS: usize = 255;
 /// How often the orchestrator looks at progress.
 const WATCH_EVERY: Duration = Duration::from_millis(5);
 /// How often it looks while waiting for a broadcast to arrive.
@@ -97,7 +100,8 @@ pub fn run_with(
     at: &mut dyn FnMut(Checkpoint),
 ) -> anyhow::Result<Report> {
     let mut scenario = config.scenario().map_err(UsageError)?;
-    let target = Target::parse(&config.url, config.scenario.default_path()).map_err(UsageError)?;
+    let targets = parse_targets(config)?;
+    let target = targets[0].clone();
     let held = if matches!(scenario.work, Work::Churn { .. }) {
         0
     } else {
@@ -168,7 +172,8 @@ pub fn run_with(
                 shards,
                 conns: share(id),
                 sources,
-                target: target.clone(),
+                targets: targets.clone(),
+                balance: config.balance,
                 scenario,
                 connect_timeout: config.connect_timeout,
                 control: control.clone(),
@@ -256,6 +261,26 @@ pub fn run_with(
         },
         results,
     ))
+}
+
+/// Every --url, one scheme for all, at most [`MAX_SERVERS`].
+fn parse_targets(config: &LoadConfig) -> anyhow::Result<Vec<Target>> {
+    let path = config.scenario.default_path();
+    let targets = config
+        .url
+        .iter()
+        .map(|url| Target::parse(url, path))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(UsageError)?;
+    if targets.len() > MAX_SERVERS {
+        let error = format!("at most {MAX_SERVERS} --url, not {}", targets.len());
+        return Err(UsageError(error).into());
+    }
+    if targets.iter().any(|t| t.wire != targets[0].wire) {
+        let error = "every --url needs the same scheme (ws://, tcp:// or bare://)";
+        return Err(UsageError(error.into()).into());
+    }
+    Ok(targets)
 }
 
 /// What the orchestrator saw of a storm: when every connection was back
@@ -557,9 +582,21 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
         all.storm_gave_up += result.storm_gave_up;
         all.storm_waiting += result.storm_waiting;
         all.burst.merge(&result.burst);
+        add_per_server(&mut all.opened_per_server, &result.opened_per_server);
+        add_per_server(
+            &mut all.open_at_end_per_server,
+            &result.open_at_end_per_server,
+        );
         all.cpu_ns += result.cpu_ns;
     }
     all
+}
+
+fn add_per_server(all: &mut Vec<u64>, shard: &[u64]) {
+    if all.len() < shard.len() {
+        all.resize(shard.len(), 0);
+    }
+    all.iter_mut().zip(shard).for_each(|(all, n)| *all += n);
 }
 
 fn merge(
@@ -710,9 +747,24 @@ fn merge(
             ));
         }
     }
+    let servers: Vec<ServerShare> = match config.url.len() {
+        1 => Vec::new(),
+        _ => config
+            .url
+            .iter()
+            .enumerate()
+            .map(|(i, url)| ServerShare {
+                url: url.clone(),
+                opened: all.opened_per_server.get(i).copied().unwrap_or(0),
+                open_at_end: all.open_at_end_per_server.get(i).copied().unwrap_or(0),
+            })
+            .collect(),
+    };
     Report {
         storm,
         burst,
+        balance: (!servers.is_empty()).then(|| config.balance.name().to_string()),
+        servers,
         scenario: format!("{:?}", config.scenario).to_lowercase(),
         url: format!("{}://{}{}", target.wire.scheme(), target.host, target.path),
         conns: scenario.conns,

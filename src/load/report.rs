@@ -32,6 +32,12 @@ pub struct Report {
     /// A connection burst (`fanout load burst`).
     #[serde(default)]
     pub burst: Option<BurstReport>,
+    /// With several --url: how connections picked their server, and what
+    /// each server got (empty with one).
+    #[serde(default)]
+    pub balance: Option<String>,
+    #[serde(default)]
+    pub servers: Vec<ServerShare>,
     pub client: ClientReport,
     /// The kernel's TCP counters that changed during the run (system-wide:
     /// other programs' traffic counts too).
@@ -101,6 +107,17 @@ pub struct StormReport {
     pub listen_overflows: u64,
     /// [seconds since the first loss, connections open], every 100 ms.
     pub curve: Vec<[f64; 2]>,
+}
+
+/// One server's share of a load spread over several (--url, --balance).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServerShare {
+    /// The --url as given.
+    pub url: String,
+    /// Connections that opened to it (every attempt that succeeded).
+    pub opened: u64,
+    /// Of those, open when the run ended.
+    pub open_at_end: u64,
 }
 
 /// A connection burst (`fanout load burst`): what the server did with each
@@ -384,6 +401,14 @@ impl Report {
                 c.closed_by_server,
                 close_kinds(&c.server_closes)
             );
+        }
+        if let Some(balance) = &self.balance {
+            let shares: Vec<String> = self
+                .servers
+                .iter()
+                .map(|s| format!("{} {} ({} open at the end)", s.url, s.opened, s.open_at_end))
+                .collect();
+            let _ = writeln!(out, "servers   {balance}: {}", shares.join(", "));
         }
         if let Some(b) = &self.broadcast {
             broadcast_text(&mut out, b);

@@ -54,7 +54,7 @@ impl Shard {
                 return false;
             };
             let rest = &mut inbuf[used..];
-            let parsed = match (client.phase, self.job.target.wire) {
+            let parsed = match (client.phase, self.job.targets[0].wire) {
                 (Phase::Handshaking, Wire::Ws) => self.upgrade_response(key, rest, now),
                 (Phase::Handshaking, Wire::Tcp) => self.hello_answer(key, rest, now),
                 (Phase::Handshaking, Wire::Bare) => self.greeting(key, rest, now),

@@ -51,7 +51,9 @@ pub struct Job {
     /// Connections this shard opens and holds.
     pub conns: usize,
     pub sources: Vec<Ipv4Addr>,
-    pub target: Target,
+    /// The servers (one unless several --url), and how to spread over them.
+    pub targets: Vec<Target>,
+    pub balance: crate::load::balance::Balance,
     pub scenario: Scenario,
     pub connect_timeout: Duration,
     pub control: Arc<Control>,
@@ -103,7 +105,18 @@ pub struct ShardResult {
     pub storm_gave_up: u64,
     pub storm_waiting: u64,
     pub burst: crate::load::burst::BurstResult,
+    /// Connections opened to each server, and open at the end.
+    pub opened_per_server: Vec<u64>,
+    pub open_at_end_per_server: Vec<u64>,
     pub cpu_ns: u64,
+}
+
+/// xorshift64*: masks and choices need to vary, not to be cryptographic.
+pub(super) fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
 struct Shard {
@@ -135,6 +148,7 @@ struct Shard {
     churn: Option<Schedule>,
     /// Storm: reconnects waiting for their time, (due ns, attempt).
     reconnects: BinaryHeap<Reverse<(u64, u8)>>,
+    balancer: crate::load::balance::Balancer,
     working: bool,
     timer: sys::TimerFd,
 }
@@ -165,7 +179,12 @@ pub fn run(job: Job) -> ShardResult {
         )),
         Pace::AsFast { .. } => None,
     };
-    let mut result = ShardResult::default();
+    let mut result = ShardResult {
+        opened_per_server: vec![0; job.targets.len()],
+        open_at_end_per_server: vec![0; job.targets.len()],
+        ..ShardResult::default()
+    };
+    let balancer = crate::load::balance::Balancer::new(job.balance, job.targets.len(), job.id);
     // Made before any work starts: another shard may publish before this
     // one has noticed the work flag, and its deliveries must be recorded.
     if let Work::Broadcast { count, .. } = job.scenario.work {
@@ -195,6 +214,7 @@ pub fn run(job: Job) -> ShardResult {
         sends: BinaryHeap::new(),
         churn: None,
         reconnects: BinaryHeap::new(),
+        balancer,
         working: false,
         timer,
     };
@@ -204,6 +224,19 @@ pub fn run(job: Job) -> ShardResult {
 }
 
 impl Shard {
+    /// Every connection goes to the same kind of server.
+    pub(super) fn wire(&self) -> crate::load::target::Wire {
+        self.job.targets[0].wire
+    }
+
+    /// Take a client out of the slab (it closed or failed): its server
+    /// holds one connection fewer.
+    pub(super) fn take_client(&mut self, key: usize) -> Option<Client> {
+        let client = self.clients.try_remove(key)?;
+        self.balancer.left(client.server as usize);
+        Some(client)
+    }
+
     pub(super) fn progress(&self) -> &Progress {
         &self.job.control.shards[self.job.id]
     }
@@ -276,6 +309,7 @@ impl Shard {
         for client in self.clients.drain() {
             if client.phase == Phase::Open {
                 self.result.alive_at_end += 1;
+                self.result.open_at_end_per_server[client.server as usize] += 1;
                 if client.attempt == crate::load::burst::BURST_ATTEMPT {
                     self.result.burst.open_at_end += 1;
                 }
@@ -295,11 +329,7 @@ impl Shard {
     }
 
     pub(super) fn next_random(&mut self) -> u64 {
-        // xorshift64*: masks need to vary, not to be cryptographic.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        next_random(&mut self.rng)
     }
 
     pub(super) fn next_mask(&mut self) -> [u8; 4] {

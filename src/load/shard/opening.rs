@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use super::Shard;
+use super::{next_random, Shard};
 use crate::load::burst::BURST_ATTEMPT;
 use crate::load::client::{self, Client, Phase};
 use crate::load::config::{Pace, Work};
@@ -45,9 +45,15 @@ impl Shard {
         if attempt == 0 {
             self.progress().started.fetch_add(1, Relaxed);
         }
-        let socket = match self.connect_from_a_source() {
+        let mut rng = self.rng;
+        let server = self.balancer.pick(|| next_random(&mut rng));
+        self.rng = rng;
+        let socket = match self.connect_from_a_source(self.job.targets[server].addr) {
             Ok(socket) => socket,
-            Err(e) => return self.attempt_failed(&client::failure_cause(&e), attempt, now),
+            Err(e) => {
+                self.balancer.left(server);
+                return self.attempt_failed(&client::failure_cause(&e), attempt, now);
+            }
         };
         let entry = self.clients.vacant_entry();
         let key = entry.key();
@@ -57,10 +63,12 @@ impl Shard {
                 .registry()
                 .register(&mut SourceFd(&socket.as_raw_fd()), Token(key), interest)
         {
+            self.balancer.left(server);
             return self.attempt_failed(&client::failure_cause(&e), attempt, now);
         }
         let mut client = Client::new(socket, now);
         client.attempt = attempt;
+        client.server = server as u8;
         entry.insert(client);
         self.in_flight += 1;
     }
@@ -69,7 +77,10 @@ impl Shard {
     /// (EADDRNOTAVAIL) is skipped from then on and the next one tried. When
     /// every one is out, the attempt fails and they are all tried again
     /// next time (ports come back as connections close).
-    fn connect_from_a_source(&mut self) -> std::io::Result<std::net::TcpStream> {
+    fn connect_from_a_source(
+        &mut self,
+        server: std::net::SocketAddr,
+    ) -> std::io::Result<std::net::TcpStream> {
         let count = self.job.sources.len();
         let first = (self.started + self.result.burst.issued as usize) % count;
         for step in 0..count {
@@ -77,7 +88,7 @@ impl Shard {
             if self.spent_sources[i] {
                 continue;
             }
-            match client::connect(self.job.sources[i], self.job.target.addr) {
+            match client::connect(self.job.sources[i], server) {
                 Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
                     self.spent_sources[i] = true;
                     self.result.source_moves += 1;
@@ -102,7 +113,7 @@ impl Shard {
 
     /// A connection attempt failed: count it, drop it.
     pub(super) fn fail_client(&mut self, key: usize, cause: &str) {
-        if let Some(client) = self.clients.try_remove(key) {
+        if let Some(client) = self.take_client(key) {
             let now = crate::load::payload::now_ns();
             if client.phase != Phase::Open {
                 self.in_flight -= 1;
@@ -129,7 +140,9 @@ impl Shard {
         if !open {
             return self.fail_client(key, "closed by server");
         }
-        let mut client = self.clients.remove(key);
+        let Some(mut client) = self.take_client(key) else {
+            return;
+        };
         let _ = client.send(answer);
         self.result.closed_by_server += 1;
         *self
@@ -148,6 +161,7 @@ impl Shard {
         client.phase = Phase::Open;
         client.key = None;
         let attempt = client.attempt;
+        self.result.opened_per_server[client.server as usize] += 1;
         let elapsed = now - client.started_ns;
         let second = ((now - self.job.run_start_ns) / 1_000_000_000) as usize;
         if self.result.timeline.len() <= second {
@@ -213,20 +227,17 @@ impl Shard {
             Ok(None) => {}
         }
         client.phase = Phase::Handshaking;
-        let request = match self.job.target.wire {
+        let target = &self.job.targets[client.server as usize];
+        let request = match target.wire {
             // A floor server speaks first: its greeting.
             Wire::Bare => return,
             Wire::Ws => {
                 let key_text = handshake::client_key();
-                let request = handshake::client_request(
-                    &self.job.target.host,
-                    &self.job.target.path,
-                    &key_text,
-                );
+                let request = handshake::client_request(&target.host, &target.path, &key_text);
                 client.key = Some(key_text.into_boxed_str());
                 request
             }
-            Wire::Tcp => tcp::encode(self.job.target.path.as_bytes()),
+            Wire::Tcp => tcp::encode(target.path.as_bytes()),
         };
         if let Err(e) = client.send(&request) {
             self.fail_client(key, &client::failure_cause(&e));

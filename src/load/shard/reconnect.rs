@@ -27,8 +27,9 @@ impl Shard {
         if let Some((StormCause::Reset, _)) = self.storm() {
             let open: Vec<usize> = self.open_keys();
             for key in open {
-                let client = self.clients.remove(key);
-                client.abort();
+                if let Some(client) = self.take_client(key) {
+                    client.abort();
+                }
                 self.progress().alive.fetch_sub(1, Relaxed);
                 self.lost(now);
             }

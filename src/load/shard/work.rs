@@ -115,7 +115,7 @@ impl Shard {
             let sent_ns = now_ns();
             let message = payload::encode(seq, sent_ns, self.job.scenario.size);
             let mask = self.next_mask();
-            let wire = self.job.target.wire;
+            let wire = self.wire();
             if self.clients[publisher]
                 .send_message(wire, &message, mask)
                 .is_err()
@@ -187,7 +187,7 @@ impl Shard {
     /// time, or in open-loop mode the time it was due).
     pub(super) fn send_payload(&mut self, key: usize, stamp_ns: u64) {
         let mask = self.next_mask();
-        let wire = self.job.target.wire;
+        let wire = self.wire();
         let size = self.job.scenario.size;
         let client = &mut self.clients[key];
         let message = payload::encode(client.sent, stamp_ns, size);
@@ -214,7 +214,9 @@ impl Shard {
                 }
             }
             Work::Churn { .. } => {
-                let client = self.clients.remove(key);
+                let Some(client) = self.take_client(key) else {
+                    return;
+                };
                 self.result.churn_total.record_ns(now - client.started_ns);
                 self.progress().churned.fetch_add(1, Relaxed);
                 self.progress().alive.fetch_sub(1, Relaxed);
