@@ -8,109 +8,34 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
-use fanout::backplane::resp::{self, Value};
+use fanout::backplane::redis_server::RedisServer;
+use fanout::backplane::resp::Value;
 use fanout::protocol::tcp;
 use tungstenite::Message;
 
-/// A redis-server of this test's own; killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    /// None (and a SKIPPED line) when redis-server is not installed.
-    fn start(test: &str) -> Option<Redis> {
-        let port = free_port();
-        match Redis::spawn(port) {
-            Some(redis) => Some(redis),
-            None => {
-                eprintln!("SKIPPED {test}: redis-server is not installed (Debian: apt-get install redis-server)");
-                None
-            }
+/// A redis-server of this test's own, or None (and a SKIPPED line) when
+/// redis-server is not installed.
+fn redis(test: &str) -> Option<RedisServer> {
+    match RedisServer::start() {
+        Ok(redis) => Some(redis),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED {test}: redis-server is not installed (Debian: apt-get install redis-server)");
+            None
         }
-    }
-
-    fn spawn(port: u16) -> Option<Redis> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let redis = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.query(&[b"PING"]).is_none() {
-            assert!(Instant::now() < deadline, "redis-server never answered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// One command on a fresh connection; its reply.
-    fn query(&self, args: &[&[u8]]) -> Option<Value> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let mut stream = TcpStream::connect(addr).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut command = Vec::new();
-        resp::command(&mut command, args);
-        stream.write_all(&command).ok()?;
-        let mut input = Vec::new();
-        let mut chunk = [0u8; 1024];
-        loop {
-            if let Some((value, _)) = resp::parse(&input).ok()? {
-                return Some(value);
-            }
-            let n = stream.read(&mut chunk).ok()?;
-            if n == 0 {
-                return None;
-            }
-            input.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Wait until `count` connections subscribe to `channel`.
-    fn wait_for_subscribers(&self, channel: &str, count: i64) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let reply = self.query(&[b"PUBSUB", b"NUMSUB", channel.as_bytes()]);
-            if let Some(Value::Array(items)) = &reply {
-                if items.get(1) == Some(&Value::Integer(count)) {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{count} subscribers never came: {reply:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Err(e) => panic!("redis-server: {e}"),
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn wait_for_subscribers(redis: &RedisServer, channel: &str, count: i64) {
+    assert!(
+        redis.wait_for_subscribers(channel, count, Duration::from_secs(15)),
+        "{count} subscribers to {channel} never came"
+    );
 }
 
 /// Read room messages until `expected` have come, then check nothing more
@@ -154,10 +79,10 @@ struct TwoInstances {
     on_b: Vec<Ws>,
 }
 
-fn two_instances(backend: Backend, redis: &Redis, channel: &str) -> TwoInstances {
+fn two_instances(backend: Backend, redis: &RedisServer, channel: &str) -> TwoInstances {
     let args = ["--backplane", &redis.url(), "--channel", channel];
     let (a, b) = (Server::start(backend, &args), Server::start(backend, &args));
-    redis.wait_for_subscribers(channel, 2);
+    wait_for_subscribers(redis, channel, 2);
     let on_a = (0..3).map(|_| ws_connect(&a, "/room")).collect();
     let on_b = (0..3).map(|_| ws_connect(&b, "/room")).collect();
     a.wait_for_stats("3 members", |s| s.totals.upgraded == 3);
@@ -180,7 +105,7 @@ fn every_backend() -> Vec<Backend> {
 
 #[test]
 fn every_member_on_either_instance_gets_every_message_once() {
-    let Some(redis) = Redis::start("every_member_gets_every_message_once") else {
+    let Some(redis) = redis("every_member_gets_every_message_once") else {
         return;
     };
     for backend in every_backend() {
@@ -208,7 +133,7 @@ fn every_member_on_either_instance_gets_every_message_once() {
 
 #[test]
 fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
-    let Some(redis) = Redis::start("a_redis_restart") else {
+    let Some(redis) = redis("a_redis_restart") else {
         return;
     };
     let channel = "restart";
@@ -234,8 +159,8 @@ fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
         expect_exactly(member, &[]);
     }
     // Redis is back on the same port: both links reconnect by themselves.
-    let redis = Redis::spawn(port).expect("redis-server starts again");
-    redis.wait_for_subscribers(channel, 2);
+    let redis = RedisServer::start_on(port).expect("redis-server starts again");
+    wait_for_subscribers(&redis, channel, 2);
     let after = messages("after", 5);
     publish(&mut room.on_a[0], &after);
     for member in room.on_a.iter_mut().chain(&mut room.on_b) {
@@ -258,14 +183,14 @@ fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
 /// checked by sequence number — each member has each message once.
 #[test]
 fn a_broadcast_over_three_instances_reaches_every_member_once() {
-    let Some(redis) = Redis::start("a_broadcast_over_three_instances") else {
+    let Some(redis) = redis("a_broadcast_over_three_instances") else {
         return;
     };
     let args = ["--backplane", &redis.url(), "--channel", "three"];
     let servers: Vec<Server> = (0..3)
         .map(|_| Server::start(Backend::Epoll, &args))
         .collect();
-    redis.wait_for_subscribers("three", 3);
+    wait_for_subscribers(&redis, "three", 3);
     let urls: Vec<String> = servers.iter().map(|s| s.url("/room")).collect();
     let mut command = vec![
         "broadcast",
@@ -304,14 +229,14 @@ fn a_broadcast_over_three_instances_reaches_every_member_once() {
 /// epoll and tokio, raw TCP between tokio-uring and epoll.
 #[test]
 fn instances_on_different_backends_share_one_room() {
-    let Some(redis) = Redis::start("instances_on_different_backends") else {
+    let Some(redis) = redis("instances_on_different_backends") else {
         return;
     };
     let url = redis.url();
     let ws =
         |backend: Backend| Server::start(backend, &["--backplane", &url, "--channel", "mixed-ws"]);
     let (a, b) = (ws(Backend::Epoll), ws(Backend::Tokio));
-    redis.wait_for_subscribers("mixed-ws", 2);
+    wait_for_subscribers(&redis, "mixed-ws", 2);
     let mut members = [ws_connect(&a, "/room"), ws_connect(&b, "/room")];
     a.wait_for_stats("a member", |s| s.totals.upgraded == 1);
     b.wait_for_stats("a member", |s| s.totals.upgraded == 1);
@@ -337,7 +262,7 @@ fn instances_on_different_backends_share_one_room() {
         Server::start(backend, &args)
     };
     let (c, d) = (tcp(tokio_uring), tcp(Backend::Epoll));
-    redis.wait_for_subscribers("mixed-tcp", 2);
+    wait_for_subscribers(&redis, "mixed-tcp", 2);
     let mut on_c = tcp_member(c.addr);
     let mut on_d = tcp_member(d.addr);
     c.wait_for_stats("a member", |s| s.totals.upgraded == 1);
@@ -365,7 +290,7 @@ fn tcp_member(addr: SocketAddr) -> TcpStream {
 /// B counts exactly those messages as missed, from A's sequence numbers.
 #[test]
 fn a_subscriber_that_was_away_counts_what_it_missed() {
-    let Some(redis) = Redis::start("a_subscriber_that_was_away") else {
+    let Some(redis) = redis("a_subscriber_that_was_away") else {
         return;
     };
     let channel = "away";
@@ -377,7 +302,7 @@ fn a_subscriber_that_was_away_counts_what_it_missed() {
         expect_exactly(member, &hello);
     }
     let killed = redis.query(&[b"CLIENT", b"KILL", b"TYPE", b"pubsub"]);
-    assert_eq!(killed, Some(Value::Integer(2)));
+    assert_eq!(killed.ok(), Some(Value::Integer(2)));
     // Published at once, well inside the subscribers' 50 ms before they
     // reconnect.
     let unheard = messages("unheard", 5);
@@ -387,7 +312,7 @@ fn a_subscriber_that_was_away_counts_what_it_missed() {
     }
     room.a
         .wait_for_stats("6 published", |s| s.totals.backplane_published == 6);
-    redis.wait_for_subscribers(channel, 2);
+    wait_for_subscribers(&redis, channel, 2);
     let heard = messages("heard", 5);
     publish(&mut room.on_a[0], &heard);
     for member in room.on_a.iter_mut() {

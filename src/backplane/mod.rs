@@ -16,6 +16,7 @@
 //! subscriber that missed messages (its link was down) counts exactly how
 //! many (`backplane_missed`).
 
+pub mod redis_server;
 pub mod resp;
 mod wire;
 
