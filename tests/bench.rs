@@ -979,3 +979,63 @@ fn the_overload_bench_reads_the_peak_and_sheds_past_the_room_budget() {
         "{text}"
     );
 }
+
+/// `--measure backplane`: the same broadcast to one instance, then over
+/// three sharing the room through a redis-server the bench starts; every
+/// member has every message once either way, and the backplane's counts
+/// add up (the publisher's instance hands each message to Redis once, the
+/// two others receive it).
+#[test]
+fn the_backplane_bench_compares_one_instance_with_three_through_redis() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED the_backplane_bench: redis-server is not installed (Debian: apt-get install redis-server)");
+        return;
+    }
+    let out = scratch_dir("backplane");
+    let (r, text) = bench(
+        &[
+            "--measure",
+            "backplane",
+            "--backends",
+            "epoll",
+            "--conns",
+            "300",
+            "--samples",
+            "2",
+            "--broadcasts",
+            "5",
+            "--name",
+            "backplane",
+        ],
+        &out,
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let b = r.servers[0]
+        .backplane
+        .as_ref()
+        .expect("a backplane section");
+    assert_eq!((b.members, b.messages, b.setups.len()), (300, 5, 2));
+    let (alone, across) = (&b.setups[0], &b.setups[1]);
+    assert_eq!((alone.instances, alone.through_redis), (1, false));
+    assert_eq!((across.instances, across.through_redis), (3, true));
+    for run in alone.runs.iter().chain(&across.runs) {
+        assert_eq!((run.missing, run.duplicated), (0, 0), "{run:?}");
+        assert_eq!(run.members_per_instance.iter().sum::<u64>(), 300);
+    }
+    for run in &alone.runs {
+        assert_eq!(run.backplane_published + run.backplane_received, 0);
+    }
+    for run in &across.runs {
+        assert_eq!(run.members_per_instance, [100, 100, 100]);
+        assert_eq!((run.backplane_published, run.backplane_received), (5, 10));
+        assert_eq!(run.backplane_dropped + run.backplane_missed, 0);
+    }
+    assert!(
+        text.contains("backplane 300 members, 3 instances through redis"),
+        "{text}"
+    );
+}

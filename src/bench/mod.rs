@@ -9,6 +9,7 @@
 //! same "done" (the client has read what it waits for). So every ratio to a
 //! floor means what it says, and one on the wrong side of 1 is flagged.
 
+pub mod backplane;
 pub mod bare;
 pub mod churn;
 pub mod compare;
@@ -64,6 +65,10 @@ pub enum Job {
     /// A broadcast the members cannot keep up with: the server's peak
     /// memory per member, what it closed, and its memory after.
     Overload,
+    /// A room across --backplane-instances instances through a
+    /// redis-server the bench starts, against one instance alone: the
+    /// latency and deliveries/s the backplane costs.
+    Backplane,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -149,6 +154,10 @@ pub struct BenchConfig {
     /// Overload: how long the publisher sends.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub overload_duration: Duration,
+
+    /// Backplane: instances that share the room through Redis.
+    #[arg(long, default_value_t = 3)]
+    pub backplane_instances: usize,
 
     /// An extra argument for every `fanout serve` the bench starts, e.g.
     /// `--serve-arg=--max-backlog-total=64MiB` (repeatable; the results
@@ -460,6 +469,9 @@ pub struct ServerResult {
     /// A broadcast the members cannot keep up with.
     #[serde(default)]
     pub overload: Option<overload::OverloadBench>,
+    /// A room across instances through Redis, against one instance.
+    #[serde(default)]
+    pub backplane: Option<backplane::BackplaneBench>,
 }
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
@@ -513,8 +525,12 @@ fn sweep_bench(config: &BenchConfig, command: String) -> anyhow::Result<()> {
         one.sweep.clear();
         one.name = Some(format!("{base}-{n}"));
         one.echo_conns = vec![n.min(largest_echo)];
-        one.measure
-            .retain(|job| !matches!(job, Job::Churn | Job::Storm | Job::Overload));
+        one.measure.retain(|job| {
+            !matches!(
+                job,
+                Job::Churn | Job::Storm | Job::Overload | Job::Backplane
+            )
+        });
         one.storm = false;
         if one.measure.is_empty() {
             one.measure.push(Job::Room);
@@ -697,7 +713,11 @@ fn phase_count(config: &BenchConfig) -> usize {
         true => config.samples,
         false => 0,
     };
-    per_sample * config.samples + servers * (churn + storm + soak + overload)
+    let backplane = match config.measures(Job::Backplane) {
+        true => 2 * config.samples,
+        false => 0,
+    };
+    per_sample * config.samples + servers * (churn + storm + soak + overload + backplane)
 }
 
 fn run(
@@ -773,6 +793,17 @@ fn run(
         config.measures(Job::Overload),
         |phases, server| overload::run(phases, server, &overload_setup),
     )?;
+    let backplane_job = backplane::BackplaneJob {
+        members: config.conns,
+        messages: config.broadcasts,
+        instances: config.backplane_instances,
+        samples: config.samples,
+    };
+    let mut backplanes = each_server(
+        &mut phases,
+        config.measures(Job::Backplane),
+        |phases, server| backplane::run(phases, server, &backplane_job),
+    )?;
     let soak_setup = soak::SoakSetup {
         duration: config.soak.unwrap_or_default(),
         cycle: config.soak_cycle,
@@ -805,6 +836,7 @@ fn run(
                 storm: storms[i].take(),
                 soak: soaks[i].take(),
                 overload: overloads[i].take(),
+                backplane: backplanes[i].take(),
             }
         })
         .collect();

@@ -92,6 +92,8 @@ pub struct Running {
     pub target: Target,
     /// Does the server answer `stats` (fanout serve or fanout bare)?
     pub fanout: bool,
+    /// The program and arguments it was started with (to start more).
+    pub command: Vec<std::ffi::OsString>,
 }
 
 impl Running {
@@ -116,6 +118,9 @@ pub struct Phases {
     max_conns: usize,
     /// --serve-arg: appended to every `fanout serve`.
     serve_args: Vec<String>,
+    /// Appended to every `fanout serve` until cleared: a job's own options
+    /// (the backplane's Redis and channel).
+    pub extra_args: Vec<String>,
     baseline: Sockets,
     /// The servers measured, in the order of the results.
     pub servers: Vec<Measured>,
@@ -133,6 +138,7 @@ impl Phases {
         let servers = config.measured();
         Phases {
             serve_args: config.serve_arg.clone(),
+            extra_args: Vec::new(),
             max_conns: super::server_max_conns(config.conns),
             baseline,
             server_plans: vec![String::new(); servers.len()],
@@ -314,6 +320,7 @@ impl Phases {
                 }
                 command.args(["--max-conns", &max_conns.to_string()]);
                 command.args(&self.serve_args);
+                command.args(&self.extra_args);
                 command
             }
             Some(Measured::Command(cmd)) => {
@@ -324,6 +331,10 @@ impl Phases {
                 command
             }
         };
+        let command_line: Vec<std::ffi::OsString> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(ToOwned::to_owned)
+            .collect();
         let server = ServerProcess::spawn(command, START_PATIENCE)?;
         match (target, &measured) {
             (Target::Floor, _) if !self.floor_plans.contains(&server.plan) => {
@@ -343,6 +354,7 @@ impl Phases {
             },
             target,
             fanout,
+            command: command_line,
         })
     }
 }

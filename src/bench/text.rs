@@ -431,6 +431,9 @@ fn details(out: &mut String, r: &ServerResult) {
     if let Some(overload) = &r.overload {
         out.push_str(&super::overload::text(overload));
     }
+    if let Some(backplane) = &r.backplane {
+        out.push_str(&super::backplane::text(backplane));
+    }
     if let Some(Churn::Single(c)) = &r.churn {
         let _ = writeln!(
             out,
