@@ -47,8 +47,9 @@ pub struct BackplaneSetup {
     /// Per run: the median over messages of each one's last delivery (the
     /// moment every member had it), ms.
     pub last_delivery_ms: Spread,
-    /// Per run: every delivery's p50 and p99, ms.
+    /// Per run: every delivery's p50, ms.
     pub delivery_p50_ms: Spread,
+    /// Per run: every delivery's p99, ms.
     pub delivery_p99_ms: Spread,
     /// Per run: deliveries per second of delivery time.
     pub deliveries_per_s: Spread,
@@ -59,20 +60,27 @@ pub struct BackplaneSetup {
 /// One run's figures.
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BackplaneRun {
+    /// The median over messages of each one's last delivery, ms.
     pub last_delivery_ms: f64,
+    /// Every delivery's p50, ms.
     pub delivery_p50_ms: f64,
+    /// Every delivery's p99, ms.
     pub delivery_p99_ms: f64,
+    /// Deliveries per second of delivery time.
     pub deliveries_per_s: f64,
-    /// Deliveries missing or duplicated (must be 0).
+    /// Deliveries missing (must be 0).
     pub missing: u64,
+    /// Deliveries duplicated (must be 0).
     pub duplicated: u64,
     /// Members on each instance.
     pub members_per_instance: Vec<u64>,
-    /// Summed over instances: frames handed to Redis, received from it,
-    /// not published, and missed.
+    /// Summed over instances: frames handed to Redis.
     pub backplane_published: u64,
+    /// Summed over instances: frames received from Redis.
     pub backplane_received: u64,
+    /// Summed over instances: frames not published (Redis away, outbox full).
     pub backplane_dropped: u64,
+    /// Summed over instances: frames other instances published and these missed.
     pub backplane_missed: u64,
 }
 
