@@ -324,6 +324,17 @@ fn bad_load_arguments_are_clear_errors() {
         (&["hold", "--burst", "10"], "burst scenario"),
         (&["broadcast", "--publish-burst", "0"], "at least 1"),
         (&["echo", "--publish-burst", "5"], "--publish-burst belongs"),
+        (&["hold", "--agents", "2"], "--coordinator"),
+        (
+            &[
+                "broadcast",
+                "--coordinator",
+                "redis://127.0.0.1:1",
+                "--agents",
+                "2",
+            ],
+            "not supported yet",
+        ),
         (
             &[
                 "hold",
@@ -487,6 +498,87 @@ fn connections_spread_over_several_servers_by_each_balance() {
             assert_eq!(report.servers[i].url, server.url("/echo"));
         }
     }
+}
+
+/// Two load agents meet in a real redis-server and start together; each
+/// opens its half, and the first merges both: the merged counts are the sum
+/// of the two agents' own reports, the merged histograms hold every value,
+/// and the server saw every connection.
+#[test]
+fn two_agents_make_one_load_merged_by_the_first() {
+    let redis = match fanout::backplane::redis_server::RedisServer::start() {
+        Ok(redis) => redis,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED two_agents_make_one_load: redis-server is not installed (Debian: apt-get install redis-server)");
+            return;
+        }
+        Err(e) => panic!("redis-server: {e}"),
+    };
+    let server = Server::start(Backend::Epoll, &[]);
+    let url = server.url("/echo");
+    let agent = |i: usize| {
+        let json =
+            std::env::temp_dir().join(format!("fanout-agent-{}-{i}.json", std::process::id()));
+        let child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args([
+                "load",
+                "echo",
+                "--url",
+                &url,
+                "--conns",
+                "101",
+                "--duration",
+                "1s",
+            ])
+            .args([
+                "--coordinator",
+                &redis.url(),
+                "--agents",
+                "2",
+                "--run",
+                "two-agents",
+            ])
+            .arg("--json")
+            .arg(&json)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, json)
+    };
+    let agents: Vec<(Child, PathBuf)> = (0..2).map(agent).collect();
+    let reports: Vec<Report> = agents
+        .into_iter()
+        .map(|(mut child, json)| {
+            assert!(child.wait().unwrap().success());
+            let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            std::fs::remove_file(json).unwrap();
+            report
+        })
+        .collect();
+    let merged: Vec<_> = reports.iter().filter_map(|r| r.agents.as_ref()).collect();
+    assert_eq!(merged.len(), 1, "exactly one agent merges");
+    let merged = merged[0];
+    let opened: Vec<u64> = reports.iter().map(|r| r.connect.opened).collect();
+    assert_eq!(opened.iter().sum::<u64>(), 101);
+    assert!(opened.contains(&51) && opened.contains(&50), "{opened:?}");
+    assert_eq!(
+        (merged.agents, merged.hosts, merged.opened, merged.failed),
+        (2, 1, 101, 0)
+    );
+    assert_eq!(merged.connect_latency.count, 101);
+    let echoed: u64 = reports
+        .iter()
+        .map(|r| r.echo.as_ref().unwrap().messages)
+        .sum();
+    assert!(echoed > 0);
+    assert_eq!(merged.echo_messages, echoed);
+    assert_eq!(merged.echo_latency.unwrap().count, echoed);
+    let slowest = reports
+        .iter()
+        .map(|r| r.connect.latency.max_us)
+        .fold(0.0, f64::max);
+    assert_eq!(merged.connect_latency.max_us, slowest);
+    assert_eq!(server.stats().totals.upgraded, 101);
 }
 
 /// Publish bursts: 3 bursts of 200 messages, each published back to back

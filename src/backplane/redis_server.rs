@@ -1,6 +1,7 @@
 //! A redis-server of our own for the bench and the tests: started on a
 //! free loopback port with no persistence (a temporary config given on the
-//! command line), asked plain RESP questions, killed when dropped.
+//! command line), asked plain RESP questions, killed when dropped; and
+//! [`query`], one question to any Redis (the load agents' coordination).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -50,24 +51,7 @@ impl RedisServer {
 
     /// One command on a fresh connection; its reply.
     pub fn query(&self, args: &[&[u8]]) -> io::Result<Value> {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let mut stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut command = Vec::new();
-        resp::command(&mut command, args);
-        stream.write_all(&command)?;
-        let mut input = Vec::new();
-        let mut chunk = [0u8; 1024];
-        loop {
-            if let Some((value, _)) = resp::parse(&input)? {
-                return Ok(value);
-            }
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            input.extend_from_slice(&chunk[..n]);
-        }
+        query(([127, 0, 0, 1], self.port).into(), args)
     }
 
     /// Wait (at most `patience`) until `count` connections subscribe to
@@ -84,6 +68,32 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+}
+
+/// One command to the Redis at `addr` on a fresh connection; its reply
+/// (a Redis error reply is an Err).
+pub fn query(addr: SocketAddr, args: &[&[u8]]) -> io::Result<Value> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut command = Vec::new();
+    resp::command(&mut command, args);
+    stream.write_all(&command)?;
+    let mut input = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match resp::parse(&input)? {
+            Some((Value::Error(error), _)) => {
+                return Err(io::Error::other(format!("redis: {error}")))
+            }
+            Some((value, _)) => return Ok(value),
+            None => {}
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        input.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -441,6 +441,8 @@ mod tests {
             burst: None,
             balance: None,
             servers: Vec::new(),
+            agents: None,
+            recorded: Default::default(),
             connect: ConnectReport {
                 opened,
                 failed: 100 - opened,

@@ -149,6 +149,21 @@ pub struct LoadConfig {
     #[arg(long, value_parser = parse_backoff)]
     pub backoff: Option<Backoff>,
 
+    /// Run as one of --agents load agents that meet in this Redis
+    /// (redis://HOST:PORT): each opens its share of --conns from a common
+    /// start, and the first merges everyone's counts and histograms.
+    #[arg(long, requires = "agents", value_parser = crate::backplane::parse_url)]
+    pub coordinator: Option<std::net::SocketAddr>,
+
+    /// How many agents make up the load (with --coordinator).
+    #[arg(long, requires = "coordinator")]
+    pub agents: Option<usize>,
+
+    /// The name the agents of one load share (with --coordinator), so that
+    /// two loads do not meet.
+    #[arg(long, default_value = "load", requires = "coordinator")]
+    pub run: String,
+
     /// Stop opening connections at the first one that fails; the ramp ends
     /// once every attempt in flight has finished (`fanout ceiling` ramps
     /// this way to find where a limit gives).
@@ -168,6 +183,7 @@ pub struct LoadConfig {
     pub progress: bool,
 }
 
+const AGENTS_BROADCAST: &str = "a broadcast over several agents is not supported yet: its latency needs the publisher's clock (run one agent with --url for each server instead)";
 const BURST_NEEDS_SIZE: &str =
     "burst needs --burst K (connections to open in one instant), K at least 1";
 const PUBLISH_BURST_ALONE: &str =
@@ -255,6 +271,24 @@ impl LoadConfig {
         let mut config = Args::parse_from(["load", name.get_name()]).load;
         config.url = vec![url.to_string()];
         config
+    }
+
+    /// Where and how many load agents meet, if this is one of them.
+    pub fn coordination(&self) -> Result<Option<crate::load::agents::Coordination>, String> {
+        let (Some(redis), Some(agents)) = (self.coordinator, self.agents) else {
+            return Ok(None);
+        };
+        if agents == 0 || agents > self.conns {
+            return Err("--agents must be between 1 and --conns".into());
+        }
+        if matches!(self.scenario, ScenarioKind::Broadcast) {
+            return Err(AGENTS_BROADCAST.into());
+        }
+        Ok(Some(crate::load::agents::Coordination {
+            redis,
+            run: self.run.clone(),
+            agents,
+        }))
     }
 
     pub fn scenario(&self) -> Result<Scenario, String> {

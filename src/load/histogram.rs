@@ -25,6 +25,15 @@ impl Default for Latency {
     }
 }
 
+/// A histogram's recorded values, to merge in another process.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// [value ns, count] for every non-empty bucket.
+    pub buckets: Vec<[u64; 2]>,
+    pub min_ns: u64,
+    pub max_ns: u64,
+}
+
 /// What a report shows of one histogram, in microseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
@@ -79,6 +88,31 @@ impl Latency {
 
     pub fn count(&self) -> u64 {
         self.histogram.len()
+    }
+
+    /// Every value recorded, as (value, count) per bucket, with the exact
+    /// extremes: what another process needs to merge this histogram.
+    pub fn recorded(&self) -> Recorded {
+        let buckets = self
+            .histogram
+            .iter_recorded()
+            .map(|v| [v.value_iterated_to(), v.count_at_value()])
+            .collect();
+        Recorded {
+            buckets,
+            min_ns: self.min_ns,
+            max_ns: self.max_ns,
+        }
+    }
+
+    /// Add what another process recorded (same bucket resolution).
+    pub fn merge_recorded(&mut self, other: &Recorded) {
+        for &[value, count] in &other.buckets {
+            self.histogram
+                .saturating_record_n(value.clamp(MIN_NS, MAX_NS), count);
+        }
+        self.min_ns = self.min_ns.min(other.min_ns);
+        self.max_ns = self.max_ns.max(other.max_ns);
     }
 
     pub fn summary(&self) -> Summary {

@@ -4,6 +4,7 @@
 //! results into one [`Report`].
 
 pub mod accounting;
+pub mod agents;
 pub mod balance;
 pub mod burst;
 pub mod client;
@@ -64,12 +65,41 @@ pub enum Checkpoint {
 
 /// `fanout load`: run, print the report, write the JSON if asked.
 pub fn load(config: LoadConfig) -> anyhow::Result<()> {
-    let report = run(&config)?;
+    let report = match config.coordination().map_err(UsageError)? {
+        Some(coordination) => run_as_agent(&config, &coordination)?,
+        None => run(&config)?,
+    };
     print!("{}", report.text());
     if let Some(path) = &config.json {
         crate::json::write(path, &report)?;
     }
     Ok(())
+}
+
+/// One of K agents: take a seat, run this agent's share of --conns from
+/// the common start, hand the result over; the first agent merges them.
+fn run_as_agent(
+    config: &LoadConfig,
+    coordination: &agents::Coordination,
+) -> anyhow::Result<Report> {
+    let seat = coordination.take_seat()?;
+    eprintln!(
+        "fanout load: agent {} of {} ({})",
+        seat.index,
+        seat.agents,
+        match seat.index {
+            1 => "the coordinator: it merges every agent's result",
+            _ => "it hands its result to agent 1",
+        }
+    );
+    let mut mine = config.clone();
+    mine.conns = agents::share(config.conns, seat);
+    let mut report = run(&mine)?;
+    coordination.publish(&agents::AgentResult::of(seat.index, &report))?;
+    if seat.index == 1 {
+        report.agents = Some(agents::merge(&coordination.gather()?));
+    }
+    Ok(report)
 }
 
 /// How many client shards, and whether they need private fd tables.
@@ -760,7 +790,13 @@ fn merge(
             })
             .collect(),
     };
+    let recorded = RecordedHistograms {
+        connect: all.connect.recorded(),
+        echo: all.echo.recorded(),
+    };
     Report {
+        agents: None,
+        recorded,
         storm,
         burst,
         balance: (!servers.is_empty()).then(|| config.balance.name().to_string()),

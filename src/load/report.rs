@@ -38,6 +38,14 @@ pub struct Report {
     pub balance: Option<String>,
     #[serde(default)]
     pub servers: Vec<ServerShare>,
+    /// With --coordinator, on the first agent: all K agents as one load.
+    #[serde(default)]
+    pub agents: Option<AgentsReport>,
+    /// The merged connect and echo histograms, for a coordinator to merge
+    /// with other agents' (never written).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub recorded: RecordedHistograms,
     pub client: ClientReport,
     /// The kernel's TCP counters that changed during the run (system-wide:
     /// other programs' traffic counts too).
@@ -107,6 +115,52 @@ pub struct StormReport {
     pub listen_overflows: u64,
     /// [seconds since the first loss, connections open], every 100 ms.
     pub curve: Vec<[f64; 2]>,
+}
+
+/// Raw histograms a report keeps for a coordinator.
+#[derive(Clone, Debug, Default)]
+pub struct RecordedHistograms {
+    pub connect: super::histogram::Recorded,
+    pub echo: super::histogram::Recorded,
+}
+
+/// K load agents as one load (`--coordinator`, `--agents`), merged on the
+/// first: counts summed, latency histograms merged bucket by bucket.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AgentsReport {
+    /// Agents that reported.
+    pub agents: usize,
+    /// Distinct hosts among them (by the kernel's boot id).
+    pub hosts: usize,
+    /// Whose clock each latency was read on.
+    pub clock: String,
+    /// Connections opened and failed, over all agents.
+    pub opened: u64,
+    pub failed: u64,
+    /// Failures by cause, over all agents.
+    pub failures: BTreeMap<String, u64>,
+    /// Connections open at the end, and closed by a server, over all agents.
+    pub alive_at_end: u64,
+    pub closed_by_server: u64,
+    /// Every agent's connect + upgrade times, one histogram.
+    pub connect_latency: Summary,
+    /// Echo: messages over all agents, per second of the longest agent's
+    /// echo time, and their latency histogram merged.
+    pub echo_messages: u64,
+    pub echo_msgs_per_s: f64,
+    pub echo_latency: Option<Summary>,
+    /// Each agent's own counts.
+    pub per_agent: Vec<AgentLine>,
+}
+
+/// One agent's counts in the merged report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AgentLine {
+    /// Its seat (1: the coordinator).
+    pub index: usize,
+    pub opened: u64,
+    pub failed: u64,
+    pub echo_messages: u64,
 }
 
 /// One server's share of a load spread over several (--url, --balance).
@@ -402,6 +456,9 @@ impl Report {
                 close_kinds(&c.server_closes)
             );
         }
+        if let Some(agents) = &self.agents {
+            agents_text(&mut out, agents);
+        }
         if let Some(balance) = &self.balance {
             let shares: Vec<String> = self
                 .servers
@@ -483,6 +540,35 @@ fn close_kinds(closes: &BTreeMap<String, u64>) -> String {
         .map(|(how, n)| format!("{how}: {n}"))
         .collect();
     format!(" ({})", kinds.join(", "))
+}
+
+fn agents_text(out: &mut String, a: &AgentsReport) {
+    let _ = writeln!(
+        out,
+        "agents    {} agents on {} host(s), merged: {} opened, {} failed{}; {} open at the end, closed by server {}",
+        a.agents,
+        a.hosts,
+        a.opened,
+        a.failed,
+        close_kinds(&a.failures),
+        a.alive_at_end,
+        a.closed_by_server
+    );
+    out.push_str(&latency_line("setup", &a.connect_latency));
+    if let Some(echo) = &a.echo_latency {
+        let _ = writeln!(
+            out,
+            "  echo {} messages, {:.0} msgs/s over all agents",
+            a.echo_messages, a.echo_msgs_per_s
+        );
+        out.push_str(&latency_line("echo", echo));
+    }
+    let each: Vec<String> = a
+        .per_agent
+        .iter()
+        .map(|l| format!("#{} {} opened", l.index, l.opened))
+        .collect();
+    let _ = writeln!(out, "  each: {}; clock: {}", each.join(", "), a.clock);
 }
 
 fn burst_text(out: &mut String, burst: &BurstReport) {
