@@ -327,13 +327,13 @@ fn bad_load_arguments_are_clear_errors() {
         (&["hold", "--agents", "2"], "--coordinator"),
         (
             &[
-                "broadcast",
+                "hold",
                 "--coordinator",
                 "redis://127.0.0.1:1",
                 "--agents",
-                "2",
+                "0",
             ],
-            "not supported yet",
+            "--agents",
         ),
         (
             &[
@@ -579,6 +579,86 @@ fn two_agents_make_one_load_merged_by_the_first() {
         .fold(0.0, f64::max);
     assert_eq!(merged.connect_latency.max_us, slowest);
     assert_eq!(server.stats().totals.upgraded, 101);
+}
+
+/// A broadcast over two agents: the first publishes, both hold members;
+/// each agent tallies its own members and the merged report holds them
+/// all, every message once to every member, latencies from one host.
+#[test]
+fn a_broadcast_over_two_agents_reaches_every_member_once() {
+    let redis = match fanout::backplane::redis_server::RedisServer::start() {
+        Ok(redis) => redis,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED a_broadcast_over_two_agents: redis-server is not installed (Debian: apt-get install redis-server)");
+            return;
+        }
+        Err(e) => panic!("redis-server: {e}"),
+    };
+    let server = Server::start(Backend::Epoll, &[]);
+    let url = server.url("/room");
+    let agent = |i: usize| {
+        let json =
+            std::env::temp_dir().join(format!("fanout-bagent-{}-{i}.json", std::process::id()));
+        let child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args([
+                "load",
+                "broadcast",
+                "--url",
+                &url,
+                "--conns",
+                "60",
+                "--count",
+                "10",
+            ])
+            .args([
+                "--interval",
+                "5ms",
+                "--coordinator",
+                &redis.url(),
+                "--agents",
+                "2",
+            ])
+            .args(["--run", "broadcast-agents", "--json"])
+            .arg(&json)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, json)
+    };
+    let agents: Vec<(Child, PathBuf)> = (0..2).map(agent).collect();
+    let reports: Vec<Report> = agents
+        .into_iter()
+        .map(|(mut child, json)| {
+            assert!(child.wait().unwrap().success());
+            let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            std::fs::remove_file(json).unwrap();
+            report
+        })
+        .collect();
+    for report in &reports {
+        let b = report
+            .broadcast
+            .as_ref()
+            .expect("each agent's own broadcast section");
+        assert_eq!((b.members, b.messages_sent), (30, 10));
+        assert_eq!(
+            (b.tally.delivered, b.tally.lost(), b.tally.duplicated),
+            (300, 0, 0)
+        );
+    }
+    let merged = reports
+        .iter()
+        .find_map(|r| r.agents.as_ref())
+        .expect("a merged report");
+    assert_eq!((merged.members, merged.messages_published), (60, 10));
+    let tally = merged.tally.expect("a merged tally");
+    assert_eq!(
+        (tally.delivered, tally.lost(), tally.duplicated),
+        (600, 0, 0)
+    );
+    assert_eq!(merged.delivery_latency.unwrap().count, 600);
+    assert!(merged.clock.starts_with("one host"), "{}", merged.clock);
+    assert_eq!(server.stats().totals.published, 10);
 }
 
 /// Publish bursts: 3 bursts of 200 messages, each published back to back

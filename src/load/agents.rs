@@ -5,9 +5,15 @@
 //! hosts). Each opens its share of --conns and, at the end, publishes its
 //! counts and raw latency histograms; the first agent, the coordinator,
 //! merges the K results into one report — histograms merged bucket by
-//! bucket, never averaged — beside its own. Latencies are measured within
-//! each agent (connect: its own clock; echo: its own stamps), so they need
-//! no clock shared between hosts.
+//! bucket, never averaged — beside its own. Connect and echo latencies are
+//! measured within each agent, so they need no clock shared between hosts.
+//! A broadcast is published by the first agent only: it releases each
+//! message once its own members have the one before and tells the others
+//! in Redis how many it has published; every agent tallies its members'
+//! deliveries by sequence number. A delivery's latency compares the
+//! publisher's stamp with the receiver's clock, so it is merged only from
+//! agents on the publisher's host (same boot id: one CLOCK_MONOTONIC); the
+//! report's `clock` says so.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use super::accounting::Tally;
 use super::histogram::{Latency, Recorded};
 use super::report::{AgentLine, AgentsReport, Report};
 use crate::backplane::redis_server::query;
@@ -100,6 +107,43 @@ impl Coordination {
         })
     }
 
+    /// This agent's connections are open; wait until every agent's are
+    /// (a broadcast starts only when every member can hear it).
+    pub fn ramped(&self, seat: Seat) -> anyhow::Result<()> {
+        let ramped = self.key("ramped");
+        self.ask(&[b"INCR", ramped.as_bytes()])?;
+        let deadline = std::time::Instant::now() + JOIN_PATIENCE;
+        while integer(&self.ask(&[b"GET", ramped.as_bytes()])?) < seat.agents as i64 {
+            if std::time::Instant::now() > deadline {
+                bail!("not every agent finished its ramp within {JOIN_PATIENCE:?}");
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// The publishing agent: messages published so far, and whether that
+    /// is the last word.
+    pub fn set_published(&self, published: u64, done: bool) -> anyhow::Result<()> {
+        let value = format!("{published}{}", if done { ":done" } else { "" });
+        self.ask(&[b"SET", self.key("published").as_bytes(), value.as_bytes()])?;
+        Ok(())
+    }
+
+    /// What the publishing agent said it published, and whether it is done.
+    pub fn published(&self) -> anyhow::Result<(u64, bool)> {
+        let Value::Bulk(Some(bytes)) = self.ask(&[b"GET", self.key("published").as_bytes()])?
+        else {
+            return Ok((0, false));
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let (count, done) = match text.strip_suffix(":done") {
+            Some(count) => (count, true),
+            None => (&text[..], false),
+        };
+        Ok((count.parse().unwrap_or(0), done))
+    }
+
     /// Hand this agent's result to the coordinator.
     pub fn publish(&self, result: &AgentResult) -> anyhow::Result<()> {
         let json = serde_json::to_vec(result)?;
@@ -128,7 +172,7 @@ impl Coordination {
             };
             gathered.push(serde_json::from_slice(&json).context("an agent's result")?);
         }
-        for what in ["joined", "start", "results"] {
+        for what in ["joined", "start", "results", "ramped", "published"] {
             self.ask(&[b"DEL", self.key(what).as_bytes()])?;
         }
         Ok(gathered)
@@ -150,6 +194,12 @@ pub struct AgentResult {
     pub echo_messages: u64,
     pub echo_seconds: f64,
     pub echo: Recorded,
+    /// Broadcast: this agent's members, what it published, its tally and
+    /// its deliveries' latencies.
+    pub members: u64,
+    pub published: u64,
+    pub tally: Option<Tally>,
+    pub deliveries: Recorded,
 }
 
 impl AgentResult {
@@ -169,6 +219,10 @@ impl AgentResult {
             echo_messages: report.echo.as_ref().map_or(0, |e| e.messages),
             echo_seconds: report.echo.as_ref().map_or(0.0, |e| e.seconds),
             echo: report.recorded.echo.clone(),
+            members: report.broadcast.as_ref().map_or(0, |b| b.members),
+            published: report.broadcast.as_ref().map_or(0, |b| b.messages_sent),
+            tally: report.broadcast.as_ref().map(|b| b.tally),
+            deliveries: report.recorded.deliveries.clone(),
         }
     }
 }
@@ -177,10 +231,22 @@ impl AgentResult {
 pub fn merge(results: &[AgentResult]) -> AgentsReport {
     let mut connect = Latency::default();
     let mut echo = Latency::default();
+    let mut deliveries = Latency::default();
     let mut failures = BTreeMap::new();
+    let publisher_host = results
+        .iter()
+        .find(|r| r.index == 1)
+        .map(|r| r.host.clone());
+    let mut tally: Option<Tally> = None;
     for result in results {
         connect.merge_recorded(&result.connect);
         echo.merge_recorded(&result.echo);
+        if Some(&result.host) == publisher_host.as_ref() {
+            deliveries.merge_recorded(&result.deliveries);
+        }
+        if let Some(t) = &result.tally {
+            tally.get_or_insert_with(Tally::default).add(t);
+        }
         for (cause, n) in &result.failures {
             *failures.entry(cause.clone()).or_default() += n;
         }
@@ -193,8 +259,8 @@ pub fn merge(results: &[AgentResult]) -> AgentsReport {
         agents: results.len(),
         hosts: hosts.len(),
         clock: match hosts.len() {
-            1 => "one host: every latency measured within one agent on one clock".into(),
-            n => format!("{n} hosts: every latency measured within one agent, on its host's clock (none compares stamps across hosts)"),
+            1 => "one host: every latency on one clock (CLOCK_MONOTONIC; broadcast stamps comparable across agents)".into(),
+            n => format!("{n} hosts: connect and echo latencies each within one agent; broadcast delivery latency only from the agents on the publisher's host (another host's clock is not comparable; no offset measured)"),
         },
         opened: sum(|r| r.opened),
         failed: sum(|r| r.failed),
@@ -205,6 +271,10 @@ pub fn merge(results: &[AgentResult]) -> AgentsReport {
         echo_messages,
         echo_msgs_per_s: echo_messages as f64 / echo_seconds.max(1e-9),
         echo_latency: (echo_messages > 0).then(|| echo.summary()),
+        members: sum(|r| r.members),
+        messages_published: results.iter().map(|r| r.published).max().unwrap_or(0),
+        delivery_latency: tally.is_some().then(|| deliveries.summary()),
+        tally,
         per_agent: {
             let mut lines: Vec<AgentLine> = results
                 .iter()
@@ -274,6 +344,10 @@ mod tests {
             echo_messages: 0,
             echo_seconds: 0.0,
             echo: Recorded::default(),
+            members: 0,
+            published: 0,
+            tally: None,
+            deliveries: Recorded::default(),
         };
         let merged = merge(&[result(2, &b), result(1, &a)]);
         assert_eq!(

@@ -164,6 +164,10 @@ pub struct LoadConfig {
     #[arg(long, default_value = "load", requires = "coordinator")]
     pub run: String,
 
+    /// Set when this run is one agent of several (its seat taken).
+    #[arg(skip)]
+    pub seat: Option<(crate::load::agents::Coordination, crate::load::agents::Seat)>,
+
     /// Stop opening connections at the first one that fails; the ramp ends
     /// once every attempt in flight has finished (`fanout ceiling` ramps
     /// this way to find where a limit gives).
@@ -183,7 +187,6 @@ pub struct LoadConfig {
     pub progress: bool,
 }
 
-const AGENTS_BROADCAST: &str = "a broadcast over several agents is not supported yet: its latency needs the publisher's clock (run one agent with --url for each server instead)";
 const BURST_NEEDS_SIZE: &str =
     "burst needs --burst K (connections to open in one instant), K at least 1";
 const PUBLISH_BURST_ALONE: &str =
@@ -280,9 +283,6 @@ impl LoadConfig {
         };
         if agents == 0 || agents > self.conns {
             return Err("--agents must be between 1 and --conns".into());
-        }
-        if matches!(self.scenario, ScenarioKind::Broadcast) {
-            return Err(AGENTS_BROADCAST.into());
         }
         Ok(Some(crate::load::agents::Coordination {
             redis,

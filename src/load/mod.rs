@@ -49,6 +49,8 @@ const DELIVERY_STALL: Duration = Duration::from_secs(10);
 /// A burst's attempts all have their fate by --connect-timeout plus this
 /// (the shards sweep for timeouts every 100 ms).
 const BURST_SETTLE_MARGIN: Duration = Duration::from_secs(1);
+/// Longest a follower agent waits for the publishing agent to finish.
+const FOLLOW_BOUND: Duration = Duration::from_secs(3600);
 
 /// A point of the ramp where the caller may look at the server, with the
 /// number of connections open then.
@@ -94,6 +96,7 @@ fn run_as_agent(
     );
     let mut mine = config.clone();
     mine.conns = agents::share(config.conns, seat);
+    mine.seat = Some((coordination.clone(), seat));
     let mut report = run(&mine)?;
     coordination.publish(&agents::AgentResult::of(seat.index, &report))?;
     if seat.index == 1 {
@@ -204,6 +207,7 @@ pub fn run_with(
                 sources,
                 targets: targets.clone(),
                 balance: config.balance,
+                publishes: config.seat.as_ref().is_none_or(|(_, seat)| seat.index == 1),
                 scenario,
                 connect_timeout: config.connect_timeout,
                 control: control.clone(),
@@ -240,12 +244,34 @@ pub fn run_with(
     at(Checkpoint::Full {
         open: control.sum(|p| &p.opened),
     });
+    let broadcast_agent = match (&config.seat, scenario.work) {
+        (Some((coordination, seat)), Work::Broadcast { drain, .. }) => {
+            coordination.ramped(*seat)?;
+            Some((coordination, *seat, drain))
+        }
+        _ => None,
+    };
     let counters_at_work = crate::netstat::read();
     let failed_in_ramp = control.sum(|p| &p.failed);
     let open_at_work = control.sum(|p| &p.alive);
     control.work.store(true, Relaxed);
     let work_start = Instant::now();
     let (gave_up, storm_watch) = match scenario.work {
+        _ if broadcast_agent.is_some_and(|(_, seat, _)| seat.index > 1) => {
+            let (coordination, _, drain) = broadcast_agent.expect("checked");
+            (follow(&control, coordination, drain, &progress)?, None)
+        }
+        _ if broadcast_agent.is_some() => {
+            let (coordination, _, _) = broadcast_agent.expect("checked");
+            let gave_up = lead(
+                &control,
+                &scenario,
+                config.connect_timeout,
+                coordination,
+                &progress,
+            )?;
+            (gave_up, None)
+        }
         Work::Storm { .. } => {
             let watch = storm_watch(&control, shards, open_at_work, scenario.duration, &progress);
             (Vec::new(), Some(watch))
@@ -486,6 +512,71 @@ fn broadcast(
         }
     }
     gave_up
+}
+
+/// The publishing agent of a broadcast over several: the broadcast as
+/// alone (each message released once this agent's members have the one
+/// before), telling the other agents how many it has published as it goes,
+/// and when it is done.
+fn lead(
+    control: &Control,
+    scenario: &Scenario,
+    connect_timeout: Duration,
+    coordination: &agents::Coordination,
+    progress: &Progress,
+) -> anyhow::Result<Vec<String>> {
+    let working = std::sync::atomic::AtomicBool::new(true);
+    let gave_up = std::thread::scope(|scope| {
+        let mirror = scope.spawn(|| -> anyhow::Result<()> {
+            let mut told = 0;
+            while working.load(Acquire) {
+                let published = control.published.load(Acquire);
+                if published != told {
+                    coordination.set_published(published, false)?;
+                    told = published;
+                }
+                std::thread::sleep(WATCH_DELIVERY);
+            }
+            Ok(())
+        });
+        let gave_up = work(control, scenario, connect_timeout, progress);
+        working.store(false, Release);
+        mirror
+            .join()
+            .expect("the mirror thread does not panic")
+            .map(|()| gave_up)
+    })?;
+    coordination.set_published(control.published.load(Acquire), true)?;
+    Ok(gave_up)
+}
+
+/// An agent whose members hear another agent's broadcast: follow its
+/// published count, and once it is done wait (at most `drain`, or a
+/// delivery stall) until every member here has everything.
+fn follow(
+    control: &Control,
+    coordination: &agents::Coordination,
+    drain: Duration,
+    progress: &Progress,
+) -> anyhow::Result<Vec<String>> {
+    let start = Instant::now();
+    let published = loop {
+        let (published, done) = coordination.published()?;
+        control.published.fetch_max(published, Release);
+        if done {
+            break published;
+        }
+        if start.elapsed() > FOLLOW_BOUND {
+            anyhow::bail!("the publishing agent never said it was done ({FOLLOW_BOUND:?})");
+        }
+        progress.work(control, start);
+        std::thread::sleep(WATCH_DELIVERY);
+    };
+    let mut gave_up = Vec::new();
+    if let Err(why) = wait_delivered(control, published, drain, &|| progress.work(control, start)) {
+        gave_up.push(format!("after the publisher was done: {why}"));
+    }
+    Ok(gave_up)
 }
 
 /// Wait (at most `bound`) until `done`; returns whether it happened.
@@ -793,6 +884,7 @@ fn merge(
     let recorded = RecordedHistograms {
         connect: all.connect.recorded(),
         echo: all.echo.recorded(),
+        deliveries: all.deliveries.recorded(),
     };
     Report {
         agents: None,

@@ -122,6 +122,7 @@ pub struct StormReport {
 pub struct RecordedHistograms {
     pub connect: super::histogram::Recorded,
     pub echo: super::histogram::Recorded,
+    pub deliveries: super::histogram::Recorded,
 }
 
 /// K load agents as one load (`--coordinator`, `--agents`), merged on the
@@ -149,6 +150,19 @@ pub struct AgentsReport {
     pub echo_messages: u64,
     pub echo_msgs_per_s: f64,
     pub echo_latency: Option<Summary>,
+    /// Broadcast: members over all agents, messages published (by the
+    /// first agent), deliveries tallied by every agent's members.
+    #[serde(default)]
+    pub members: u64,
+    #[serde(default)]
+    pub messages_published: u64,
+    #[serde(default)]
+    pub tally: Option<super::accounting::Tally>,
+    /// Broadcast: every delivery's latency from its publish, merged over
+    /// the agents on the publisher's host (payload stamps are only
+    /// comparable on the host that stamped them; `clock` says which).
+    #[serde(default)]
+    pub delivery_latency: Option<Summary>,
     /// Each agent's own counts.
     pub per_agent: Vec<AgentLine>,
 }
@@ -562,6 +576,16 @@ fn agents_text(out: &mut String, a: &AgentsReport) {
             a.echo_messages, a.echo_msgs_per_s
         );
         out.push_str(&latency_line("echo", echo));
+    }
+    if let Some(t) = &a.tally {
+        let _ = writeln!(
+            out,
+            "  broadcast {} messages to {} members: {} delivered, {} missing, {} duplicated, {} in flight, {} lost with closed members",
+            a.messages_published, a.members, t.delivered, t.missing, t.duplicated, t.in_flight, t.closed
+        );
+    }
+    if let Some(delivery) = &a.delivery_latency {
+        out.push_str(&latency_line("delivery", delivery));
     }
     let each: Vec<String> = a
         .per_agent

@@ -54,6 +54,9 @@ pub struct Job {
     /// The servers (one unless several --url), and how to spread over them.
     pub targets: Vec<Target>,
     pub balance: crate::load::balance::Balance,
+    /// Whether this load publishes (not when it is a follower agent of a
+    /// broadcast another agent publishes).
+    pub publishes: bool,
     pub scenario: Scenario,
     pub connect_timeout: Duration,
     pub control: Arc<Control>,

@@ -183,7 +183,7 @@ impl Shard {
         }
         self.result.connect.record_ns(elapsed);
         self.progress().opened.fetch_add(1, Relaxed);
-        if self.publisher.is_none() && self.job.id == 0 {
+        if self.publisher.is_none() && self.job.id == 0 && self.job.publishes {
             self.publisher = Some(key);
         }
         if self.working {
