@@ -88,6 +88,9 @@ struct Row {
 /// best).
 fn backends_table(out: &mut String, servers: &[ServerResult]) {
     let rows = table_rows(servers);
+    if rows.is_empty() {
+        return; // e.g. a soak alone: its lines say it all
+    }
     let short: Vec<bool> = servers
         .iter()
         .map(|s| s.reach.as_ref().is_some_and(|r| !r.complete()))
@@ -250,6 +253,23 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
             Lower,
             false,
             &move |s| s.storm.as_ref()?.policies.get(i)?.all_back_s,
+        );
+    }
+    add("overload peak user B/member", Lower, false, &|s| {
+        Some(s.overload.as_ref()?.peak_bytes_per_member)
+    });
+    add("overload peak kernel TCP, MB", Lower, false, &|s| {
+        Some(s.overload.as_ref()?.peak_kernel_tcp_mb)
+    });
+    add("overload deliveries/s", Higher, false, &|s| {
+        Some(s.overload.as_ref()?.deliveries_per_s)
+    });
+    for (i, setup) in ["alone", "via redis"].into_iter().enumerate() {
+        add(
+            &format!("backplane {setup}: all had it, ms"),
+            Lower,
+            false,
+            &move |s| Some(s.backplane.as_ref()?.setups.get(i)?.last_delivery_ms),
         );
     }
     rows
@@ -469,6 +489,25 @@ fn evidence(out: &mut String, r: &BenchResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A committed two-server overload result: its figures are in the
+    /// table side by side; with those rows taken away nothing is left and
+    /// no empty table is printed.
+    #[test]
+    fn the_side_by_side_table_shows_overload_figures_and_is_left_out_when_empty() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/results/2026-11-30-vm/overload-100k-kernel.json"
+        );
+        let mut r = BenchResult::read(std::path::Path::new(path)).unwrap();
+        let shown = text(&r);
+        assert!(shown.contains("servers side by side"), "{shown}");
+        assert!(shown.contains("overload peak kernel TCP, MB"), "{shown}");
+        for server in &mut r.servers {
+            server.overload = None;
+        }
+        assert!(!text(&r).contains("servers side by side"));
+    }
 
     #[test]
     fn numbers_are_grouped_by_thousands() {
