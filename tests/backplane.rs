@@ -18,19 +18,6 @@ use fanout::backplane::resp::Value;
 use fanout::protocol::tcp;
 use tungstenite::Message;
 
-/// A redis-server of this test's own, or None (and a SKIPPED line) when
-/// redis-server is not installed.
-fn redis(test: &str) -> Option<RedisServer> {
-    match RedisServer::start() {
-        Ok(redis) => Some(redis),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED {test}: redis-server is not installed (Debian: apt-get install redis-server)");
-            None
-        }
-        Err(e) => panic!("redis-server: {e}"),
-    }
-}
-
 fn wait_for_subscribers(redis: &RedisServer, channel: &str, count: i64) {
     assert!(
         redis.wait_for_subscribers(channel, count, Duration::from_secs(15)),
@@ -105,7 +92,7 @@ fn every_backend() -> Vec<Backend> {
 
 #[test]
 fn every_member_on_either_instance_gets_every_message_once() {
-    let Some(redis) = redis("every_member_gets_every_message_once") else {
+    let Some(redis) = redis_or_skip("every_member_gets_every_message_once") else {
         return;
     };
     for backend in every_backend() {
@@ -133,7 +120,7 @@ fn every_member_on_either_instance_gets_every_message_once() {
 
 #[test]
 fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
-    let Some(redis) = redis("a_redis_restart") else {
+    let Some(redis) = redis_or_skip("a_redis_restart") else {
         return;
     };
     let channel = "restart";
@@ -183,7 +170,7 @@ fn a_redis_restart_never_holds_up_local_delivery_and_the_room_comes_back() {
 /// checked by sequence number — each member has each message once.
 #[test]
 fn a_broadcast_over_three_instances_reaches_every_member_once() {
-    let Some(redis) = redis("a_broadcast_over_three_instances") else {
+    let Some(redis) = redis_or_skip("a_broadcast_over_three_instances") else {
         return;
     };
     let args = ["--backplane", &redis.url(), "--channel", "three"];
@@ -229,7 +216,7 @@ fn a_broadcast_over_three_instances_reaches_every_member_once() {
 /// epoll and tokio, raw TCP between tokio-uring and epoll.
 #[test]
 fn instances_on_different_backends_share_one_room() {
-    let Some(redis) = redis("instances_on_different_backends") else {
+    let Some(redis) = redis_or_skip("instances_on_different_backends") else {
         return;
     };
     let url = redis.url();
@@ -290,7 +277,7 @@ fn tcp_member(addr: SocketAddr) -> TcpStream {
 /// B counts exactly those messages as missed, from A's sequence numbers.
 #[test]
 fn a_subscriber_that_was_away_counts_what_it_missed() {
-    let Some(redis) = redis("a_subscriber_that_was_away") else {
+    let Some(redis) = redis_or_skip("a_subscriber_that_was_away") else {
         return;
     };
     let channel = "away";

@@ -500,53 +500,25 @@ fn connections_spread_over_several_servers_by_each_balance() {
     }
 }
 
-/// Two load agents meet in a real redis-server and start together; each
-/// opens its half, and the first merges both: the merged counts are the sum
-/// of the two agents' own reports, the merged histograms hold every value,
-/// and the server saw every connection.
-#[test]
-fn two_agents_make_one_load_merged_by_the_first() {
-    let redis = match fanout::backplane::redis_server::RedisServer::start() {
-        Ok(redis) => redis,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED two_agents_make_one_load: redis-server is not installed (Debian: apt-get install redis-server)");
-            return;
-        }
-        Err(e) => panic!("redis-server: {e}"),
-    };
-    let server = Server::start(Backend::Epoll, &[]);
-    let url = server.url("/echo");
-    let agent = |i: usize| {
-        let json =
-            std::env::temp_dir().join(format!("fanout-agent-{}-{i}.json", std::process::id()));
-        let child = Command::new(env!("CARGO_BIN_EXE_fanout"))
-            .args([
-                "load",
-                "echo",
-                "--url",
-                &url,
-                "--conns",
-                "101",
-                "--duration",
-                "1s",
-            ])
-            .args([
-                "--coordinator",
-                &redis.url(),
-                "--agents",
-                "2",
-                "--run",
-                "two-agents",
-            ])
-            .arg("--json")
-            .arg(&json)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        (child, json)
-    };
-    let agents: Vec<(Child, PathBuf)> = (0..2).map(agent).collect();
-    let reports: Vec<Report> = agents
+/// Start `agents` processes of `fanout load ARGS` at once, each writing its
+/// JSON report; wait for all and return their reports, in start order.
+fn run_agents(agents: usize, args: &[&str]) -> Vec<Report> {
+    let started: Vec<(Child, PathBuf)> = (0..agents)
+        .map(|i| {
+            let json =
+                std::env::temp_dir().join(format!("fanout-agent-{}-{i}.json", std::process::id()));
+            let child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+                .arg("load")
+                .args(args)
+                .arg("--json")
+                .arg(&json)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            (child, json)
+        })
+        .collect();
+    started
         .into_iter()
         .map(|(mut child, json)| {
             assert!(child.wait().unwrap().success());
@@ -554,7 +526,38 @@ fn two_agents_make_one_load_merged_by_the_first() {
             std::fs::remove_file(json).unwrap();
             report
         })
-        .collect();
+        .collect()
+}
+
+/// Two load agents meet in a real redis-server and start together; each
+/// opens its half, and the first merges both: the merged counts are the sum
+/// of the two agents' own reports, the merged histograms hold every value,
+/// and the server saw every connection.
+#[test]
+fn two_agents_make_one_load_merged_by_the_first() {
+    let Some(redis) = redis_or_skip("two_agents_make_one_load") else {
+        return;
+    };
+    let server = Server::start(Backend::Epoll, &[]);
+    let url = server.url("/echo");
+    let reports = run_agents(
+        2,
+        &[
+            "echo",
+            "--url",
+            &url,
+            "--conns",
+            "101",
+            "--duration",
+            "1s",
+            "--coordinator",
+            &redis.url(),
+            "--agents",
+            "2",
+            "--run",
+            "two-agents",
+        ],
+    );
     let merged: Vec<_> = reports.iter().filter_map(|r| r.agents.as_ref()).collect();
     assert_eq!(merged.len(), 1, "exactly one agent merges");
     let merged = merged[0];
@@ -586,55 +589,31 @@ fn two_agents_make_one_load_merged_by_the_first() {
 /// all, every message once to every member, latencies from one host.
 #[test]
 fn a_broadcast_over_two_agents_reaches_every_member_once() {
-    let redis = match fanout::backplane::redis_server::RedisServer::start() {
-        Ok(redis) => redis,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED a_broadcast_over_two_agents: redis-server is not installed (Debian: apt-get install redis-server)");
-            return;
-        }
-        Err(e) => panic!("redis-server: {e}"),
+    let Some(redis) = redis_or_skip("a_broadcast_over_two_agents") else {
+        return;
     };
     let server = Server::start(Backend::Epoll, &[]);
     let url = server.url("/room");
-    let agent = |i: usize| {
-        let json =
-            std::env::temp_dir().join(format!("fanout-bagent-{}-{i}.json", std::process::id()));
-        let child = Command::new(env!("CARGO_BIN_EXE_fanout"))
-            .args([
-                "load",
-                "broadcast",
-                "--url",
-                &url,
-                "--conns",
-                "60",
-                "--count",
-                "10",
-            ])
-            .args([
-                "--interval",
-                "5ms",
-                "--coordinator",
-                &redis.url(),
-                "--agents",
-                "2",
-            ])
-            .args(["--run", "broadcast-agents", "--json"])
-            .arg(&json)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        (child, json)
-    };
-    let agents: Vec<(Child, PathBuf)> = (0..2).map(agent).collect();
-    let reports: Vec<Report> = agents
-        .into_iter()
-        .map(|(mut child, json)| {
-            assert!(child.wait().unwrap().success());
-            let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-            std::fs::remove_file(json).unwrap();
-            report
-        })
-        .collect();
+    let reports = run_agents(
+        2,
+        &[
+            "broadcast",
+            "--url",
+            &url,
+            "--conns",
+            "60",
+            "--count",
+            "10",
+            "--interval",
+            "5ms",
+            "--coordinator",
+            &redis.url(),
+            "--agents",
+            "2",
+            "--run",
+            "broadcast-agents",
+        ],
+    );
     for report in &reports {
         let b = report
             .broadcast

@@ -451,3 +451,17 @@ pub fn load_report(args: &[&str]) -> (fanout::load::report::Report, String) {
     std::fs::remove_file(json).unwrap();
     (report, text)
 }
+
+/// A redis-server of the test's own (free loopback port, no persistence,
+/// killed when dropped), or None and a SKIPPED line when redis-server is
+/// not installed (.ci/run installs it).
+pub fn redis_or_skip(test: &str) -> Option<fanout::backplane::redis_server::RedisServer> {
+    match fanout::backplane::redis_server::RedisServer::start() {
+        Ok(redis) => Some(redis),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED {test}: redis-server is not installed (Debian: apt-get install redis-server)");
+            None
+        }
+        Err(e) => panic!("redis-server: {e}"),
+    }
+}
