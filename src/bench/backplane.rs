@@ -161,10 +161,10 @@ fn one_run(
     load.conns = job.members;
     load.count = job.messages;
     let report = crate::load::run(&load);
+    // The extra instances' last stats line comes with their stop.
     let mut stats = vec![running.server.stats()];
-    stats.extend(others.iter().map(ServerProcess::stats));
     for other in others {
-        other.stop()?;
+        stats.push(Ok(other.stop()?.0));
     }
     let report = report?;
     let b = report.broadcast.clone().context("no broadcast section")?;

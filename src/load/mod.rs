@@ -881,10 +881,14 @@ fn merge(
             })
             .collect(),
     };
-    let recorded = RecordedHistograms {
-        connect: all.connect.recorded(),
-        echo: all.echo.recorded(),
-        deliveries: all.deliveries.recorded(),
+    // Raw histograms only for an agent, whose coordinator merges them.
+    let recorded = match config.seat {
+        Some(_) => RecordedHistograms {
+            connect: all.connect.recorded(),
+            echo: all.echo.recorded(),
+            deliveries: all.deliveries.recorded(),
+        },
+        None => RecordedHistograms::default(),
     };
     Report {
         agents: None,
