@@ -650,6 +650,13 @@ struct MergeInput {
     alive_at_end: u64,
 }
 
+impl MergeInput {
+    /// A kernel counter's change during the work (0 if it did not move).
+    fn work_counter(&self, name: &str) -> u64 {
+        self.kernel_work.get(name).copied().unwrap_or(0).max(0) as u64
+    }
+}
+
 /// Everything the shards saw, added up.
 fn sum_shards(results: &[ShardResult]) -> ShardResult {
     let mut all = ShardResult::default();
@@ -837,12 +844,7 @@ fn merge(
                 waiting_at_end: all.storm_waiting,
                 all_back_seconds: watch.all_back_seconds,
                 setup: all.storm_setup.summary(),
-                listen_overflows: input
-                    .kernel_work
-                    .get("TcpExt.ListenOverflows")
-                    .copied()
-                    .unwrap_or(0)
-                    .max(0) as u64,
+                listen_overflows: input.work_counter("TcpExt.ListenOverflows"),
                 curve: watch.curve.clone(),
             };
             if report.all_back_seconds.is_none() {
@@ -922,7 +924,6 @@ fn merge(
 /// The burst's section: what became of each attempt, and the kernel's
 /// counters over the work that say where SYNs went.
 fn burst_report(result: &burst::BurstResult, size: usize, input: &MergeInput) -> BurstReport {
-    let kernel = |name: &str| input.kernel_work.get(name).copied().unwrap_or(0).max(0) as u64;
     let seconds = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e9;
     let refused = ["http 503", "hello refused"]
         .iter()
@@ -941,10 +942,10 @@ fn burst_report(result: &burst::BurstResult, size: usize, input: &MergeInput) ->
         failures: result.failures.clone(),
         open_at_end: result.open_at_end,
         setup: result.setup.summary(),
-        listen_overflows: kernel("TcpExt.ListenOverflows"),
-        listen_drops: kernel("TcpExt.ListenDrops"),
-        syn_retransmits: kernel("TcpExt.TCPSynRetrans"),
-        syncookies_sent: kernel("TcpExt.SyncookiesSent"),
+        listen_overflows: input.work_counter("TcpExt.ListenOverflows"),
+        listen_drops: input.work_counter("TcpExt.ListenDrops"),
+        syn_retransmits: input.work_counter("TcpExt.TCPSynRetrans"),
+        syncookies_sent: input.work_counter("TcpExt.SyncookiesSent"),
     }
 }
 
