@@ -19,6 +19,8 @@
 //!   seeded routing simulation.
 //! - [`report`]: `fanout report` — Markdown tables and SVG plots from a
 //!   results folder.
+//! - [`chunked_slab`]: connection state in fixed-size chunks, for the server
+//!   core and the load generator.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
 //! - [`netstat`]: the kernel's TCP counters, the evidence behind an outlier.
 
@@ -29,6 +31,7 @@ pub mod backend;
 pub mod backplane;
 pub mod bench;
 pub mod ceiling;
+pub mod chunked_slab;
 pub mod cli;
 pub mod doctor;
 pub mod json;

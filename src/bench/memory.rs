@@ -5,9 +5,9 @@
 //! the allocator's and the event loops' start-up; the slope does not.
 //!
 //! User space: the server's RSS (its whole process tree) and, for fanout,
-//! jemalloc's allocated bytes and its slab slots — a slab grows by doubling,
-//! so 24-byte state costs more per connection at some N than at others, and
-//! the report shows the step. Kernel: the slab's growth per socket opened in
+//! jemalloc's allocated bytes and its slab slots — the slab grows by chunks
+//! of `chunked_slab::CHUNK_SLOTS`, so the slots at N are the connections
+//! rounded up to a chunk per shard, and the report shows them. Kernel: the slab's growth per socket opened in
 //! between (client and server ends share this kernel), by cache, with the
 //! TCP cache's object count checked against two sockets per connection.
 
@@ -129,8 +129,8 @@ pub struct Memory {
     pub kernel_check: String,
 }
 
-/// Why 24 bytes of state cost more per connection at some N: the slabs'
-/// capacity, which doubles, at the two points.
+/// What the connection state costs beyond its bytes: the slabs' capacity
+/// (whole chunks) at the two points.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Slots {
     /// Slots at N/2 in the first sample.

@@ -351,7 +351,8 @@ fn memory(out: &mut String, r: &ServerResult) {
     if let (Some(bytes), Some(slots)) = (m.slot_bytes, &m.slots) {
         let _ = writeln!(
             out,
-            "          slab slots of {bytes} B (they grow by doubling): {} → {} between the points in sample 1; their growth is {} B of the slope per connection; at N they hold {}× the connections, {} B of state per connection",
+            "          slab slots of {bytes} B (in chunks of {}, allocated as the connections need them): {} → {} between the points in sample 1; their growth is {} B of the slope per connection; at N they hold {}× the connections, {} B of state per connection",
+            num(crate::chunked_slab::CHUNK_SLOTS as f64, 0),
             num(slots.first_half as f64, 0),
             num(slots.first_full as f64, 0),
             spread(&slots.growth_per_conn, 1),

@@ -127,9 +127,9 @@ counters! {
     /// Bytes queued for this shard's room members as of its last delivery
     /// (a gauge).
     room_backlog_bytes,
-    /// Slots in the shards' connection slabs (a gauge, not a count: a slab
-    /// grows by doubling and keeps its size, which is why bytes per
-    /// connection step with N).
+    /// Slots in the shards' connection slabs (a gauge: whole chunks of
+    /// `chunked_slab::CHUNK_SLOTS`, allocated as connections come and freed
+    /// as they go).
     conn_slots,
 }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::chunked_slab::ChunkedSlab;
 use crate::server::core::{Conn, Core};
 use crate::server::hub::Wake;
 use crate::server::{FdUse, ShardSetup};
@@ -33,17 +34,9 @@ pub const FD_USE: FdUse = FdUse {
     own: 1,
 };
 
-/// Bytes one connection takes in the core's slab: the slab stores `enum
-/// Entry { Vacant(usize), Occupied(Conn) }` (a private type of the slab
-/// crate, mirrored below), which fits in `Conn`'s own 24 bytes.
-pub const SLOT_BYTES: usize = std::mem::size_of::<SlabEntry>();
-
-/// The slab crate's entry type, for its size.
-#[allow(dead_code)]
-enum SlabEntry {
-    Vacant(usize),
-    Occupied(Conn<TcpStream>),
-}
+/// Bytes one connection takes in the core's slab: a slot holds a `Conn`
+/// or, when free, the next free slot's index.
+pub const SLOT_BYTES: usize = ChunkedSlab::<Conn<TcpStream>>::slot_bytes();
 
 /// Made in the main thread; see `backend::Prepared`.
 pub struct Prepared {

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use io_uring::{cqueue, opcode, types, IoUring};
 
+use crate::chunked_slab::ChunkedSlab;
 use crate::server::core::{Conn, Core};
 use crate::server::hub::Wake;
 use crate::server::stats::bump;
@@ -52,14 +53,9 @@ pub const FD_USE: FdUse = FdUse {
     own: 2,
 };
 
-/// Bytes one connection takes in the core's slab (see `epoll::SLOT_BYTES`).
-pub const SLOT_BYTES: usize = std::mem::size_of::<SlabEntry>();
-
-#[allow(dead_code)]
-enum SlabEntry {
-    Vacant(usize),
-    Occupied(Conn<Socket>),
-}
+/// Bytes one connection takes in the core's slab: a slot holds a `Conn`
+/// or, when free, the next free slot's index.
+pub const SLOT_BYTES: usize = ChunkedSlab::<Conn<Socket>>::slot_bytes();
 
 /// Made in the main thread: the shard's waker.
 pub struct Prepared {

@@ -107,7 +107,7 @@ impl<S> Core<S> {
             to_tell,
             told: 0,
             cursor: 0,
-            end_key: self.conns.capacity(),
+            end_key: self.conns.key_bound(),
             told_all: false,
             began,
         });

@@ -21,8 +21,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::chunked_slab::ChunkedSlab;
 use bytes::Bytes;
-use slab::Slab;
 
 pub use conn::{Busy, Conn, Flags, Position};
 pub use drain::goodbye_at;
@@ -95,7 +95,7 @@ pub const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(1
 
 pub struct Core<S> {
     id: usize,
-    conns: Slab<Conn<S>>,
+    conns: ChunkedSlab<Conn<S>>,
     /// Connections this shard holds before it pauses accepting.
     conn_limit: usize,
     settings: Arc<Settings>,
@@ -136,7 +136,7 @@ impl<S> Core<S> {
         Core {
             gate: Gate::new(settings.max_conns, settings.accept_rate, hub.shards()),
             id,
-            conns: Slab::new(),
+            conns: ChunkedSlab::new(),
             conn_limit,
             settings,
             limits,
@@ -226,9 +226,14 @@ impl<S> Core<S> {
         let key = self.conns.insert(Conn::new(socket));
         let deadline = self.clock.after(self.settings.handshake_timeout);
         self.set_deadline(key, deadline);
+        self.count_slots();
+        key
+    }
+
+    /// The slab's slots, for the gauge: chunks come and go with connections.
+    fn count_slots(&self) {
         let slots = self.conns.capacity() as u64;
         self.counters().conn_slots.store(slots, Relaxed);
-        key
     }
 
     /// The peer hung up: the connection is over.
@@ -461,6 +466,7 @@ impl<S> Core<S> {
             self.timed -= 1;
         }
         bump(&self.counters().closed);
+        self.count_slots();
         let unsent = conn.take_queue();
         io.close(key, conn.socket, unsent);
         if self.accept_retry_at.is_some() && self.drain.is_none() {
