@@ -27,9 +27,7 @@ impl Shard {
                     break;
                 }
                 Ok(n) => {
-                    let client = &mut self.clients[key];
-                    client.inbuf.extend_from_slice(&scratch[..n]);
-                    if !self.on_input(key) {
+                    if !self.on_bytes(key, &mut scratch[..n]) {
                         break;
                     }
                 }
@@ -44,16 +42,37 @@ impl Shard {
         self.scratch = scratch;
     }
 
-    /// Consume what the client has buffered. Returns whether it is still open.
-    fn on_input(&mut self, key: usize) -> bool {
+    /// Bytes just read: parsed where they lie, unless the start of a frame
+    /// waits from an earlier read; what is left of an unfinished frame is
+    /// kept for the next. Returns whether the client is still open.
+    fn on_bytes(&mut self, key: usize, read: &mut [u8]) -> bool {
+        let mut partial = self.clients[key].take_partial();
+        let input: &mut [u8] = if partial.is_empty() {
+            read
+        } else {
+            partial.extend_from_slice(read);
+            &mut partial
+        };
+        let Some(used) = self.on_input(key, input) else {
+            return false;
+        };
+        match self.clients.get_mut(key) {
+            Some(client) => {
+                client.keep_partial(&input[used..]);
+                true
+            }
+            None => false, // a churn connection, done after its echo
+        }
+    }
+
+    /// Consume what `input` holds: returns how much of it, or `None` once
+    /// the client is gone.
+    fn on_input(&mut self, key: usize, input: &mut [u8]) -> Option<usize> {
         let now = now_ns();
-        let mut inbuf = std::mem::take(&mut self.clients[key].inbuf);
         let mut used = 0;
-        while used < inbuf.len() {
-            let Some(client) = self.clients.get(key) else {
-                return false;
-            };
-            let rest = &mut inbuf[used..];
+        while used < input.len() {
+            let client = self.clients.get(key)?;
+            let rest = &mut input[used..];
             let parsed = match (client.phase, self.job.targets[0].wire) {
                 (Phase::Handshaking, Wire::Ws) => self.upgrade_response(key, rest, now),
                 (Phase::Handshaking, Wire::Tcp) => self.hello_answer(key, rest, now),
@@ -64,19 +83,14 @@ impl Shard {
             match parsed {
                 Parsed::NeedMore => break,
                 Parsed::Used(n) => used += n,
-                Parsed::Closed => return false,
+                Parsed::Closed => return None,
             }
         }
-        let Some(client) = self.clients.get_mut(key) else {
-            return false; // a churn connection, done after its echo
-        };
-        inbuf.drain(..used);
-        client.inbuf = inbuf;
-        true
+        Some(used)
     }
 
     fn upgrade_response(&mut self, key: usize, input: &[u8], now: u64) -> Parsed {
-        let expected = self.clients[key].key.as_deref().unwrap_or("");
+        let expected = self.clients[key].key();
         match handshake::parse_response(input, expected) {
             Ok(None) => Parsed::NeedMore,
             Ok(Some(len)) => {
@@ -126,9 +140,9 @@ impl Shard {
 
     fn ws_frame(&mut self, key: usize, input: &mut [u8], now: u64) -> Parsed {
         let client = &mut self.clients[key];
-        let mut fragments = client.fragments.take();
+        let mut fragments = client.take_fragments();
         let step = message::read_frame(input, Role::Client, MAX_MESSAGE, &mut fragments);
-        client.fragments = fragments;
+        client.keep_fragments(fragments);
         let step = match step {
             Ok(Some(step)) => step,
             Ok(None) => return Parsed::NeedMore,

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 
 use super::accounting::{Deliveries, Tally};
 use super::client::{Client, Phase};
@@ -29,6 +28,7 @@ use super::histogram::{Extremes, Latency};
 use super::pacing::Schedule;
 use super::payload::{self, now_ns};
 use super::target::Target;
+use crate::chunked_slab::ChunkedSlab;
 use crate::sys;
 
 /// Longest the loop sleeps, so it notices the orchestrator's flags.
@@ -125,7 +125,7 @@ pub(super) fn next_random(state: &mut u64) -> u64 {
 struct Shard {
     job: Job,
     poll: Poll,
-    clients: Slab<Client>,
+    clients: ChunkedSlab<Client>,
     result: ShardResult,
     scratch: Vec<u8>,
     rng: u64,
@@ -201,7 +201,7 @@ pub fn run(job: Job) -> ShardResult {
         rng: 0x9E37_79B9_7F4A_7C15 ^ (job.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
         job,
         poll,
-        clients: Slab::new(),
+        clients: ChunkedSlab::new(),
         result,
         scratch: vec![0; SCRATCH_LEN],
         started: 0,

@@ -55,8 +55,7 @@ impl Shard {
                 return self.attempt_failed(&client::failure_cause(&e), attempt, now);
             }
         };
-        let entry = self.clients.vacant_entry();
-        let key = entry.key();
+        let key = self.clients.vacant_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) =
             self.poll
@@ -69,7 +68,7 @@ impl Shard {
         let mut client = Client::new(socket, now);
         client.attempt = attempt;
         client.server = server as u8;
-        entry.insert(client);
+        self.clients.insert(client);
         self.in_flight += 1;
     }
 
@@ -159,7 +158,7 @@ impl Shard {
         self.in_flight -= 1;
         let client = &mut self.clients[key];
         client.phase = Phase::Open;
-        client.key = None;
+        client.set_key(None);
         let attempt = client.attempt;
         self.result.opened_per_server[client.server as usize] += 1;
         let elapsed = now - client.started_ns;
@@ -234,7 +233,7 @@ impl Shard {
             Wire::Ws => {
                 let key_text = handshake::client_key();
                 let request = handshake::client_request(&target.host, &target.path, &key_text);
-                client.key = Some(key_text.into_boxed_str());
+                client.set_key(Some(key_text.into_boxed_str()));
                 request
             }
             Wire::Tcp => tcp::encode(target.path.as_bytes()),
