@@ -21,12 +21,15 @@
 //!   results folder.
 //! - [`chunked_slab`]: connection state in fixed-size chunks, for the server
 //!   core and the load generator.
+//! - [`allocator`]: jemalloc's figures and the cache flush before reading
+//!   them, for the server and the load generator.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
 //! - [`netstat`]: the kernel's TCP counters, the evidence behind an outlier.
 
 #[macro_use]
 pub mod sys;
 
+pub mod allocator;
 pub mod backend;
 pub mod backplane;
 pub mod bench;

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::kernel::{self, Slab};
+use crate::load::memory::ClientMemory;
 use crate::load::spread::Spread;
 
 /// Tolerated distance of the TCP slab's growth from 2 objects per
@@ -113,6 +114,10 @@ pub struct Memory {
     pub rss_per_conn: Spread,
     /// jemalloc allocated bytes per connection (fanout).
     pub heap_per_conn: Option<Spread>,
+    /// The server's whole RSS at N ÷ N, bytes: the slope plus every fixed
+    /// cost (event loops, buffers, rings) spread over the connections.
+    #[serde(default)]
+    pub rss_over_n: Option<Spread>,
     /// Bytes one slab slot takes (fanout).
     pub slot_bytes: Option<usize>,
     /// The slab's steps (fanout).
@@ -127,6 +132,34 @@ pub struct Memory {
     pub tcp_objects_per_conn: Option<Spread>,
     /// Whether the TCP slab grew by two objects per connection, in words.
     pub kernel_check: String,
+    /// The load generator's own user space per connection (the other end
+    /// of every connection, on this machine).
+    #[serde(default)]
+    pub client: Option<ClientSummary>,
+}
+
+/// The load generator's memory slopes over the phases.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ClientSummary {
+    /// jemalloc allocated-bytes growth per connection.
+    pub heap_per_conn: Spread,
+    /// RSS growth (the bench's process, which is the load generator) per
+    /// connection.
+    pub rss_per_conn: Spread,
+    /// Bytes one idle client connection takes in its slab.
+    pub slot_bytes: usize,
+}
+
+/// Summarise the load generator's slopes, when there are any.
+pub fn client_summary(slopes: &[ClientMemory]) -> Option<ClientSummary> {
+    let first = slopes.first()?;
+    let of =
+        |f: &dyn Fn(&ClientMemory) -> f64| Spread::of(&slopes.iter().map(f).collect::<Vec<_>>());
+    Some(ClientSummary {
+        heap_per_conn: of(&|m| m.heap_per_conn),
+        rss_per_conn: of(&|m| m.rss_per_conn),
+        slot_bytes: first.slot_bytes,
+    })
 }
 
 /// What the connection state costs beyond its bytes: the slabs' capacity
@@ -184,6 +217,7 @@ pub fn summarise(slopes: Vec<Slope>, slot_bytes: Option<usize>) -> Memory {
     Memory {
         rss_per_conn: spread(&|s| Some(s.rss_per_conn)).unwrap_or_default(),
         heap_per_conn: spread(&|s| s.heap_per_conn),
+        rss_over_n: spread(&|s| Some(s.rss_at_n? as f64 / s.open.max(1) as f64)),
         slot_bytes,
         kernel_per_socket: spread(&|s| Some(s.kernel_per_socket)).unwrap_or_default(),
         kernel_caches_per_socket: caches
@@ -196,6 +230,7 @@ pub fn summarise(slopes: Vec<Slope>, slot_bytes: Option<usize>) -> Memory {
         kernel_check: kernel_check(tcp_objects.as_ref()),
         slots: slot_bytes.and_then(|bytes| slots(&slopes, bytes)),
         tcp_objects_per_conn: tcp_objects,
+        client: None,
         slopes,
     }
 }

@@ -16,6 +16,7 @@ use super::memory::{self, Memory, Point, Slope};
 use super::phase::{check_floor_complete, Outcome, Phases, Running, Side};
 use crate::load::accounting::Tally;
 use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::memory::ClientMemory;
 use crate::load::report::Report;
 use crate::load::spread::Spread;
 use crate::load::{self, Checkpoint};
@@ -49,6 +50,10 @@ pub struct RoomSample {
     pub broadcast_cpu_seconds: Option<f64>,
     /// Connections that failed to open, by cause.
     pub connect_failures: BTreeMap<String, u64>,
+    /// The load generator's own memory slope, and its CPU seconds per
+    /// million deliveries received.
+    pub client_memory: Option<ClientMemory>,
+    pub client_cpu_per_million: Option<f64>,
 }
 
 /// How far a server got towards N: a server that cannot hold N here is
@@ -102,6 +107,10 @@ pub struct BroadcastBench {
     /// Server CPU seconds (process tree, user + system) per million
     /// deliveries, per sample: what one delivery costs the server.
     pub cpu_seconds_per_million: Option<Spread>,
+    /// The load generator's CPU seconds (its shard threads, from the first
+    /// broadcast to the end of the work) per million deliveries received.
+    #[serde(default)]
+    pub client_cpu_seconds_per_million: Option<Spread>,
 }
 
 /// Ramp, memory and broadcast, from the interleaved room phases.
@@ -231,6 +240,8 @@ fn sample_of(
         server_delivered,
         broadcast_cpu_seconds: None,
         connect_failures: report.connect.failures.clone(),
+        client_memory: report.client.memory.clone(),
+        client_cpu_per_million: report.client.cpu_seconds_per_million_received,
     })
 }
 
@@ -273,9 +284,14 @@ fn summarise(
                 .map(|cpu| cpu / s.tally.delivered as f64 * 1e6)
         })
         .collect();
+    let client_cpu: Vec<f64> = server
+        .iter()
+        .filter_map(|s| s.client_cpu_per_million)
+        .collect();
     let broadcast = BroadcastBench {
         cpu_seconds_per_million: (!cpu_per_million.is_empty())
             .then(|| Spread::of(&cpu_per_million)),
+        client_cpu_seconds_per_million: (!client_cpu.is_empty()).then(|| Spread::of(&client_cpu)),
         members: server.first().map_or(0, |s| s.members),
         size: server.first().map_or(0, |s| s.size),
         per_sample: broadcasts,
@@ -307,7 +323,15 @@ fn summarise(
         connect_p99_ms: Spread::of(&each(server, &|s| vec![s.connect_p99_us / 1e3])),
         memory: {
             let slopes: Vec<Slope> = server.iter().filter_map(|s| s.slope.clone()).collect();
-            (!slopes.is_empty()).then(|| memory::summarise(slopes, slot_bytes))
+            let clients: Vec<ClientMemory> = server
+                .iter()
+                .filter_map(|s| s.client_memory.clone())
+                .collect();
+            (!slopes.is_empty()).then(|| {
+                let mut memory = memory::summarise(slopes, slot_bytes);
+                memory.client = memory::client_summary(&clients);
+                memory
+            })
         },
         broadcast,
     }

@@ -192,6 +192,12 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     room_row("idle user B/conn (RSS)", Lower, &|s| {
         Some(s.memory.as_ref()?.rss_per_conn)
     });
+    room_row("whole server RSS ÷ N, B", Lower, &|s| {
+        s.memory.as_ref()?.rss_over_n
+    });
+    room_row("client user B/conn (allocator)", Lower, &|s| {
+        Some(s.memory.as_ref()?.client.as_ref()?.heap_per_conn)
+    });
     room_row("kernel B/socket", Lower, &|s| {
         Some(s.memory.as_ref()?.kernel_per_socket)
     });
@@ -212,6 +218,9 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     });
     room_row("server CPU-s per million deliveries", Lower, &|s| {
         s.broadcast.as_ref()?.cpu_seconds_per_million
+    });
+    room_row("client CPU-s per million deliveries", Lower, &|s| {
+        s.broadcast.as_ref()?.client_cpu_seconds_per_million
     });
     let modes: Vec<(usize, String)> = servers
         .first()
@@ -345,8 +354,12 @@ fn memory(out: &mut String, r: &ServerResult) {
         .unwrap_or_default();
     let _ = writeln!(
         out,
-        "memory    server user space per connection, slope from N/2 to N: RSS {} B{heap}",
-        spread(&m.rss_per_conn, 1)
+        "memory    server user space per connection, slope from N/2 to N: RSS {} B{heap}{}",
+        spread(&m.rss_per_conn, 1),
+        m.rss_over_n
+            .as_ref()
+            .map(|r| format!("; whole RSS at N ÷ N {} B", spread(r, 1)))
+            .unwrap_or_default()
     );
     if let (Some(bytes), Some(slots)) = (m.slot_bytes, &m.slots) {
         let _ = writeln!(
@@ -358,6 +371,15 @@ fn memory(out: &mut String, r: &ServerResult) {
             spread(&slots.growth_per_conn, 1),
             spread(&slots.per_conn_at_n, 2),
             spread(&slots.bytes_per_conn_at_n, 1)
+        );
+    }
+    if let Some(client) = &m.client {
+        let _ = writeln!(
+            out,
+            "client    load generator user space per connection, slope from N/2 to N: RSS {} B, allocator {} B (slots of {} B)",
+            spread(&client.rss_per_conn, 1),
+            spread(&client.heap_per_conn, 1),
+            client.slot_bytes
         );
     }
     let caches: Vec<String> = m
@@ -415,6 +437,13 @@ fn details(out: &mut String, r: &ServerResult) {
             let _ = writeln!(
                 out,
                 "          server CPU {} s per million deliveries (process tree, user + system, first broadcast to last delivery)",
+                spread(cpu, 2)
+            );
+        }
+        if let Some(cpu) = &b.client_cpu_seconds_per_million {
+            let _ = writeln!(
+                out,
+                "          client CPU {} s per million deliveries received (the load generator's shard threads, over the broadcasts)",
                 spread(cpu, 2)
             );
         }

@@ -23,6 +23,9 @@ pub enum Phase {
     Open,
 }
 
+/// Bytes one client connection takes in its shard's slab.
+pub const SLOT_BYTES: usize = crate::chunked_slab::ChunkedSlab::<Client>::slot_bytes();
+
 /// One connection's state: 40 bytes while it is idle (pinned by a test).
 /// What it needs only now and then lives in a [`Spill`], allocated when
 /// needed and freed as soon as it is empty.
@@ -230,6 +233,7 @@ mod tests {
     fn an_idle_client_is_40_bytes_in_its_slab() {
         assert_eq!(std::mem::size_of::<Client>(), 40);
         assert_eq!(ChunkedSlab::<Client>::slot_bytes(), 40);
+        assert_eq!(SLOT_BYTES, 40);
     }
 
     fn connected_pair() -> (Client, TcpStream) {

@@ -49,6 +49,8 @@ pub struct Control {
     /// many shards have started the storm (reset theirs, if the client does).
     pub storm_began_ns: AtomicU64,
     pub storm_shards: AtomicU64,
+    /// Allocator cache flushes before the client's memory is read.
+    pub cache_flush: crate::allocator::CacheFlush,
     pub shards: Vec<Progress>,
 }
 
@@ -66,6 +68,7 @@ impl Control {
             publisher_done: AtomicBool::new(false),
             storm_began_ns: AtomicU64::new(0),
             storm_shards: AtomicU64::new(0),
+            cache_flush: crate::allocator::CacheFlush::new(shards),
             shards: (0..shards).map(|_| Progress::default()).collect(),
         }
     }

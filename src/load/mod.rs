@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod histogram;
+pub mod memory;
 pub mod pacing;
 pub mod payload;
 pub mod report;
@@ -119,14 +120,15 @@ pub fn client_shards(
 }
 
 pub fn run(config: &LoadConfig) -> anyhow::Result<Report> {
-    run_with(config, false, &mut |_| {})
+    run_with(config, true, &mut |_| {})
 }
 
 /// Like [`run`], calling `at` once every connection is open (or has
 /// failed), before the work starts, and, when `pause_at_half`, first once
 /// half of them are, with the ramp paused: `fanout bench` samples the
-/// server's memory at both points, with every connection idle. The ramp's
-/// time excludes the pause.
+/// server's memory at both points, with every connection idle, and the
+/// load reads its own at both (its memory slope). The ramp's time excludes
+/// the pause.
 pub fn run_with(
     config: &LoadConfig,
     pause_at_half: bool,
@@ -232,18 +234,20 @@ pub fn run_with(
 
     let progress = Progress::new(config.progress || std::io::stderr().is_terminal(), held);
     let mut ramp_seconds = 0.0;
+    let mut half_point = None;
     if pause_at_half {
         let half = (0..shards).map(|id| share(id) / 2).sum::<usize>();
         ramp_seconds += ramp(&control, &scenario, half, config.connect_timeout, &progress);
-        at(Checkpoint::Half {
-            open: control.sum(|p| &p.opened),
-        });
+        let open = control.sum(|p| &p.opened);
+        half_point = Some(memory::read_point(&control, open));
+        at(Checkpoint::Half { open });
         control.hold_at_half.store(false, Relaxed);
     }
     ramp_seconds += ramp(&control, &scenario, held, config.connect_timeout, &progress);
-    at(Checkpoint::Full {
-        open: control.sum(|p| &p.opened),
-    });
+    let open = control.sum(|p| &p.opened);
+    let client_memory =
+        half_point.and_then(|half| memory::slope(&half, &memory::read_point(&control, open), held));
+    at(Checkpoint::Full { open });
     let broadcast_agent = match (&config.seat, scenario.work) {
         (Some((coordination, seat)), Work::Broadcast { drain, .. }) => {
             coordination.ramped(*seat)?;
@@ -313,6 +317,7 @@ pub fn run_with(
             kernel_work,
             storm: storm_watch.map(|watch| (watch, open_at_work, failed_in_ramp)),
             held_at_work: open_at_work,
+            client_memory,
             alive_at_end: results.iter().map(|r| r.alive_at_end).sum(),
         },
         results,
@@ -648,6 +653,7 @@ struct MergeInput {
     /// Connections open when the work began, and at the end.
     held_at_work: u64,
     alive_at_end: u64,
+    client_memory: Option<memory::ClientMemory>,
 }
 
 impl MergeInput {
@@ -716,8 +722,14 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
             &result.open_at_end_per_server,
         );
         all.cpu_ns += result.cpu_ns;
+        all.work_cpu_ns += result.work_cpu_ns;
     }
     all
+}
+
+/// CPU seconds per million of `count` (None when there were none).
+fn per_million(cpu_ns: u64, count: u64) -> Option<f64> {
+    (count > 0).then(|| cpu_ns as f64 / 1e9 / count as f64 * 1e6)
 }
 
 fn add_per_server(all: &mut Vec<u64>, shard: &[u64]) {
@@ -912,6 +924,12 @@ fn merge(
         churn,
         client: ClientReport {
             cpu_share,
+            work_cpu_seconds: all.work_cpu_ns as f64 / 1e9,
+            cpu_seconds_per_million_received: per_million(
+                all.work_cpu_ns,
+                all.tally.delivered + all.echo_messages,
+            ),
+            memory: input.client_memory,
             warnings,
         },
         kernel_trouble: crate::netstat::trouble(&input.kernel),

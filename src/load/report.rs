@@ -333,6 +333,17 @@ pub struct ClientReport {
     /// Client CPU time over (wall time × cores): near 1 means the load
     /// generator, not the server, was the limit.
     pub cpu_share: f64,
+    /// CPU seconds of the client shards from the start of the work until
+    /// the stop.
+    #[serde(default)]
+    pub work_cpu_seconds: f64,
+    /// That ÷ messages received (broadcast deliveries or echoes) × 10^6.
+    #[serde(default)]
+    pub cpu_seconds_per_million_received: Option<f64>,
+    /// The load generator's own user space per connection (slope from N/2
+    /// to N), when it held connections.
+    #[serde(default)]
+    pub memory: Option<crate::load::memory::ClientMemory>,
     pub warnings: Vec<String>,
 }
 
@@ -528,9 +539,25 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "client    CPU {:.0}% of the machine",
-            self.client.cpu_share * 100.0
+            "client    CPU {:.0}% of the machine{}",
+            self.client.cpu_share * 100.0,
+            self.client
+                .cpu_seconds_per_million_received
+                .map(|s| format!("; {s:.2} CPU-s per million messages received during the work"))
+                .unwrap_or_default()
         );
+        if let Some(m) = &self.client.memory {
+            let _ = writeln!(
+                out,
+                "client    user space per connection, slope from N/2 to N ({} opened between): allocator {:.1} B, RSS {:.1} B (slots of {} B); at N: {:.1} MB allocated, {:.1} MB RSS",
+                m.conns,
+                m.heap_per_conn,
+                m.rss_per_conn,
+                m.slot_bytes,
+                m.heap_at_n as f64 / 1e6,
+                m.rss_at_n as f64 / 1e6
+            );
+        }
         for warning in &self.client.warnings {
             let _ = writeln!(out, "  warning: {warning}");
         }

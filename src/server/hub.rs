@@ -3,7 +3,7 @@
 //! `Bytes` handle is passed to every other shard that has members; each shard
 //! then writes it to its own members.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::histogram::ShardHistograms;
 use super::stats::ShardCounters;
+use crate::allocator::CacheFlush;
 use crate::backplane::Backplane;
 
 /// Wakes one shard's event loop from another thread.
@@ -23,8 +24,6 @@ pub struct Mailbox {
     inbox: Mutex<Inbox>,
     waker: Box<dyn Wake>,
     members: AtomicUsize,
-    /// The last cache-flush request this shard has carried out.
-    flushed: AtomicU64,
     pub counters: ShardCounters,
     pub histograms: ShardHistograms,
 }
@@ -50,8 +49,9 @@ pub struct Hub {
     stage: AtomicU8,
     /// When the drain began, the same instant for every shard.
     drain_began: OnceLock<Instant>,
-    /// Cache-flush requests so far (see [`Hub::flush_allocator_caches`]).
-    flush_requests: AtomicU64,
+    /// Allocator cache flushes, one participant a shard (see
+    /// [`Hub::flush_allocator_caches`]).
+    cache_flush: CacheFlush,
     /// Where room frames go to other instances (`--backplane`), if anywhere.
     backplane: OnceLock<Arc<Backplane>>,
     /// Where frames from other instances go, if not to the shards' inboxes.
@@ -60,13 +60,13 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(wakers: Vec<Box<dyn Wake>>) -> Hub {
+        let shards = wakers.len();
         let mailboxes = wakers
             .into_iter()
             .map(|waker| Mailbox {
                 inbox: Mutex::new(Inbox::default()),
                 waker,
                 members: AtomicUsize::new(0),
-                flushed: AtomicU64::new(0),
                 counters: ShardCounters::default(),
                 histograms: ShardHistograms::default(),
             })
@@ -76,7 +76,7 @@ impl Hub {
             admitted: Default::default(),
             stage: AtomicU8::new(RUNNING),
             drain_began: OnceLock::new(),
-            flush_requests: AtomicU64::new(0),
+            cache_flush: CacheFlush::new(shards),
             backplane: OnceLock::new(),
             elsewhere: OnceLock::new(),
         }
@@ -87,33 +87,16 @@ impl Hub {
     /// caches as allocated; flushing first makes the allocated-bytes figure
     /// mean what it says. Returns whether every shard answered.
     pub fn flush_allocator_caches(&self, patience: Duration) -> bool {
-        let request = self.flush_requests.fetch_add(1, Ordering::AcqRel) + 1;
-        for mailbox in &self.mailboxes {
-            let _ = mailbox.waker.wake();
-        }
-        flush_this_threads_allocator_cache();
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            let done = self
-                .mailboxes
-                .iter()
-                .all(|m| m.flushed.load(Ordering::Acquire) >= request);
-            if done {
-                return true;
+        self.cache_flush.flush_all(patience, || {
+            for mailbox in &self.mailboxes {
+                let _ = mailbox.waker.wake();
             }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        false
+        })
     }
 
     /// Called by shard `shard` every turn: carry out a pending flush request.
     pub fn serve_flush_request(&self, shard: usize) {
-        let request = self.flush_requests.load(Ordering::Acquire);
-        let mailbox = &self.mailboxes[shard];
-        if mailbox.flushed.load(Ordering::Relaxed) < request {
-            flush_this_threads_allocator_cache();
-            mailbox.flushed.store(request, Ordering::Release);
-        }
+        self.cache_flush.serve(shard);
     }
 
     pub fn shards(&self) -> usize {
@@ -267,17 +250,6 @@ impl Hub {
     /// Draining or stopping: no new work.
     pub fn leaving(&self) -> bool {
         self.stage.load(Ordering::Acquire) >= DRAINING
-    }
-}
-
-/// Return the calling thread's cached objects to jemalloc's arenas (turning
-/// its thread cache off flushes it; it is turned straight back on).
-fn flush_this_threads_allocator_cache() {
-    let name = b"thread.tcache.enabled\0";
-    // SAFETY: `thread.tcache.enabled` is a bool mallctl, written with a bool.
-    unsafe {
-        let _ = tikv_jemalloc_ctl::raw::write(name, false);
-        let _ = tikv_jemalloc_ctl::raw::write(name, true);
     }
 }
 

@@ -131,6 +131,10 @@ counters! {
     /// `chunked_slab::CHUNK_SLOTS`, allocated as connections come and freed
     /// as they go).
     conn_slots,
+    /// Bytes of receive buffers given to io_uring's buffer ring (a gauge:
+    /// a shard starts with a few and gives more when a read finds none).
+    /// Always 0 under epoll, which reads into one scratch buffer a shard.
+    recv_buffer_bytes,
 }
 
 pub fn bump(counter: &AtomicU64) {
@@ -193,7 +197,7 @@ impl Snapshot {
             open_per_shard
                 .push((totals.accepted - before.accepted) - (totals.closed - before.closed));
         }
-        let (heap_allocated_bytes, heap_resident_bytes) = heap_bytes();
+        let (heap_allocated_bytes, heap_resident_bytes) = crate::allocator::heap_bytes();
         Snapshot {
             open: totals.accepted - totals.closed,
             open_per_shard,
@@ -203,16 +207,4 @@ impl Snapshot {
             heap_resident_bytes,
         }
     }
-}
-
-/// jemalloc's allocated and resident bytes, refreshed first (its statistics
-/// are cached until the epoch advances).
-fn heap_bytes() -> (u64, u64) {
-    use tikv_jemalloc_ctl::{epoch, stats};
-    if epoch::advance().is_err() {
-        return (0, 0);
-    }
-    let allocated = stats::allocated::read().unwrap_or(0) as u64;
-    let resident = stats::resident::read().unwrap_or(0) as u64;
-    (allocated, resident)
 }

@@ -112,6 +112,9 @@ pub struct ShardResult {
     pub opened_per_server: Vec<u64>,
     pub open_at_end_per_server: Vec<u64>,
     pub cpu_ns: u64,
+    /// CPU time of this shard's thread from the start of the work until
+    /// the stop (not the closing of its connections after).
+    pub work_cpu_ns: u64,
 }
 
 /// xorshift64*: masks and choices need to vary, not to be cryptographic.
@@ -153,6 +156,8 @@ struct Shard {
     reconnects: BinaryHeap<Reverse<(u64, u8)>>,
     balancer: crate::load::balance::Balancer,
     working: bool,
+    /// The thread's CPU time when the work started.
+    cpu_at_work_ns: u64,
     timer: sys::TimerFd,
 }
 
@@ -219,6 +224,7 @@ pub fn run(job: Job) -> ShardResult {
         reconnects: BinaryHeap::new(),
         balancer,
         working: false,
+        cpu_at_work_ns: 0,
         timer,
     };
     shard.run();
@@ -273,6 +279,7 @@ impl Shard {
             self.open_due(now);
             self.reconnects_due(now);
             if !self.working && self.job.control.work.load(Relaxed) {
+                self.cpu_at_work_ns = payload::thread_cpu_ns();
                 self.start_work(now);
             }
             if self.working {
@@ -283,6 +290,10 @@ impl Shard {
                 self.sweep_timeouts(now);
                 last_sweep = now;
             }
+            self.job.control.cache_flush.serve(self.job.id);
+        }
+        if self.working {
+            self.result.work_cpu_ns = payload::thread_cpu_ns() - self.cpu_at_work_ns;
         }
         self.finish();
     }
