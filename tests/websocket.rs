@@ -32,6 +32,47 @@ every_backend! {
         assert_eq!(stats.totals.protocol_errors, 0);
     }
 
+    /// io_uring's shards hand their receive buffers' pages back to the
+    /// kernel a second after they were written into, and faults fresh ones
+    /// in on the next read. Echo goes on whole across those releases: one
+    /// client streams messages without a pause for 2.5 s, another sends
+    /// half a frame, waits past a release, then the rest.
+    fn echo_stays_whole_across_the_receive_buffers_release(backend: Backend) {
+        let server = Server::start(backend, &["--shards", "1"]);
+        let mut streaming = ws_connect(&server, "/echo");
+        let mut halting = RawWs::connect(&server, "/echo");
+        let payload: Vec<u8> = (0..10_000).map(|i| (i * 13 % 251) as u8).collect();
+        let frame = raw_frame(0x82, &payload);
+        halting.send(&frame[..frame.len() / 2]);
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(2500) {
+            let message: Vec<u8> = (0..3000).map(|i| (i as u64 * 7 + sent) as u8).collect();
+            assert_echo(&mut streaming, Message::binary(message));
+            sent += 1;
+            if sent == 20 {
+                std::thread::sleep(std::time::Duration::from_millis(1200));
+            }
+        }
+        halting.send(&frame[frame.len() / 2..]);
+        let (opcode, echoed) = halting.read_frame().expect("the halted message's echo");
+        assert_eq!(opcode, 2, "binary");
+        assert!(echoed == payload, "the halted message came back whole");
+        let stats = server.stats();
+        let buffers = stats.totals.recv_buffer_bytes;
+        match backend {
+            Backend::Uring => assert!(
+                (16 * 1024..=1024 * 1024).contains(&buffers),
+                "one shard gives its ring 16 KiB to 1 MiB of buffers, not {buffers}"
+            ),
+            _ => assert_eq!(buffers, 0, "only uring has a buffer ring"),
+        }
+        let (stats, status) = server.stop();
+        assert!(status.success());
+        assert_eq!(stats.totals.echoed, sent + 1);
+        assert_eq!(stats.totals.protocol_errors, 0);
+    }
+
     /// Many clients send large messages at once: more bytes arrive together
     /// than io_uring's receive buffers hold (1 MiB per shard), so reads find
     /// the ring dry and are issued again; every message must still come back

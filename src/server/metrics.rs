@@ -21,7 +21,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long one scraper may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Counters that are gauges (they go down as well as up).
-const GAUGES: [&str; 2] = ["conn_slots", "room_backlog_bytes"];
+const GAUGES: [&str; 3] = ["conn_slots", "room_backlog_bytes", "recv_buffer_bytes"];
 
 /// Listen on `addr` and answer scrapes until the process exits. Returns
 /// the address bound (port 0 picks one).
@@ -319,6 +319,7 @@ mod tests {
             assert!(text.contains(&format!("\n{exposed} 0\n")), "{name}");
         }
         assert!(text.contains("# TYPE fanout_conn_slots gauge"));
+        assert!(text.contains("# TYPE fanout_recv_buffer_bytes gauge"));
         assert!(text.contains("# TYPE fanout_accepted_total counter"));
         assert!(text.contains("fanout_fd_table_fds{table=\"shard-0\"} 7"));
         assert!(text.contains("# TYPE fanout_broadcast_duration_seconds histogram\n"));
