@@ -67,6 +67,25 @@ pub fn flush_this_threads_cache() {
     }
 }
 
+/// Return every arena's unused dirty pages to the kernel now, instead of
+/// by decay over the next second: then the process's RSS counts what is
+/// allocated, not what was freed a moment ago.
+pub fn purge_all_arenas() {
+    // "arena.<MALLCTL_ARENAS_ALL>.purge", MALLCTL_ARENAS_ALL being 4096.
+    let name = b"arena.4096.purge\0";
+    // SAFETY: a NUL-terminated name of a mallctl that reads and writes
+    // nothing, called with null pointers and zero lengths as it requires.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
 /// jemalloc's allocated and resident bytes, refreshed first (its statistics
 /// are cached until the epoch advances); zeros when jemalloc does not answer.
 pub fn heap_bytes() -> (u64, u64) {

@@ -194,3 +194,58 @@ fn time_wait_blocks_an_address_unless_connect_may_reuse_it() {
         });
     }
 }
+
+/// `count` connections from 127.0.0.1, each bound to a port of the
+/// ephemeral range explicitly (as tcpkali binds its ports), closed by this
+/// side: each leaves a TIME_WAIT on an explicitly bound port.
+fn explicit_bind_and_close(server: SocketAddr, ports: std::ops::Range<u16>) {
+    let held: Vec<TcpStream> = ports
+        .filter_map(|port| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_reuse_address(true).unwrap();
+            let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+            // The server's own listeners sit in this range too.
+            socket.bind(&SocketAddr::V4(local).into()).ok()?;
+            socket.connect(&server.into()).unwrap();
+            Some(socket.into())
+        })
+        .collect();
+    assert!(held.len() >= 890, "{} ports bound", held.len());
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
+/// The machine right after another tool: a client that binds its ports
+/// explicitly held and closed most of the range. connect()'s own port
+/// search skips every port an explicitly bound socket holds, on any
+/// address, so a second source address does not help while the kernel
+/// picks the port; fanout then picks ports itself (bind address and port,
+/// the 4-tuple free) and opens every connection asked, saying so.
+#[test]
+fn ports_an_explicit_bind_client_left_in_time_wait_are_chosen_around() {
+    in_new_netns("explicit_bind_time_wait", || {
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40999").unwrap();
+        let server = Server::start(Backend::Epoll, &[]);
+        explicit_bind_and_close(server.addr, 40000..40900);
+        let url = server.url("/echo");
+        let (report, text) = load(&[
+            "hold",
+            "--url",
+            &url,
+            "--conns",
+            "600",
+            "--duration",
+            "0s",
+            "--shards",
+            "2",
+        ]);
+        assert_eq!(report.connect.opened, 600, "{text}");
+        assert_eq!(report.connect.failed, 0, "{text}");
+        assert!(report.connect.explicit_ports > 0, "{text}");
+        assert!(
+            text.contains("chose their source ports itself"),
+            "the report says which way it took: {text}"
+        );
+    });
+}

@@ -186,7 +186,6 @@ impl Client {
 /// IP_BIND_ADDRESS_NO_PORT) to `server`.
 pub fn connect(source: Ipv4Addr, server: SocketAddr) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
     let one: libc::c_int = 1;
     // SAFETY (via syscall!): a valid socket fd, an int option of the right size.
     syscall!(setsockopt(
@@ -197,6 +196,22 @@ pub fn connect(source: Ipv4Addr, server: SocketAddr) -> io::Result<TcpStream> {
         std::mem::size_of::<libc::c_int>() as libc::socklen_t,
     ))?;
     socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, 0)).into())?;
+    start_connect(socket, server)
+}
+
+/// Start a non-blocking connect from `source`:`port`, a port fanout chose
+/// (see `load::ports`). SO_REUSEADDR lets it share the port with sockets in
+/// TIME_WAIT on the same address; the connect fails with EADDRNOTAVAIL
+/// when the whole 4-tuple is taken.
+pub fn connect_from_port(source: Ipv4Addr, port: u16, server: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(source, port)).into())?;
+    start_connect(socket, server)
+}
+
+fn start_connect(socket: Socket, server: SocketAddr) -> io::Result<TcpStream> {
+    socket.set_nonblocking(true)?;
     match socket.connect(&server.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

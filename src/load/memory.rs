@@ -3,7 +3,10 @@
 //! fit as much as the server's does. Measured as the server's is: a slope
 //! between two warm points of the ramp (N/2 and N, the ramp paused at
 //! each, every client shard's allocator cache flushed first), as jemalloc's
-//! allocated bytes and as the process's RSS.
+//! allocated bytes and as the process's RSS, read once jemalloc has given
+//! back its free pages (the process ran other phases before: without the
+//! purge their freed memory decays out between the points and the RSS
+//! slope comes out anywhere from -10 to +20 B).
 
 use std::time::Duration;
 
@@ -26,6 +29,7 @@ pub struct Point {
 /// Read the client's memory now, with `open` connections open.
 pub fn read_point(control: &Control, open: u64) -> Point {
     control.cache_flush.flush_all(FLUSH_PATIENCE, || {});
+    crate::allocator::purge_all_arenas();
     let (heap, _) = crate::allocator::heap_bytes();
     Point {
         open,

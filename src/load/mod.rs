@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod memory;
 pub mod pacing;
 pub mod payload;
+pub mod ports;
 pub mod report;
 pub mod shard;
 pub mod sources;
@@ -710,6 +711,7 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
             *all.server_closes.entry(how.clone()).or_default() += count;
         }
         all.source_moves += result.source_moves;
+        all.explicit_ports += result.explicit_ports;
         all.storm_lost += result.storm_lost;
         all.storm_attempts += result.storm_attempts;
         all.storm_setup.merge(&result.storm_setup);
@@ -761,6 +763,7 @@ fn merge(
         closed_by_server: all.closed_by_server,
         server_closes: all.server_closes.clone(),
         source_moves: all.source_moves,
+        explicit_ports: all.explicit_ports,
     };
     let mut warnings = Vec::new();
     let cpu_share = all.cpu_ns as f64 / (input.wall.as_nanos() as f64 * input.cores as f64);

@@ -80,6 +80,10 @@ pub struct ConnectReport {
     /// the next (each address out of ports is then skipped until all are).
     #[serde(default)]
     pub source_moves: u64,
+    /// Connections started on a source port fanout chose itself (bound
+    /// address and port) because the kernel's search found none free.
+    #[serde(default)]
+    pub explicit_ports: u64,
 }
 
 /// A reconnect storm (`fanout load storm`): every connection lost at once
@@ -469,6 +473,13 @@ impl Report {
                 out,
                 "  moved to another source address {} times (EADDRNOTAVAIL: that address was out of ports)",
                 c.source_moves
+            );
+        }
+        if c.explicit_ports > 0 {
+            let _ = writeln!(
+                out,
+                "  ports: {} connections: fanout chose their source ports itself (bound address and port, the 4-tuple free): the kernel's own search found no port, as when explicitly bound sockets (another tool's, e.g. in TIME_WAIT) hold the range on any address",
+                c.explicit_ports
             );
         }
         if self.churn.is_none() {

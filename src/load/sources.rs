@@ -305,6 +305,17 @@ pub fn port_range(text: &str) -> (u32, u32) {
 
 /// Reserved ports (`8080,9000-9100`) inside the range.
 pub fn reserved_in(range: (u32, u32), text: &str) -> usize {
+    reserved_ranges(text)
+        .into_iter()
+        .map(|(a, b)| {
+            let (low, high) = (a.max(range.0), b.min(range.1));
+            (high + 1).saturating_sub(low) as usize
+        })
+        .sum()
+}
+
+/// The ranges of `net.ipv4.ip_local_reserved_ports` (`8080,9000-9100`).
+pub fn reserved_ranges(text: &str) -> Vec<(u32, u32)> {
     text.trim()
         .split(',')
         .filter(|part| !part.trim().is_empty())
@@ -313,11 +324,9 @@ pub fn reserved_in(range: (u32, u32), text: &str) -> usize {
                 .trim()
                 .split_once('-')
                 .unwrap_or((part.trim(), part.trim()));
-            let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-            let (low, high) = (a.max(range.0), b.min(range.1));
-            Some((high + 1).saturating_sub(low) as usize)
+            Some((a.parse().ok()?, b.parse().ok()?))
         })
-        .sum()
+        .collect()
 }
 
 /// Distinct ports inside `range` that listening sockets hold, from the text

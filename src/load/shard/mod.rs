@@ -99,6 +99,8 @@ pub struct ShardResult {
     /// Attempts that found a source address out of ports (EADDRNOTAVAIL)
     /// and moved to the next one.
     pub source_moves: u64,
+    /// Connections started on a source port the shard chose itself.
+    pub explicit_ports: u64,
     /// Storm: open connections lost, reconnect attempts started, those
     /// that opened (and how long each took), connections that gave up,
     /// and reconnects still waiting at the end.
@@ -136,6 +138,9 @@ struct Shard {
     started: usize,
     /// Source addresses found out of ports, skipped until all are.
     spent_sources: Vec<bool>,
+    /// Set once the kernel found no source port: from then on the shard
+    /// chooses them itself.
+    explicit_ports: Option<crate::load::ports::ExplicitPorts>,
     open_schedule: Option<Schedule>,
     in_flight: usize,
     /// Broadcast: the publishing client (shard 0 only), whether it still
@@ -211,6 +216,7 @@ pub fn run(job: Job) -> ShardResult {
         scratch: vec![0; SCRATCH_LEN],
         started: 0,
         spent_sources,
+        explicit_ports: None,
         open_schedule,
         in_flight: 0,
         publisher: None,

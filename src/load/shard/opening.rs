@@ -11,6 +11,7 @@ use super::{next_random, Shard};
 use crate::load::burst::BURST_ATTEMPT;
 use crate::load::client::{self, Client, Phase};
 use crate::load::config::{Pace, Work};
+use crate::load::ports::ExplicitPorts;
 use crate::load::target::Wire;
 use crate::protocol::handshake;
 use crate::protocol::tcp;
@@ -75,29 +76,53 @@ impl Shard {
     /// Connect from this attempt's source address; one out of ports
     /// (EADDRNOTAVAIL) is skipped from then on and the next one tried. When
     /// every one is out, the attempt fails and they are all tried again
-    /// next time (ports come back as connections close).
+    /// next time (ports come back as connections close). The first time
+    /// the kernel finds no port, the shard starts choosing ports itself
+    /// (see `load::ports`) and asks that address again that way.
     fn connect_from_a_source(
         &mut self,
         server: std::net::SocketAddr,
     ) -> std::io::Result<std::net::TcpStream> {
         let count = self.job.sources.len();
         let first = (self.started + self.result.burst.issued as usize) % count;
-        for step in 0..count {
+        let mut step = 0;
+        while step < count {
             let i = (first + step) % count;
             if self.spent_sources[i] {
+                step += 1;
                 continue;
             }
-            match client::connect(self.job.sources[i], server) {
+            let source = self.job.sources[i];
+            let attempt = match &mut self.explicit_ports {
+                Some(ports) => ports.connect(i, source, server),
+                None => client::connect(source, server),
+            };
+            match attempt {
                 Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    if self.explicit_ports.is_none() {
+                        let (id, shards) = (self.job.id, self.job.shards);
+                        self.explicit_ports = Some(ExplicitPorts::read(id, shards, count));
+                        continue; // the same address, ports chosen by us
+                    }
                     self.spent_sources[i] = true;
                     self.result.source_moves += 1;
+                    step += 1;
                 }
-                other => return other,
+                Ok(socket) => {
+                    if self.explicit_ports.is_some() {
+                        self.result.explicit_ports += 1;
+                    }
+                    return Ok(socket);
+                }
+                Err(e) => return Err(e),
             }
         }
         self.spent_sources
             .iter_mut()
             .for_each(|spent| *spent = false);
+        if let Some(ports) = &mut self.explicit_ports {
+            ports.forget_misses();
+        }
         Err(std::io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))
     }
 
