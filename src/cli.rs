@@ -79,7 +79,7 @@ pub enum Command {
     /// socket, both ends when the client is here), io_uring, threads and
     /// maps. Exit status 1 when a limit says FAIL (N is out of reach).
     #[command(
-        after_help = "Examples:\n  fanout doctor --conns 500000                       # a fanout bench here\n  fanout doctor --conns 50000 --url ws://10.0.0.5:80 # a client here, the server elsewhere, one source address\n  sudo scripts/tune.sh fanout doctor --conns 500000   # the same with the sysctls tune.sh sets"
+        after_help = "Examples:\n  fanout doctor --conns 500000                       # a fanout bench here\n  fanout doctor --conns 50000 --url ws://10.0.0.5:80 # a client here, the server elsewhere, one source address\n  scripts/tune.sh fanout doctor --conns 500000       # the same with the sysctls tune.sh sets"
     )]
     Doctor(DoctorConfig),
 

@@ -83,6 +83,13 @@ pub struct BenchConfig {
     #[arg(long, default_value_t = 3)]
     pub samples: usize,
 
+    /// Share of the available memory the run may plan to use: the
+    /// preflight refuses an N whose sockets (~4.2 KB of kernel each, two a
+    /// connection here) and user space need more. At most 0.95; the rest
+    /// is the margin for queued broadcast messages and the page cache.
+    #[arg(long, default_value_t = crate::doctor::checks::MEMORY_SHARE, value_parser = crate::doctor::checks::parse_memory_share)]
+    pub memory_share: f64,
+
     /// Broadcasts of 32 bytes to all members per room sample, one at a time
     /// (each once every member has the one before).
     #[arg(long, default_value_t = 5)]
@@ -656,7 +663,12 @@ fn bench_one(
     command: String,
 ) -> anyhow::Result<(BenchResult, Option<PathBuf>)> {
     let machine = machine::fingerprint();
-    let preflight = preflight::check(config.conns, &machine, &config.backends());
+    let preflight = preflight::check(
+        config.conns,
+        &machine,
+        &config.backends(),
+        config.memory_share,
+    );
     step("preflight");
     for line in &preflight.lines {
         eprintln!("  {line}");

@@ -3,7 +3,7 @@
 
 use super::machine::Machine;
 use crate::backend::BackendKind;
-use crate::doctor::checks::{self, Goal, Snapshot, Verdict, USER_BYTES_PER_CONN};
+use crate::doctor::checks::{self, Goal, Snapshot, Verdict};
 use crate::load::{client_shards, sources};
 use crate::server::plan::{self, PlanInput};
 
@@ -20,7 +20,12 @@ pub struct Preflight {
 
 /// Check `conns` connections against this machine for the floor's epoll
 /// plan and every backend's.
-pub fn check(conns: usize, machine: &Machine, backends: &[BackendKind]) -> Preflight {
+pub fn check(
+    conns: usize,
+    machine: &Machine,
+    backends: &[BackendKind],
+    memory_share: f64,
+) -> Preflight {
     let mut out = Preflight::default();
     let cores = machine.cores;
     let nofile = machine.rlimit_nofile;
@@ -76,12 +81,13 @@ pub fn check(conns: usize, machine: &Machine, backends: &[BackendKind]) -> Prefl
         conns: conns as u64,
         local_client: true,
         source_addresses: 1,
-        user_bytes_per_conn: USER_BYTES_PER_CONN
+        user_bytes_per_conn: checks::fanout_user_bytes_per_conn(true)
             + if tasks {
                 TASK_BACKEND_BYTES_PER_CONN
             } else {
                 0
             },
+        memory_share,
     };
     let snapshot = Snapshot::read();
     let limits = [
@@ -141,11 +147,17 @@ mod tests {
     #[test]
     fn small_runs_pass_and_absurd_ones_say_why() {
         let machine = super::super::machine::fingerprint();
-        let ok = check(2_000, &machine, &[BackendKind::Epoll, BackendKind::Uring]);
+        let share = checks::MEMORY_SHARE;
+        let ok = check(
+            2_000,
+            &machine,
+            &[BackendKind::Epoll, BackendKind::Uring],
+            share,
+        );
         assert!(ok.errors.is_empty(), "{:?}", ok.errors);
         assert!(ok.lines.iter().any(|l| l.starts_with("server (epoll):")));
         assert!(ok.lines.iter().any(|l| l.starts_with("server (uring):")));
-        let absurd = check(100_000_000, &machine, &[BackendKind::Epoll]);
+        let absurd = check(100_000_000, &machine, &[BackendKind::Epoll], share);
         assert!(
             absurd
                 .errors

@@ -181,7 +181,8 @@ fn goal(conns: u64, sources: usize) -> Goal {
         conns,
         local_client: true,
         source_addresses: sources.max(1) as u64,
-        user_bytes_per_conn: checks::USER_BYTES_PER_CONN,
+        user_bytes_per_conn: checks::fanout_user_bytes_per_conn(true),
+        memory_share: checks::MEMORY_SHARE,
     }
 }
 

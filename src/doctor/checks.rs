@@ -12,9 +12,19 @@ use crate::load::sources::Held;
 /// Kernel bytes per idle loopback TCP socket: 4,183–4,201 B measured here
 /// with every backend but tokio-uring (results/README.md), rounded up.
 pub const KERNEL_BYTES_PER_SOCKET: u64 = 4_200;
-/// User-space bytes per connection of fanout's server (42.5 B at 500K) and
-/// client (~200 B), with slack.
-pub const USER_BYTES_PER_CONN: u64 = 400;
+/// User-space bytes per connection of fanout's server: 24 B of state in
+/// the chunked slab, measured as a slope of 23.6 B (allocator) and 26.0 B
+/// (RSS) at 100K (results/2026-12-06-vm), with slack for the shards'
+/// fixed buffers spread over fewer connections.
+pub const SERVER_USER_BYTES_PER_CONN: u64 = 48;
+/// User-space bytes per connection of fanout's load generator: 40 B of
+/// state, measured as a slope of 39.3 B (allocator) at 100K
+/// (results/2026-12-06-vm), with slack.
+pub const CLIENT_USER_BYTES_PER_CONN: u64 = 64;
+/// The largest share of available memory a run may plan to use: above it
+/// a burst of queued messages (~1 KiB each, see `tcp_memory`) or the page
+/// cache the machine needs can push the box into the OOM killer.
+pub const MAX_MEMORY_SHARE: f64 = 0.95;
 /// fds one process keeps besides its connections (stdio, listeners, polls).
 const FD_RESERVE: u64 = 100;
 /// Accept queue that a ramp at full speed does not overflow here: below it
@@ -23,7 +33,7 @@ const ACCEPT_BURST: u64 = 4_096;
 /// SYN queue that held ramps of 50,000 connections/s here without a drop
 /// (on loopback a handshake completes at once, so few SYNs wait).
 const SYN_BURST: u64 = 2_048;
-/// Share of available memory a run may plan to use.
+/// Share of available memory a run plans to use unless told otherwise.
 pub const MEMORY_SHARE: f64 = 0.8;
 /// Kernel memory one small queued message holds in a socket (an skb's
 /// truesize, rounded up): what a broadcast in flight costs per member.
@@ -80,8 +90,36 @@ pub struct Goal {
     /// client often has one).
     pub source_addresses: u64,
     /// User-space bytes per connection, client and server together
-    /// ([`USER_BYTES_PER_CONN`] for fanout's).
+    /// ([`fanout_user_bytes_per_conn`] for fanout's).
     pub user_bytes_per_conn: u64,
+    /// Share of the available memory the run may plan to use
+    /// ([`MEMORY_SHARE`] unless `--memory-share`).
+    pub memory_share: f64,
+}
+
+/// fanout's user space per connection: the server's, and the load
+/// generator's when it runs here too.
+pub fn fanout_user_bytes_per_conn(local_client: bool) -> u64 {
+    SERVER_USER_BYTES_PER_CONN
+        + if local_client {
+            CLIENT_USER_BYTES_PER_CONN
+        } else {
+            0
+        }
+}
+
+/// Check a `--memory-share`: above 0, at most [`MAX_MEMORY_SHARE`].
+pub fn parse_memory_share(text: &str) -> Result<f64, String> {
+    let share: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number: a share of available memory, e.g. 0.9"))?;
+    if share > 0.0 && share <= MAX_MEMORY_SHARE {
+        Ok(share)
+    } else {
+        Err(format!(
+            "{share} is out of range: a share above 0 and at most {MAX_MEMORY_SHARE} of available memory (the rest is the margin that keeps the OOM killer away)"
+        ))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -332,7 +370,7 @@ fn bytes_per_conn(goal: &Goal) -> u64 {
 
 /// Connections that fit in the share of available memory a run may take.
 pub fn conns_that_fit(s: &Snapshot, goal: &Goal) -> u64 {
-    let usable = (s.mem_available as f64 * MEMORY_SHARE) as u64;
+    let usable = (s.mem_available as f64 * goal.memory_share) as u64;
     usable / bytes_per_conn(goal).max(1)
 }
 
@@ -347,16 +385,25 @@ pub fn memory(s: &Snapshot, goal: &Goal) -> Check {
     };
     let fix = fix_unless_ok(verdict, || {
         format!(
-            "fewer connections (about {fit} fit in 80 % of what is available), a client on another machine (half the kernel memory), or more memory"
+            "fewer connections (about {fit} fit in {:.0} % of what is available{}), a client on another machine (half the kernel memory), or more memory",
+            goal.memory_share * 100.0,
+            if goal.memory_share < MAX_MEMORY_SHARE {
+                format!("; --memory-share up to {MAX_MEMORY_SHARE} plans closer to the edge")
+            } else {
+                String::new()
+            }
         )
     });
     Check {
         limit: "memory available",
         current: gib(s.mem_available),
         needed: format!(
-            "{} ({} sockets × ~4.2 KB kernel + user space)",
+            "{} ({} sockets × ~4.2 KB kernel + {} B user space a connection), at most {:.0} % of what is available: {} kept free as the margin",
             gib(needed),
-            sockets(goal)
+            sockets(goal),
+            goal.user_bytes_per_conn,
+            goal.memory_share * 100.0,
+            gib((s.mem_available as f64 * (1.0 - goal.memory_share)) as u64)
         ),
         verdict,
         fix,
@@ -484,7 +531,8 @@ mod tests {
             conns,
             local_client: true,
             source_addresses: 1,
-            user_bytes_per_conn: USER_BYTES_PER_CONN,
+            user_bytes_per_conn: fanout_user_bytes_per_conn(true),
+            memory_share: MEMORY_SHARE,
         }
     }
 
@@ -578,13 +626,40 @@ mod tests {
         assert_eq!(memory(&s, &goal(2_000_000)).verdict, Verdict::Ok);
         let big = memory(&s, &goal(3_000_000));
         assert_eq!(big.verdict, Verdict::Fail);
-        assert!(big.fix.contains("about 2252239 fit"), "{}", big.fix);
+        assert!(big.fix.contains("about 2328442 fit"), "{}", big.fix);
         // A remote client halves the kernel's share.
         let remote = Goal {
             local_client: false,
             ..goal(3_000_000)
         };
         assert_eq!(memory(&s, &remote).verdict, Verdict::Ok);
+    }
+
+    /// 2.5M both ends here: ~8.5 KB each is 21.3 GB, 86 % of the 24.8 GB
+    /// available. Refused at the default 80 %, planned at --memory-share
+    /// 0.9, and 3M (25.5 GB, more than there is) refused at the most a
+    /// share may be.
+    #[test]
+    fn a_larger_memory_share_admits_a_run_that_fits_and_never_one_that_does_not() {
+        let s = here();
+        let at = |conns, memory_share| {
+            let goal = Goal {
+                memory_share,
+                ..goal(conns)
+            };
+            memory(&s, &goal).verdict
+        };
+        assert_eq!(at(2_500_000, MEMORY_SHARE), Verdict::Fail);
+        assert_eq!(at(2_500_000, 0.9), Verdict::Ok);
+        assert_eq!(at(3_000_000, MAX_MEMORY_SHARE), Verdict::Fail);
+        assert_eq!(parse_memory_share("0.9"), Ok(0.9));
+        for bad in ["0", "0.96", "1.5", "-0.5", "ninety"] {
+            let error = parse_memory_share(bad).unwrap_err();
+            assert!(
+                error.contains("share") || error.contains("number"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub struct DoctorConfig {
     /// would use for a loopback server, 1 for any other.
     #[arg(long)]
     pub sources: Option<u64>,
+
+    /// Share of the available memory the run may plan to use (at most
+    /// 0.95: the rest is kept for queued messages and the page cache, so a
+    /// run that fits does not meet the OOM killer).
+    #[arg(long, default_value_t = checks::MEMORY_SHARE, value_parser = checks::parse_memory_share)]
+    pub memory_share: f64,
 }
 
 /// Run the checks, print them; `Ok(false)` when N is out of reach.
@@ -60,7 +66,8 @@ fn goal(config: &DoctorConfig) -> anyhow::Result<Goal> {
         conns: config.conns,
         local_client: local,
         source_addresses,
-        user_bytes_per_conn: checks::USER_BYTES_PER_CONN,
+        user_bytes_per_conn: checks::fanout_user_bytes_per_conn(local),
+        memory_share: config.memory_share,
     })
 }
 
