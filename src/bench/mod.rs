@@ -483,7 +483,7 @@ pub struct ServerResult {
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
     config.validate().map_err(crate::cli::UsageError)?;
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = crate::json::command_line();
     if !config.sweep.is_empty() && config.slo.is_some() {
         return Err(crate::cli::UsageError(
             "--sweep and --slo each choose the sizes: give one".into(),

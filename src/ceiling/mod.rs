@@ -158,7 +158,7 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
 
     let diagnosis = diagnose::diagnose(&evidence);
     let result = CeilingReport {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::json::command_line(),
         url,
         server_plan,
         ramp_seconds: ramp,

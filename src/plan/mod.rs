@@ -170,7 +170,7 @@ pub fn plan(config: &PlanConfig) -> anyhow::Result<()> {
     }
     let reconnect_rate = config.users as f64 / demand.reconnect_window_s;
     let plan = Plan {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::json::command_line(),
         heroku_dynos_for_reconnect: (reconnect_rate
             / (fleet::HEROKU_CONNECTIONS_PER_S * (1.0 - config.headroom)))
             .ceil() as u64,

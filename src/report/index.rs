@@ -70,15 +70,17 @@ pub fn write(root: &Path, folders: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every JSON file of the folder: what it is and the command that made it.
+/// Every JSON file of the folder: what it is, the command that made it
+/// and the revision it ran (when the file records one).
 fn files_table(folder: &Path, runs: &Runs) -> String {
-    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
     for (file, bench) in &runs.benches {
         let servers: Vec<&str> = bench.servers.iter().map(|s| s.name.as_str()).collect();
         rows.push((
             file.clone(),
             format!("bench, {} connections: {}", bench.conns, servers.join(", ")),
             bench.command.clone(),
+            short_revision(&bench.machine.git_revision),
         ));
     }
     let kinds: [(&str, &Vec<(String, Value)>); 5] = [
@@ -95,16 +97,42 @@ fn files_table(folder: &Path, runs: &Runs) -> String {
                 .map(str::to_string)
                 .or_else(|| command_beside(folder, file))
                 .unwrap_or_default();
-            rows.push((file.clone(), kind.to_string(), command));
+            let revision = value["machine"]["git_revision"]
+                .as_str()
+                .unwrap_or_default();
+            rows.push((
+                file.clone(),
+                kind.to_string(),
+                command,
+                short_revision(revision),
+            ));
         }
     }
     rows.sort();
-    let mut md = String::from("| file | what | command |\n|---|---|---|\n");
-    for (file, what, command) in rows {
-        let command = command.replace('|', "\\|");
-        let _ = writeln!(md, "| {file}.json | {what} | `{command}` |");
+    let mut md = String::from("| file | what | command | revision |\n|---|---|---|---|\n");
+    for (file, what, command, revision) in rows {
+        let command = as_typed(&command).replace('|', "\\|");
+        let _ = writeln!(md, "| {file}.json | {what} | `{command}` | {revision} |");
     }
     md
+}
+
+/// A recorded command as a user types it: files written before the bench
+/// recorded it so name the binary by the path it ran from
+/// (`/tmp/fanout-bench bench …`); that path becomes `fanout`.
+fn as_typed(command: &str) -> String {
+    let (program, rest) = command.split_once(' ').unwrap_or((command, ""));
+    let name = program.rsplit('/').next().unwrap_or(program);
+    match name.starts_with("fanout") {
+        true => format!("fanout {rest}").trim_end().to_string(),
+        false => command.to_string(),
+    }
+}
+
+/// The first 12 characters of a revision (with `-dirty` kept), or empty.
+fn short_revision(revision: &str) -> String {
+    let (hash, dirty) = revision.split_at(revision.find('-').unwrap_or(revision.len()));
+    format!("{}{dirty}", &hash[..hash.len().min(12)])
 }
 
 /// The `$ command` line of the .txt file beside a JSON file, if any.
@@ -133,6 +161,25 @@ fn demote_headings(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn commands_are_listed_as_typed_with_a_short_revision() {
+        assert_eq!(
+            as_typed("/tmp/fanout-bench bench --conns 100000"),
+            "fanout bench --conns 100000"
+        );
+        assert_eq!(as_typed("fanout bench"), "fanout bench");
+        assert_eq!(
+            as_typed("scripts/bursts.py publish"),
+            "scripts/bursts.py publish"
+        );
+        assert_eq!(
+            short_revision("0123456789abcdef0123-dirty"),
+            "0123456789ab-dirty"
+        );
+        assert_eq!(short_revision(""), "");
+    }
+
     use super::*;
 
     #[test]
