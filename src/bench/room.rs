@@ -21,6 +21,12 @@ use crate::load::report::Report;
 use crate::load::spread::Spread;
 use crate::load::{self, Checkpoint};
 
+/// How long the connections stay idle before the memory is read: what a
+/// server keeps only while bytes flow is given back by then (jemalloc's
+/// decay and io_uring's receive buffers, each after 1 s), so the reading
+/// is what idle connections cost, not the ramp's traffic just before.
+const IDLE_BEFORE_READING: Duration = Duration::from_millis(1500);
+
 /// The pause between one broadcast reaching everyone and the next.
 const BROADCAST_GAP: Duration = Duration::from_millis(100);
 
@@ -196,8 +202,10 @@ fn room_phase(
     Ok(Outcome { value, report })
 }
 
-/// The server's memory and the kernel's slab, with every connection idle.
+/// The server's memory and the kernel's slab, with every connection idle,
+/// read once they have been idle for [`IDLE_BEFORE_READING`].
 fn read_point(running: &Running, open: u64) -> anyhow::Result<Point> {
+    std::thread::sleep(IDLE_BEFORE_READING);
     let stats = if running.fanout {
         Some(running.server.stats()?)
     } else {
