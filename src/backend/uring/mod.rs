@@ -36,9 +36,13 @@ use ops::{Op, Tag};
 
 /// Submission queue entries. The queue is submitted every
 /// `io::SUBMIT_EVERY` (64) entries, so it never holds many more. The rings
-/// are mapped into the process in full, resident from the start: 4,096 SQEs
-/// and 16,384 CQEs were 530 KiB a shard, where 256 and 2,048 are 52 KiB.
-const SQ_ENTRIES: u32 = 256;
+/// are mapped into the process in full, resident from the start, and a
+/// shard's fixed cost multiplies with the shards (52 of them at 1M here):
+/// 4,096 SQEs and 16,384 CQEs were 530 KiB a shard, 128 and 1,024 are 28 KiB.
+const SQ_ENTRIES: u32 = 128;
+/// Completions copied out of the ring and handled at a time (the copy's
+/// buffer stays at this size: 4 KiB, not the whole queue's 16).
+const COMPLETION_BATCH: usize = 256;
 /// Completion queue entries: more completions than this between two reaps
 /// wait in the kernel's overflow list (IORING_FEAT_NODROP), none is lost.
 const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
@@ -233,6 +237,7 @@ impl Shard {
                 self.io
                     .ring
                     .completion()
+                    .take(COMPLETION_BATCH)
                     .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
             );
             if self.completions.is_empty() {
