@@ -2,8 +2,10 @@
 """`fanout load` on a machine another tool has just used, as a new user
 meets it: a client that binds its source ports explicitly (as tcpkali
 does: bind(127.0.0.1, 0) picks the port at bind time) holds ROUNDS x CONNS
-connections to one `fanout serve` and closes each round first, leaving
-its ports in TIME_WAIT; then `fanout load hold --conns HOLD` runs at once.
+connections to one `fanout serve` (a round stops early where no port is
+left to bind) and closes each round first, leaving its ports in
+TIME_WAIT (here about nine in ten of them stay there); then `fanout load
+hold --conns HOLD` runs at once.
 
 connect()'s own port search skips every port an explicitly bound socket
 holds, on any address, so the kernel's choice finds few ports; fanout then
@@ -13,6 +15,7 @@ Loopback only; the server is this script's child, stopped by PID; every
 socket this script opens is closed before the load runs.
 
   scripts/used-machine.py                      # 3 x 8,800, then hold 5,000
+  scripts/used-machine.py --rounds 6           # closer to a full range in TIME_WAIT
   scripts/used-machine.py --fanout target/release/fanout --hold 20000
 """
 
@@ -52,11 +55,16 @@ def explicit_bind_round(count):
     held = []
     for _ in range(count):
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", 0))
+        except OSError:  # the range is used up: as far as this round goes
+            s.close()
+            break
         s.connect(("127.0.0.1", PORT))
         held.append(s)
     for s in held:
         s.close()
+    return len(held)
 
 
 def main():
@@ -69,10 +77,9 @@ def main():
     server = serve(args.fanout)
     try:
         before = time_wait()
-        for _ in range(args.rounds):
-            explicit_bind_round(args.conns)
+        rounds = [explicit_bind_round(args.conns) for _ in range(args.rounds)]
         time.sleep(0.5)
-        print(f"explicit-bind client: {args.rounds} x {args.conns} connections held and closed; "
+        print(f"explicit-bind client: {' + '.join(map(str, rounds))} connections held and closed; "
               f"TIME_WAIT sockets {before} -> {time_wait()}")
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [args.fanout, "load", "hold", "--url", f"ws://127.0.0.1:{PORT}/room",

@@ -4,8 +4,8 @@ fanout's load generator and with Artillery's WebSocket engine (npm), side
 by side: connect rate and client memory per connection for both.
 
 Each tool gets a fresh server. The server counts the upgrades: a tool's
-connect rate is N over the time from the server's first upgrade to its
-Nth (scraped from `--metrics` every 50 ms), the same clock for both. Client
+connect rate is the upgrades over the time from the server's first to its
+last (scraped from `--metrics` every 50 ms), the same clock for both. Client
 memory: the tool's process tree's RSS while it holds all N, over N; for
 fanout also its own slope from N/2 to N (allocator and RSS). Artillery is
 asked for N connections at --artillery-rate per second, each held (its
@@ -79,22 +79,25 @@ def watch(process, conns, bound):
     seconds from its first upgrade to its last, and the tool's peak RSS."""
     start = time.time()
     first = last = None
-    peak = 0
+    peak = at_first = 0
+    seen = 0
     while time.time() - start < bound:
         count = upgraded()
         now = time.time()
+        rss = tree_rss(process.pid)
         if count > 0 and first is None:
-            first = now
-        peak = max(peak, tree_rss(process.pid))
+            first, at_first = now, rss
+        if count > seen:
+            seen, last = count, now
+        peak = max(peak, rss)
         if count >= conns:
-            last = now
             time.sleep(1.0)  # held a moment: the RSS with every connection open
             peak = max(peak, tree_rss(process.pid))
             break
-        if process.poll() is not None:
-            break
+        if process.poll() is not None or (last and now - last > 10):
+            break  # the tool stopped, or opened nothing more for 10 s
         time.sleep(POLL)
-    return first, last, upgraded(), peak
+    return first, last, upgraded(), peak, at_first
 
 
 def fanout_side(fanout, conns):
@@ -104,7 +107,7 @@ def fanout_side(fanout, conns):
             command = [fanout, "load", "hold", "--url", f"ws://127.0.0.1:{PORT}/room",
                        "--conns", str(conns), "--duration", "3s", "--json", out.name]
             load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            first, last, count, peak = watch(load, conns, 600)
+            first, last, count, peak, at_first = watch(load, conns, 600)
             text, _ = load.communicate(timeout=600)
             report = json.load(open(out.name))
         memory = report["client"].get("memory") or {}
@@ -114,6 +117,7 @@ def fanout_side(fanout, conns):
             "opened": count,
             "seconds": (last - first) if first and last else None,
             "peak_rss": peak,
+            "rss_at_first": at_first,
             "slope_heap": memory.get("heap_per_conn"),
             "slope_rss": memory.get("rss_per_conn"),
             "text": text,
@@ -160,7 +164,7 @@ def artillery_side(fanout, binary, conns, rate):
             path = f.name
         tool = subprocess.Popen([binary, "run", "--quiet", path], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        first, last, count, peak = watch(tool, conns, duration + hold + 60)
+        first, last, count, peak, at_first = watch(tool, conns, duration + hold + 60)
         tool.terminate()
         try:
             tool.wait(timeout=30)
@@ -174,6 +178,7 @@ def artillery_side(fanout, binary, conns, rate):
             "opened": count,
             "seconds": (last - first) if first and last else None,
             "peak_rss": peak,
+            "rss_at_first": at_first,
         }
     finally:
         server.terminate()
@@ -181,13 +186,16 @@ def artillery_side(fanout, binary, conns, rate):
 
 
 def row(result, conns):
-    rate = f"{conns / result['seconds']:,.0f}/s" if result["seconds"] else "did not open all"
-    per = result["peak_rss"] / max(result["opened"], 1)
+    opened = max(result["opened"], 1)
+    rate = f"{opened / result['seconds']:,.0f}/s" if result["seconds"] else "-"
+    per = result["peak_rss"] / opened
+    growth = (result["peak_rss"] - result["rss_at_first"]) / opened
     slope = ""
     if result.get("slope_heap") is not None:
         slope = f"; slope N/2→N: allocator {result['slope_heap']:.1f} B, RSS {result['slope_rss']:.1f} B"
     return (f"{result['tool']}: {result['opened']:,} of {conns:,} open, connect rate {rate}; "
-            f"client RSS while holding all {result['peak_rss'] / 1e6:,.1f} MB = {per:,.0f} B per connection{slope}\n"
+            f"client RSS while holding them {result['peak_rss'] / 1e6:,.1f} MB = {per:,.0f} B per connection, "
+            f"{growth:,.0f} B of growth per connection from the first upgrade{slope}\n"
             f"  ({result['command']})")
 
 
