@@ -70,11 +70,10 @@ pub struct Slope {
 }
 
 /// Whether the ramp opened enough connections between its points for a
-/// slope: at least a quarter of the `asked` (half is what a full ramp opens).
-/// A server that stopped short before N/2 opened almost none, and a slope
-/// over them would be noise divided by nearly nothing.
+/// slope (the load generator's rule for its own, see
+/// `load::memory::enough_opened_between`).
 pub fn enough_for_a_slope(half: &Point, full: &Point, asked: usize) -> bool {
-    full.open.saturating_sub(half.open) * 4 >= asked as u64
+    crate::load::memory::enough_opened_between(full.open.saturating_sub(half.open), asked)
 }
 
 pub fn slope(half: &Point, full: &Point) -> Slope {

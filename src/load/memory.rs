@@ -56,11 +56,20 @@ pub struct ClientMemory {
     pub slot_bytes: usize,
 }
 
+/// Whether a ramp opened enough connections between its two points for a
+/// slope: at least a quarter of the `asked` (half is what a full ramp
+/// opens). One that stopped short before N/2 opened almost none, and a
+/// slope over them would be noise divided by nearly nothing. The same rule
+/// for the client's slope and the server's (`bench::memory`).
+pub fn enough_opened_between(opened_between: u64, asked: usize) -> bool {
+    opened_between * 4 >= asked as u64
+}
+
 /// The slope between `half` and `full`, when enough connections opened
-/// between them (at least a quarter of the `asked`, as for the server).
+/// between them.
 pub fn slope(half: &Point, full: &Point, asked: usize) -> Option<ClientMemory> {
     let conns = full.open.saturating_sub(half.open);
-    if conns == 0 || conns * 4 < asked as u64 {
+    if conns == 0 || !enough_opened_between(conns, asked) {
         return None;
     }
     let per_conn = |a: u64, b: u64| (b as f64 - a as f64) / conns as f64;
