@@ -131,9 +131,3 @@ pub enum Command {
     /// its type and what it means); results/schema.json is this output.
     Schema,
 }
-
-/// A mistake in the command line found after parsing (an impossible
-/// combination of values): reported like clap's own errors, exit status 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);

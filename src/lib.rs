@@ -24,6 +24,7 @@
 //! - [`allocator`]: jemalloc's figures and the cache flush before reading
 //!   them, for the server and the load generator.
 //! - [`sys`]: the raw Linux calls (fd tables, limits).
+//! - [`usage`]: the command-line error every subcommand can raise.
 //! - [`netstat`]: the kernel's TCP counters, the evidence behind an outlier.
 
 #[macro_use]
@@ -47,3 +48,4 @@ pub mod report;
 pub mod serve;
 pub mod server;
 pub mod units;
+pub mod usage;

@@ -42,7 +42,7 @@ fn main() {
     };
     if let Err(error) = result {
         eprintln!("fanout: error: {error:#}");
-        let usage = error.downcast_ref::<fanout::cli::UsageError>().is_some();
+        let usage = error.downcast_ref::<fanout::usage::UsageError>().is_some();
         std::process::exit(if usage { 2 } else { 1 });
     }
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{self, BackendKind};
-use crate::cli::UsageError;
 use crate::protocol::Proto;
 use crate::server::plan::{FdTables, Plan};
 use crate::server::settings::Settings;
 use crate::server::{plan_for, run_shards, ShardSetup};
 use crate::units::{parse_duration, parse_size};
+use crate::usage::UsageError;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServeConfig {
@@ -200,10 +200,12 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
     backend::probe(kind).map_err(|missing| UsageError(missing.to_string()))?;
-    let backplane = config.backplane.map(|redis| crate::backplane::Config {
-        redis,
-        channel: config.channel.clone(),
-        proto: config.proto,
+    let backplane = config.backplane.map(|redis| {
+        crate::backplane::link(crate::backplane::Config {
+            redis,
+            channel: config.channel.clone(),
+            proto: config.proto,
+        })
     });
     let (plan, workers) = plan_for_backend(&config)?;
     let runtime = match kind.single_fd_table() {
@@ -219,7 +221,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let settings = Arc::new(config.settings());
     let services = crate::server::Services {
         metrics: config.metrics,
-        backplane,
+        others: backplane,
     };
     run_shards(
         &plan,

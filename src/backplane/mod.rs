@@ -30,8 +30,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::protocol::Proto;
-use crate::server::hub::Hub;
+use crate::server::hub::{Hub, OtherInstances};
 use crate::server::stats::{bump, ShardCounters};
+use crate::server::LinkToOthers;
 use resp::Value;
 use wire::{Envelope, Gaps};
 
@@ -79,9 +80,9 @@ pub struct Backplane {
     hub: Arc<Hub>,
 }
 
-impl Backplane {
+impl OtherInstances for Backplane {
     /// A frame published on this instance: to Redis, once. Never waits.
-    pub fn publish(&self, frame: &Bytes) {
+    fn publish(&self, frame: &Bytes) {
         match self.outbox.try_send(frame.clone()) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -89,9 +90,23 @@ impl Backplane {
             }
         }
     }
+}
 
+impl Backplane {
     fn counters(&self) -> &ShardCounters {
         self.hub.counters(0)
+    }
+}
+
+/// The server's link to the other instances through Redis, started once the
+/// hub exists.
+pub fn link(config: Config) -> LinkToOthers {
+    LinkToOthers {
+        describe: format!(
+            "backplane redis://{} channel {}",
+            config.redis, config.channel
+        ),
+        start: Box::new(move |hub| Ok(start(config, hub)? as Arc<dyn OtherInstances>)),
     }
 }
 

@@ -482,10 +482,10 @@ pub struct ServerResult {
 }
 
 pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
-    config.validate().map_err(crate::cli::UsageError)?;
+    config.validate().map_err(crate::usage::UsageError)?;
     let command = crate::json::command_line();
     if !config.sweep.is_empty() && config.slo.is_some() {
-        return Err(crate::cli::UsageError(
+        return Err(crate::usage::UsageError(
             "--sweep and --slo each choose the sizes: give one".into(),
         )
         .into());
@@ -584,7 +584,7 @@ fn refit_sweep(config: &BenchConfig, command: String) -> anyhow::Result<()> {
 /// Step N up until every server misses the target (or N reaches --conns).
 fn slo_bench(config: &BenchConfig, command: String, target: &slo::Slo) -> anyhow::Result<()> {
     if config.slo_step <= 1.0 || config.slo_step.is_nan() {
-        return Err(crate::cli::UsageError("--slo-step must be more than 1".into()).into());
+        return Err(crate::usage::UsageError("--slo-step must be more than 1".into()).into());
     }
     let sizes = slo::ladder(config.slo_start.max(2), config.slo_step, config.conns);
     let base = config
@@ -685,7 +685,7 @@ fn bench_one(
     }
     for backend in config.backends() {
         crate::backend::probe(backend)
-            .map_err(|missing| crate::cli::UsageError(missing.to_string()))?;
+            .map_err(|missing| crate::usage::UsageError(missing.to_string()))?;
     }
     let result = run(config, command, machine, preflight.warnings)?;
     print!("{}", text::text(&result));

@@ -17,13 +17,13 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::backend::BackendKind;
-use crate::cli::UsageError;
 use crate::doctor::checks::{self, Goal, Snapshot};
 use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::target::Target;
 use crate::load::Checkpoint;
 use crate::process::ServerProcess;
 use crate::units::parse_duration;
+use crate::usage::UsageError;
 use diagnose::{Diagnosis, Evidence, Limit, ServerCounters};
 
 /// How long a server the ceiling starts may take to say `ready`.

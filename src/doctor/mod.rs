@@ -94,7 +94,7 @@ fn host_is_loopback(url: &str) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let ip: IpAddr = host.parse().map_err(|_| {
-        crate::cli::UsageError(format!(
+        crate::usage::UsageError(format!(
             "--url {url}: give the host as an IP address (or localhost)"
         ))
     })?;

@@ -27,8 +27,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::UsageError;
 use crate::sys;
+use crate::usage::UsageError;
 use config::{LoadConfig, Pace, Publish, Scenario, Work};
 use control::Control;
 use histogram::{Extremes, Latency};

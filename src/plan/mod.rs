@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::bench::BenchResult;
-use crate::cli::UsageError;
 use crate::units::parse_duration;
+use crate::usage::UsageError;
 use fleet::{Demand, Fleet, Measured};
 use routing::{ConnectionSetup, Distribution, Imbalance, Policy, RequestSetup};
 

@@ -73,7 +73,7 @@ pub fn report(config: &ReportConfig) -> anyhow::Result<()> {
     }
     let folders = result_folders(&config.dir)?;
     if folders.is_empty() {
-        return Err(crate::cli::UsageError(format!(
+        return Err(crate::usage::UsageError(format!(
             "{} holds no fanout result files (bench, ceiling, plan, sweep or slo JSON), nor folders of them",
             config.dir.display()
         ))

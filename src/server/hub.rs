@@ -12,7 +12,14 @@ use bytes::Bytes;
 use super::histogram::ShardHistograms;
 use super::stats::ShardCounters;
 use crate::allocator::CacheFlush;
-use crate::backplane::Backplane;
+
+/// Where room frames go to other instances of this server (the Redis
+/// backplane implements it; the hub names no transport). Frames from the
+/// other instances come back through [`Hub::deliver_from_elsewhere`].
+pub trait OtherInstances: Send + Sync {
+    /// A frame published on this instance: to the others. Never waits.
+    fn publish(&self, frame: &Bytes);
+}
 
 /// Wakes one shard's event loop from another thread.
 pub trait Wake: Send + Sync {
@@ -53,7 +60,7 @@ pub struct Hub {
     /// [`Hub::flush_allocator_caches`]).
     cache_flush: CacheFlush,
     /// Where room frames go to other instances (`--backplane`), if anywhere.
-    backplane: OnceLock<Arc<Backplane>>,
+    others: OnceLock<Arc<dyn OtherInstances>>,
     /// Where frames from other instances go, if not to the shards' inboxes.
     elsewhere: OnceLock<Box<dyn Fn(Bytes) + Send + Sync>>,
 }
@@ -77,7 +84,7 @@ impl Hub {
             stage: AtomicU8::new(RUNNING),
             drain_began: OnceLock::new(),
             cache_flush: CacheFlush::new(shards),
-            backplane: OnceLock::new(),
+            others: OnceLock::new(),
             elsewhere: OnceLock::new(),
         }
     }
@@ -119,13 +126,13 @@ impl Hub {
         self.mailboxes.iter().map(|mailbox| &mailbox.histograms)
     }
 
-    /// From now on, room frames published here also go to `backplane`.
-    pub fn attach_backplane(&self, backplane: Arc<Backplane>) {
-        let _ = self.backplane.set(backplane);
+    /// From now on, room frames published here also go to `others`.
+    pub fn attach_other_instances(&self, others: Arc<dyn OtherInstances>) {
+        let _ = self.others.set(others);
     }
 
-    pub fn backplane(&self) -> Option<&Backplane> {
-        self.backplane.get().map(|b| &**b)
+    pub fn other_instances(&self) -> Option<&dyn OtherInstances> {
+        self.others.get().map(|others| &**others)
     }
 
     /// Where frames from other instances go when the shards have no
@@ -135,17 +142,17 @@ impl Hub {
     }
 
     /// Hand `frames` to every other shard that has room members, and to the
-    /// backplane. A shard is woken only when its inbox goes from empty to
+    /// other instances. A shard is woken only when its inbox goes from empty to
     /// not empty: a non-empty inbox already has a wake-up on its way.
     fn publish(&self, from: usize, frames: &[Bytes], at: Instant) {
-        if let Some(backplane) = self.backplane.get() {
-            frames.iter().for_each(|frame| backplane.publish(frame));
+        if let Some(others) = self.others.get() {
+            frames.iter().for_each(|frame| others.publish(frame));
         }
         self.hand_to_shards(Some(from), frames, at);
     }
 
-    /// A frame another instance published (through the backplane): to
-    /// every shard with members here, never back to the backplane.
+    /// A frame another instance published: to every shard with members
+    /// here, never back to the other instances.
     pub fn deliver_from_elsewhere(&self, frame: Bytes) {
         match self.elsewhere.get() {
             Some(sink) => sink(frame),

@@ -29,7 +29,7 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::sys;
-use hub::{Hub, Wake};
+use hub::{Hub, OtherInstances, Wake};
 pub use plan::FdUse;
 use plan::{FdTables, Plan, PlanInput};
 use stats::Snapshot;
@@ -42,9 +42,19 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(20);
 pub struct Services {
     /// Prometheus scrapes at this address.
     pub metrics: Option<SocketAddr>,
-    /// The room across instances, through Redis.
-    pub backplane: Option<crate::backplane::Config>,
+    /// The room across instances (`--backplane`).
+    pub others: Option<LinkToOthers>,
 }
+
+/// How to reach the other instances of this server once the hub exists, and
+/// the line the server prints about it.
+pub struct LinkToOthers {
+    pub describe: String,
+    pub start: StartLink,
+}
+
+/// Starts the link (its threads, its connections) for a hub.
+pub type StartLink = Box<dyn FnOnce(Arc<Hub>) -> std::io::Result<Arc<dyn OtherInstances>>>;
 
 /// What one shard thread needs besides its backend state.
 pub struct ShardSetup {
@@ -109,12 +119,10 @@ where
         .metrics
         .map(|addr| metrics::start(addr, hub.clone()))
         .transpose()?;
-    if let Some(config) = services.backplane {
-        let (redis, channel) = (config.redis, config.channel.clone());
-        let backplane = crate::backplane::start(config, hub.clone())
-            .context("starting the backplane's threads")?;
-        hub.attach_backplane(backplane);
-        backplane_line = Some(format!("backplane redis://{redis} channel {channel}"));
+    if let Some(link) = services.others {
+        let others = (link.start)(hub.clone()).context("starting the backplane's threads")?;
+        hub.attach_other_instances(others);
+        backplane_line = Some(link.describe);
     }
     let (bound_tx, bound_rx) = mpsc::channel();
     let everyone_ready = Arc::new(Barrier::new(plan.shards));

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::session::Transport;
+use super::transport::Transport;
 use crate::server::stats::ShardCounters;
 
 /// A socket whose traffic is counted.

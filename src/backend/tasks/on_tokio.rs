@@ -11,7 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::{Builder, Runtime};
 
 use super::accept::accept_loop;
-use super::session::{self, Transport};
+use super::session;
+use super::transport::{self, Transport};
 use super::{claim_listener, serve_until_shutdown, ws, Flavor, Prepared, Shard};
 use crate::protocol::Proto;
 use crate::server::stats::bump;
@@ -77,7 +78,7 @@ impl Transport for TokioSocket {
             if let Err(error) = self.0.readable().await {
                 return (Err(error), buf);
             }
-            session::room_to_read(&mut buf);
+            transport::room_to_read(&mut buf);
             match self.0.try_read_buf(&mut buf) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                 result => return (result, buf),

@@ -15,7 +15,8 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::accept::accept_loop;
-use super::session::{self, Transport};
+use super::session;
+use super::transport::{self, Transport};
 use super::{claim_listener, serve_until_shutdown, Prepared, Shard};
 use crate::server::hub::Hub;
 use crate::server::stats::bump;
@@ -78,7 +79,7 @@ struct UringSocket(TcpStream);
 
 impl Transport for UringSocket {
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        session::room_to_read(&mut buf);
+        transport::room_to_read(&mut buf);
         // A read fills a buffer from its start: read into the spare room.
         let len = buf.len();
         let (result, spare) = self.0.read(buf.slice(len..)).await;

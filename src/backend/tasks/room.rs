@@ -112,8 +112,8 @@ impl<T: Payload> Room<T> {
     /// it took is a broadcast observation. Returns how many members it was
     /// queued for.
     pub fn publish(&self, message: &T, hub: &Hub, from: usize) -> u64 {
-        if let Some(backplane) = hub.backplane() {
-            backplane.publish(&message.to_frame());
+        if let Some(others) = hub.other_instances() {
+            others.publish(&message.to_frame());
         }
         self.queue_for_members(message, hub, from)
     }

@@ -5,7 +5,6 @@
 //! decisions are the ones the hand-rolled backends make; only the runtime
 //! and the task around them differ.
 
-use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::pin;
@@ -20,6 +19,7 @@ use super::accept::Live;
 use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Kick, Membership};
 use super::silence_clock::{Due, SilenceClock};
+use super::transport::Transport;
 use super::Shard;
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::Rejection;
@@ -27,28 +27,6 @@ use crate::protocol::{close_code, Proto, Route};
 use crate::server::admission::Refusal;
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
 use crate::server::stats::{bump, count_violation, ShardCounters};
-
-/// Bytes a read asks for at least.
-const READ_CHUNK: usize = 4096;
-
-/// Make room in `buf` for a read of at least a quarter of [`READ_CHUNK`]
-/// (growing it by a chunk when it has less), for a transport to read into.
-pub fn room_to_read(buf: &mut Vec<u8>) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-}
-
-/// An async socket as the session task needs it. Reads and writes take
-/// `&self` so that a read can stay pending while the task writes.
-pub trait Transport {
-    /// Wait for bytes and append them to `buf` (growing it as needed);
-    /// `Ok(0)` means the peer has finished sending.
-    fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
-    /// Write all of `bytes`.
-    fn write_all(&self, bytes: Bytes) -> impl Future<Output = io::Result<()>>;
-    fn shutdown(&self, how: Shutdown);
-}
 
 /// What one batch of input produced.
 #[derive(Default)]
