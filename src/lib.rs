@@ -19,6 +19,8 @@
 //!   seeded routing simulation.
 //! - [`report`]: `fanout report` — Markdown tables and SVG plots from a
 //!   results folder.
+//! - [`tls`]: wss:// and TLS raw TCP, sans-io: rustls's handshake, then
+//!   TLS 1.3's record layer in about 250 bytes a connection.
 //! - [`chunked_slab`]: connection state in fixed-size chunks, for the server
 //!   core and the load generator.
 //! - [`allocator`]: jemalloc's figures and the cache flush before reading
@@ -47,5 +49,6 @@ pub mod protocol;
 pub mod report;
 pub mod serve;
 pub mod server;
+pub mod tls;
 pub mod units;
 pub mod usage;
