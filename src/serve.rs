@@ -127,6 +127,9 @@ pub struct ServeConfig {
     /// The Redis channel the instances of one room share.
     #[arg(long, default_value = "fanout", requires = "backplane")]
     pub channel: String,
+
+    #[command(flatten)]
+    pub tls: crate::tls::TlsOptions,
 }
 
 impl ServeConfig {
@@ -145,6 +148,7 @@ impl ServeConfig {
             drain_time: self.drain_time,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
+            tls: None,
         }
     }
 }
@@ -212,13 +216,18 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         true => format!(" (one runtime, {workers} worker threads)"),
         false => String::new(),
     };
-    let banner = format!(
+    let mut banner = format!(
         "fanout serve: {} backend, {} protocol; {plan}{runtime}",
         kind.name(),
         format!("{:?}", config.proto).to_lowercase()
     );
     let conn_limit = plan.conns_per_shard.unwrap_or(usize::MAX);
-    let settings = Arc::new(config.settings());
+    let mut settings = config.settings();
+    if let Some((setup, line)) = config.tls.setup()? {
+        settings.tls = Some(setup);
+        banner = format!("{banner}\n{line}");
+    }
+    let settings = Arc::new(settings);
     let services = crate::server::Services {
         metrics: config.metrics,
         others: backplane,

@@ -31,6 +31,8 @@ pub struct Settings {
     pub ping_interval: Option<Duration>,
     /// Close a connection that sends nothing this long. None: never.
     pub idle_timeout: Option<Duration>,
+    /// Speak TLS on every connection (--tls-cert/--tls-self-signed).
+    pub tls: Option<std::sync::Arc<crate::tls::TlsSetup>>,
 }
 
 /// How long the goodbye waits for answers when there is no drain window:

@@ -135,6 +135,38 @@ counters! {
     /// a shard starts with a few and gives more when a read finds none).
     /// Always 0 under epoll, which reads into one scratch buffer a shard.
     recv_buffer_bytes,
+    /// TLS handshakes completed.
+    tls_handshakes,
+    /// Of those, resumed from a session ticket.
+    tls_resumed,
+    /// TLS connections that sent plain HTTP (a ws:// client at the wss://
+    /// port): answered with 400 and closed.
+    tls_plain_http,
+    /// TLS connections whose first bytes were not a TLS record: a
+    /// decode_error alert, closed.
+    tls_not_tls,
+    /// TLS connections closed for a malformed or unexpected handshake
+    /// message or record (a truncated or garbage ClientHello, ...).
+    tls_bad_records,
+    /// TLS handshakes with nothing in common (a client without TLS 1.3, or
+    /// without our cipher suites or groups): an alert, closed.
+    tls_incompatible,
+    /// TLS connections closed for a record that failed to decrypt
+    /// (bad_record_mac).
+    tls_decrypt_errors,
+    /// TLS connections closed by a fatal alert from the client.
+    tls_peer_alerts,
+    /// TLS handshakes cut at the handshake deadline (also counted in
+    /// handshake_timeouts).
+    tls_handshake_stalls,
+    /// Clients that hung up or reset during the TLS handshake.
+    tls_handshakes_vanished,
+    /// close_notify alerts received.
+    tls_close_notifies,
+    /// KeyUpdate messages received (each answered when asked).
+    tls_key_updates,
+    /// The record layer disagreed with rustls's keys (a fanout bug; always 0).
+    tls_internal_errors,
 }
 
 pub fn bump(counter: &AtomicU64) {

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod kernel;
+pub mod options;
 pub mod record;
 pub mod server;
 
@@ -17,6 +18,7 @@ use rustls::crypto::ring as provider;
 use rustls::ServerConfig;
 
 pub use certs::{Identity, KeyKind};
+pub use options::TlsOptions;
 pub use server::{ServerTls, StateKind, TlsSetup};
 
 /// Why a TLS connection failed; each has its own counter.

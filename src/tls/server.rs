@@ -32,6 +32,7 @@ pub enum StateKind {
 }
 
 /// How a shard's TLS connections start and what they keep.
+#[derive(Debug)]
 pub struct TlsSetup {
     pub config: Arc<ServerConfig>,
     pub state: StateKind,
@@ -115,14 +116,31 @@ impl ServerTls {
     }
 
     /// Take `data` from the peer. On failure, `flow.wire` holds the alert
-    /// (or HTTP response) to send before closing.
+    /// (or HTTP response) to send before closing. rustls parses what a
+    /// stranger sent: should it ever panic, that one connection fails
+    /// (`tls_internal_errors`) and the shard with its other connections
+    /// carries on.
     pub fn receive(
         &mut self,
         setup: &TlsSetup,
         data: &mut [u8],
         flow: &mut Flow,
     ) -> Result<(), Failure> {
-        let result = match &mut self.0 {
+        let receive = std::panic::AssertUnwindSafe(|| self.receive_unguarded(setup, data, flow));
+        let result = std::panic::catch_unwind(receive).unwrap_or(Err(Failure::Internal));
+        if result.is_err() {
+            self.0 = State::Over;
+        }
+        result
+    }
+
+    fn receive_unguarded(
+        &mut self,
+        setup: &TlsSetup,
+        data: &mut [u8],
+        flow: &mut Flow,
+    ) -> Result<(), Failure> {
+        match &mut self.0 {
             State::Handshaking(hs) => match hs.receive(data, flow)? {
                 false => Ok(()),
                 true => self.establish(setup, flow),
@@ -130,11 +148,7 @@ impl ServerTls {
             State::Rustls(conn) => conn.receive(data, flow),
             State::Compact(conn) => conn.receive(data, flow),
             State::Over => Ok(()),
-        };
-        if result.is_err() {
-            self.0 = State::Over;
         }
-        result
     }
 
     /// The handshake just finished: keep what `setup` says, and read what
@@ -203,11 +217,8 @@ impl Handshaking {
         loop {
             let UnbufferedStatus { discard, state } =
                 self.conn.process_tls_records(&mut self.incoming);
-            let done = match state.map_err(|error| (Failure::of(&error), error)) {
-                Err((failure, _)) => {
-                    collect_alert(&mut self.conn, &mut flow.wire);
-                    return Err(failure);
-                }
+            let done = match state {
+                Err(error) => Some(Err(Failure::of(&error))),
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     encode_into(&mut encode, &mut flow.wire);
                     None
@@ -216,22 +227,26 @@ impl Handshaking {
                     transmit.done();
                     None
                 }
-                Ok(ConnectionState::BlockedHandshake) => Some(false),
-                Ok(ConnectionState::WriteTraffic(_)) => Some(true),
+                Ok(ConnectionState::BlockedHandshake) => Some(Ok(false)),
+                Ok(ConnectionState::WriteTraffic(_)) => Some(Ok(true)),
                 Ok(ConnectionState::ReadTraffic(mut read)) => {
                     // Application data right behind the client's Finished.
-                    while let Some(record) = read.next_record() {
-                        let record = record.map_err(|error| Failure::of(&error))?;
+                    while let Some(Ok(record)) = read.next_record() {
                         flow.plain.extend_from_slice(record.payload);
                     }
                     None
                 }
-                Ok(_) => Some(false),
+                Ok(_) => Some(Ok(false)),
             };
             self.secrets.take_from_this_thread();
             self.incoming.drain(..discard);
-            if let Some(established) = done {
-                return Ok(established);
+            match done {
+                None => {}
+                Some(Err(failure)) => {
+                    collect_alert(&mut self.conn, &mut self.incoming, &mut flow.wire);
+                    return Err(failure);
+                }
+                Some(Ok(established)) => return Ok(established),
             }
         }
     }
@@ -243,35 +258,36 @@ impl Rustls {
         loop {
             let UnbufferedStatus { discard, state } =
                 self.conn.process_tls_records(&mut self.incoming);
-            let done = match state {
-                Err(error) => {
-                    collect_alert(&mut self.conn, &mut flow.wire);
-                    return Err(Failure::of(&error));
-                }
+            let next = match state {
+                Err(error) => Next::Failed(Failure::of(&error)),
                 Ok(ConnectionState::ReadTraffic(mut read)) => {
-                    while let Some(record) = read.next_record() {
-                        let record = record.map_err(|error| Failure::of(&error))?;
+                    while let Some(Ok(record)) = read.next_record() {
                         flow.plain.extend_from_slice(record.payload);
                     }
-                    false
+                    Next::More
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     encode_into(&mut encode, &mut flow.wire);
-                    false
+                    Next::More
                 }
                 Ok(ConnectionState::TransmitTlsData(transmit)) => {
                     transmit.done();
-                    false
+                    Next::More
                 }
                 Ok(ConnectionState::PeerClosed) => {
                     flow.peer_closed = true;
-                    false
+                    Next::More
                 }
-                Ok(_) => true,
+                Ok(_) => Next::Done,
             };
             self.incoming.drain(..discard);
-            if done {
-                return Ok(());
+            match next {
+                Next::More => {}
+                Next::Done => return Ok(()),
+                Next::Failed(failure) => {
+                    collect_alert(&mut self.conn, &mut self.incoming, &mut flow.wire);
+                    return Err(failure);
+                }
             }
         }
     }
@@ -299,7 +315,7 @@ impl Rustls {
         ) -> Result<usize, EncryptError>,
     ) {
         let start = out.len();
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
         let Ok(ConnectionState::WriteTraffic(mut traffic)) = state else {
             return;
         };
@@ -313,6 +329,13 @@ impl Rustls {
             }
         }
     }
+}
+
+/// What to do after one state of rustls's connection.
+enum Next {
+    More,
+    Done,
+    Failed(Failure),
 }
 
 impl Compact {
@@ -478,9 +501,9 @@ fn encode_into<Data>(encode: &mut EncodeTlsData<'_, Data>, wire: &mut Vec<u8>) {
 }
 
 /// After rustls failed: the alert it queued, if any, to the end of `wire`.
-fn collect_alert(conn: &mut UnbufferedServerConnection, wire: &mut Vec<u8>) {
+fn collect_alert(conn: &mut UnbufferedServerConnection, incoming: &mut [u8], wire: &mut Vec<u8>) {
     loop {
-        let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
+        let UnbufferedStatus { state, .. } = conn.process_tls_records(incoming);
         match state {
             Ok(ConnectionState::EncodeTlsData(mut encode)) => encode_into(&mut encode, wire),
             Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),

@@ -41,6 +41,8 @@ impl Flags {
     pub const TOLD_TO_GO: u8 = 2;
     /// It was silent for --ping-interval and has been pinged since.
     pub const PINGED: u8 = 4;
+    /// Our TLS close_notify is queued (TLS servers only).
+    pub const CLOSE_NOTIFY_SENT: u8 = 8;
 
     pub fn has(self, flag: u8) -> bool {
         self.0 & flag != 0

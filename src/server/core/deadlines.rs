@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::server::silence::{on_silence, silence_limit, Silence};
 
-use super::{send, Core, Flags, Io};
+use super::{send, tls, Core, Flags, Io};
 use crate::protocol::close_code;
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::Rejection;
@@ -60,17 +60,24 @@ impl<S> Core<S> {
             .map(|(key, _)| key)
             .collect();
         for key in expired {
+            let in_tls_handshake = self.tls_handshaking(key);
             let conn = &mut self.conns[key];
             match conn.phase {
                 Phase::Open(_) => {
                     self.silent(io, key);
                     continue;
                 }
+                Phase::Handshake if in_tls_handshake => {
+                    // No HTTP answer inside a TLS handshake: just close.
+                    bump(&self.counters().handshake_timeouts);
+                    bump(&self.counters().tls_handshake_stalls);
+                }
                 Phase::Handshake => {
                     if self.settings.proto == Proto::Ws && conn.can_write_directly() {
                         let response = Rejection::Timeout.response();
                         let counters = self.hub.counters(self.id);
-                        let _ = send(conn, io, key, &[&response[..]], counters);
+                        let sealer = tls::sealer_for(&mut self.tls, key);
+                        let _ = send(conn, sealer, io, key, &[&response[..]], counters);
                     }
                     bump(&self.counters().handshake_timeouts);
                 }
@@ -89,7 +96,8 @@ impl<S> Core<S> {
                 let conn = &mut self.conns[key];
                 let ping = frame::server_frame(OpCode::Ping, b"");
                 let counters = self.hub.counters(self.id);
-                if send(conn, io, key, std::slice::from_ref(&ping), counters).is_err() {
+                let sealer = tls::sealer_for(&mut self.tls, key);
+                if send(conn, sealer, io, key, std::slice::from_ref(&ping), counters).is_err() {
                     return self.cut(io, key);
                 }
                 conn.flags.set(Flags::PINGED, true);

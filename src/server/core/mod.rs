@@ -14,6 +14,7 @@ mod conn;
 mod deadlines;
 mod drain;
 mod room;
+mod tls;
 
 use std::collections::VecDeque;
 use std::io;
@@ -115,6 +116,8 @@ pub struct Core<S> {
     gate: Gate,
     /// Set once the drain reaches this shard.
     drain: Option<drain::Drain>,
+    /// The TLS state of every connection, when the server speaks TLS.
+    tls: Option<tls::TlsConns>,
 }
 
 /// How a connection's close went, for the drain's count.
@@ -133,6 +136,7 @@ impl<S> Core<S> {
             max_message: settings.max_message,
             max_handshake: settings.max_handshake,
         };
+        let tls = settings.tls.clone().map(tls::TlsConns::new);
         Core {
             gate: Gate::new(settings.max_conns, settings.accept_rate, hub.shards()),
             id,
@@ -148,6 +152,7 @@ impl<S> Core<S> {
             published: Vec::new(),
             inbox: Vec::new(),
             drain: None,
+            tls,
         }
     }
 
@@ -224,6 +229,7 @@ impl<S> Core<S> {
     pub fn admit(&mut self, socket: S) -> usize {
         bump(&self.counters().accepted);
         let key = self.conns.insert(Conn::new(socket));
+        self.start_tls(key);
         let deadline = self.clock.after(self.settings.handshake_timeout);
         self.set_deadline(key, deadline);
         self.count_slots();
@@ -238,30 +244,60 @@ impl<S> Core<S> {
 
     /// The peer hung up: the connection is over.
     pub fn hung_up<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        self.count_vanished_in_tls_handshake(key);
         self.close(io, key, How::Cleanly);
     }
 
     /// The socket failed (a reset, an error): the connection is over.
     pub fn failed<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        self.count_vanished_in_tls_handshake(key);
         self.close(io, key, How::Cut);
     }
 
-    /// Run the session over newly received bytes (joined to any partial
-    /// frame left from before). Returns whether the connection is still open.
+    fn count_vanished_in_tls_handshake(&self, key: usize) {
+        if self.tls_handshaking(key) && self.conns.contains(key) {
+            bump(&self.counters().tls_handshakes_vanished);
+        }
+    }
+
+    /// Newly received bytes: through the connection's TLS layer when the
+    /// server speaks TLS, then to the session. Returns whether the
+    /// connection is still open.
     pub fn received<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize, data: &mut [u8]) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
+        if !self.conns.contains(key) {
             return false;
-        };
+        }
         let counters = self.hub.counters(self.id);
         counters
             .bytes_received
             .fetch_add(data.len() as u64, Relaxed);
+        match self.tls.is_some() {
+            true => self.received_tls(io, key, data),
+            false => self.run_session(io, key, data),
+        }
+    }
+
+    /// Run the session over received plaintext (joined to any partial
+    /// frame left from before). Returns whether the connection is still open.
+    fn run_session<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize, data: &mut [u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
         let before = conn.phase;
         let mut phase = before;
         let (mut pending, mut fragments) = conn.take_input();
         let counters = self.hub.counters(self.id);
         let admission = (&mut self.gate, &*self.hub);
-        let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters, admission);
+        let sealer = tls::sealer_for(&mut self.tls, key);
+        let mut out = ConnOutbox::new(
+            conn,
+            sealer,
+            io,
+            key,
+            &mut self.published,
+            counters,
+            admission,
+        );
         let ending = if pending.is_empty() {
             let (used, ending) =
                 session::on_input(&self.limits, &mut phase, data, &mut fragments, &mut out);
@@ -410,7 +446,8 @@ impl<S> Core<S> {
         if self.settings.proto == Proto::Ws {
             let close = close_frame(code, reason);
             let counters = self.hub.counters(self.id);
-            if send(conn, io, key, &[&close[..]], counters).is_err() {
+            let sealer = tls::sealer_for(&mut self.tls, key);
+            if send(conn, sealer, io, key, &[&close[..]], counters).is_err() {
                 return self.close(io, key, How::Cut);
             }
         }
@@ -427,13 +464,22 @@ impl<S> Core<S> {
         let conn = &mut self.conns[key];
         if self.settings.proto == Proto::Ws && conn.can_write_directly() {
             let close = close_frame(close_code::GOING_AWAY, "server shutting down");
-            let _ = send(conn, io, key, &[&close[..]], self.hub.counters(self.id));
+            let sealer = tls::sealer_for(&mut self.tls, key);
+            let _ = send(
+                conn,
+                sealer,
+                io,
+                key,
+                &[&close[..]],
+                self.hub.counters(self.id),
+            );
         }
     }
 
     /// Our last bytes are queued: arm the close deadline and, if they are
     /// already written, shut the write side now.
     fn start_closing<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize) {
+        self.say_close_notify(io, key);
         let deadline = self.clock.after(self.settings.close_timeout);
         self.set_deadline(key, deadline);
         if self.conns[key].queued_bytes() == 0 {
@@ -466,6 +512,7 @@ impl<S> Core<S> {
             self.timed -= 1;
         }
         bump(&self.counters().closed);
+        self.end_tls(key);
         self.count_slots();
         let unsent = conn.take_queue();
         io.close(key, conn.socket, unsent);
@@ -505,11 +552,29 @@ fn close_frame(code: u16, reason: &str) -> Bytes {
     frame::server_frame(frame::OpCode::Close, &payload)
 }
 
+/// Send `parts` on `conn`: sealed first by its TLS layer if it has one
+/// (`sealer`), then as [`send_plain`] does.
+fn send<S, I: Io<Socket = S>, T: Part>(
+    conn: &mut Conn<S>,
+    sealer: Option<tls::Sealer>,
+    io: &mut I,
+    key: usize,
+    parts: &[T],
+    counters: &ShardCounters,
+) -> io::Result<()> {
+    let Some(sealer) = sealer else {
+        return send_plain(conn, io, key, parts, counters);
+    };
+    sealer.out.clear();
+    sealer.tls.seal(parts, sealer.out);
+    send_plain(conn, io, key, &[&sealer.out[..]], counters)
+}
+
 /// Send `parts` on `conn` in order: straight to the socket when nothing is
 /// queued and the backend writes now, the rest queued (shared frames by
 /// reference, borrowed bytes copied), then the queue handed to the backend.
 /// Bytes written now are counted in `bytes_sent`; queued ones when written.
-fn send<S, I: Io<Socket = S>, T: Part>(
+fn send_plain<S, I: Io<Socket = S>, T: Part>(
     conn: &mut Conn<S>,
     io: &mut I,
     key: usize,
@@ -557,6 +622,8 @@ impl Part for Bytes {
 /// The session's [`Outbox`] for one connection of this shard.
 struct ConnOutbox<'a, S, I> {
     conn: &'a mut Conn<S>,
+    /// Seals what is sent, if the connection speaks TLS.
+    sealer: Option<tls::Sealer<'a>>,
     io: &'a mut I,
     key: usize,
     published: &'a mut Vec<Bytes>,
@@ -570,6 +637,7 @@ struct ConnOutbox<'a, S, I> {
 impl<'a, S, I> ConnOutbox<'a, S, I> {
     fn new(
         conn: &'a mut Conn<S>,
+        sealer: Option<tls::Sealer<'a>>,
         io: &'a mut I,
         key: usize,
         published: &'a mut Vec<Bytes>,
@@ -578,6 +646,7 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
     ) -> Self {
         ConnOutbox {
             conn,
+            sealer,
             io,
             key,
             published,
@@ -591,7 +660,12 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
 
 impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
     fn reply(&mut self, parts: &[&[u8]]) {
-        if !self.failed && send(self.conn, self.io, self.key, parts, self.counters).is_err() {
+        let sealer = self.sealer.as_mut().map(|sealer| tls::Sealer {
+            tls: &mut *sealer.tls,
+            out: &mut *sealer.out,
+        });
+        if !self.failed && send(self.conn, sealer, self.io, self.key, parts, self.counters).is_err()
+        {
             self.failed = true;
         }
     }
@@ -691,6 +765,7 @@ mod tests {
             drain_time: Duration::ZERO,
             ping_interval: None,
             idle_timeout: None,
+            tls: None,
         };
         let hub = Arc::new(Hub::new(vec![Box::new(NoWake)]));
         Core::new(0, usize::MAX, Arc::new(settings), hub)

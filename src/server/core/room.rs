@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-use super::{send, ConnOutbox, Core, Io};
+use super::{send, tls, ConnOutbox, Core, Io};
 use crate::protocol::{close_code, Proto, Route};
 use crate::server::overload;
 use crate::server::session::{self, AfterFlush, Phase};
@@ -42,7 +42,8 @@ impl<S> Core<S> {
                 continue;
             }
             delivered += frames.len() as u64;
-            match send(conn, io, key, frames, counters) {
+            let sealer = tls::sealer_for(&mut self.tls, key);
+            match send(conn, sealer, io, key, frames, counters) {
                 Ok(()) if conn.queued_bytes() > self.settings.max_backlog => slow.push(key),
                 Ok(()) => backlog += conn.queued_bytes(),
                 Err(_) => gone.push(key),
@@ -94,12 +95,25 @@ impl<S> Core<S> {
     fn shed_member<I: Io<Socket = S>>(&mut self, io: &mut I, key: usize, code: u16, reason: &str) {
         self.hub.leave_room(self.id);
         let conn = &mut self.conns[key];
-        conn.drop_queue_tail();
+        if self.tls.is_none() {
+            // Sealed records carry sequence numbers: a TLS member's queue
+            // stays whole, and the close waits behind it (or its deadline).
+            conn.drop_queue_tail();
+        }
         conn.phase = Phase::Closing(AfterFlush::Drain);
         if self.settings.proto == Proto::Ws {
             let counters = self.hub.counters(self.id);
             let admission = (&mut self.gate, &*self.hub);
-            let mut out = ConnOutbox::new(conn, io, key, &mut self.published, counters, admission);
+            let sealer = tls::sealer_for(&mut self.tls, key);
+            let mut out = ConnOutbox::new(
+                conn,
+                sealer,
+                io,
+                key,
+                &mut self.published,
+                counters,
+                admission,
+            );
             session::send_close(&mut out, code, reason);
             if out.failed {
                 self.cut(io, key);

@@ -1,0 +1,91 @@
+//! The TLS options `fanout serve` takes (and `fanout bench --tls` passes
+//! on), and the setup they make.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{kernel, server_config, Group, Identity, KeyKind, StateKind, TlsSetup};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TlsOptions {
+    /// Speak TLS with this certificate chain (PEM, leaf first): --listen
+    /// then serves wss:// (TLS raw TCP with --proto tcp), TLS 1.3 only.
+    /// Needs --tls-key.
+    #[arg(long, requires = "tls_key", conflicts_with = "tls_self_signed")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Speak TLS with a certificate made at start for localhost, 127.0.0.1
+    /// and ::1. Its SHA-256 is printed (`fanout load --tls-pin` takes it);
+    /// --tls-write-cert saves it for clients that want a CA file.
+    #[arg(long)]
+    pub tls_self_signed: bool,
+
+    /// The key type of the self-signed certificate.
+    #[arg(long, value_enum, default_value_t = KeyKind::EcdsaP256)]
+    pub tls_key_kind: KeyKind,
+
+    /// What an established TLS connection keeps. compact: TLS 1.3's record
+    /// layer alone — two traffic secrets, the keys derived from them and
+    /// two sequence numbers (KeyUpdate and close_notify handled); rustls:
+    /// the whole rustls connection, as a stock rustls server keeps it (the
+    /// reference). The handshake is rustls's either way.
+    #[arg(long, value_enum, default_value_t = StateKind::Compact)]
+    pub tls_state: StateKind,
+
+    /// Key-exchange groups the server accepts, most preferred first
+    /// (default: x25519, p256, p384).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub tls_groups: Vec<Group>,
+
+    /// Write the server's certificate (PEM) to this file at start, for
+    /// clients that verify against a CA file.
+    #[arg(long)]
+    pub tls_write_cert: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    pub fn enabled(&self) -> bool {
+        self.tls_cert.is_some() || self.tls_self_signed
+    }
+
+    /// The setup every shard shares and the line the server prints about
+    /// it; None when TLS is off.
+    pub fn setup(&self) -> anyhow::Result<Option<(Arc<TlsSetup>, String)>> {
+        let (identity, origin) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (
+                Identity::from_pem_files(cert, key)?,
+                cert.display().to_string(),
+            ),
+            _ if self.tls_self_signed => {
+                let kind = format!("{:?}", self.tls_key_kind);
+                (
+                    Identity::self_signed(self.tls_key_kind)?,
+                    format!("self-signed {kind}"),
+                )
+            }
+            _ => return Ok(None),
+        };
+        if let Some(path) = &self.tls_write_cert {
+            std::fs::write(path, identity.leaf_pem())
+                .with_context(|| format!("writing the certificate to {}", path.display()))?;
+        }
+        let fingerprint = identity.fingerprint();
+        let config = server_config(identity, &self.tls_groups, self.tls_state)?;
+        let state = format!("{:?}", self.tls_state).to_lowercase();
+        let line = format!(
+            "tls 1.3: certificate {origin} sha256 {fingerprint}; {state} state after the handshake; {}",
+            kernel::probe().describe()
+        );
+        let setup = TlsSetup {
+            config,
+            state: self.tls_state,
+        };
+        Ok(Some((Arc::new(setup), line)))
+    }
+}
