@@ -183,6 +183,21 @@ pub fn count_violation(counters: &ShardCounters, code: u16) {
     }
 }
 
+/// A TLS connection failed for `failure`.
+pub fn count_tls_failure(counters: &ShardCounters, failure: crate::tls::Failure) {
+    use crate::tls::Failure;
+    let counter = match failure {
+        Failure::PlainHttp => &counters.tls_plain_http,
+        Failure::NotTls => &counters.tls_not_tls,
+        Failure::BadRecord => &counters.tls_bad_records,
+        Failure::Incompatible => &counters.tls_incompatible,
+        Failure::Decrypt => &counters.tls_decrypt_errors,
+        Failure::PeerAlert => &counters.tls_peer_alerts,
+        Failure::Internal => &counters.tls_internal_errors,
+    };
+    bump(counter);
+}
+
 impl Totals {
     /// Connections the server closed, by the close code it sent (TCP: the
     /// same reasons, closed with a FIN): derived from the counters of

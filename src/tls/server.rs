@@ -515,7 +515,7 @@ fn collect_alert(conn: &mut UnbufferedServerConnection, incoming: &mut [u8], wir
 /// The first bytes of a connection that is not speaking TLS: plain HTTP
 /// (a `ws://` client or a browser at the wrong scheme) gets a 400 that
 /// says why; anything else that is not a handshake record, an alert.
-fn not_tls(first: &[u8], wire: &mut Vec<u8>) -> Option<Failure> {
+pub fn not_tls(first: &[u8], wire: &mut Vec<u8>) -> Option<Failure> {
     const HANDSHAKE_RECORD: u8 = 22;
     match first.first() {
         None | Some(&HANDSHAKE_RECORD) => None,

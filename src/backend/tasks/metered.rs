@@ -27,6 +27,10 @@ impl<'a, S> Metered<'a, S> {
         Metered { inner, counters }
     }
 
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     fn received(&self, bytes: usize) {
         self.counters
             .bytes_received

@@ -29,6 +29,7 @@ mod on_tokio_uring;
 pub mod room;
 mod session;
 mod silence_clock;
+mod tls;
 mod transport;
 mod ws;
 

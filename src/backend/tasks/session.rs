@@ -19,6 +19,7 @@ use super::accept::Live;
 use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Kick, Membership};
 use super::silence_clock::{Due, SilenceClock};
+use super::tls::TlsTransport;
 use super::transport::Transport;
 use super::Shard;
 use crate::protocol::frame::{self, OpCode};
@@ -79,8 +80,19 @@ enum Close {
 
 pub async fn serve<T: Transport>(transport: T, shard: Arc<Shard>, mut live: Live) {
     let transport = Metered::new(transport, shard.counters());
-    let close = converse(&transport, &shard, &mut live).await;
-    finish(&transport, close, &shard, &mut live).await;
+    match shard.settings.tls.clone() {
+        None => run(&transport, &shard, &mut live).await,
+        Some(setup) => {
+            if let Some(tls) = TlsTransport::accept(transport, &setup, &shard).await {
+                run(&tls, &shard, &mut live).await;
+            }
+        }
+    }
+}
+
+async fn run<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) {
+    let close = converse(transport, shard, live).await;
+    finish(transport, close, shard, live).await;
     live.open = false;
     // A read may still be pending (its future dropped); on tokio-uring it
     // holds the socket open until it completes, and this completes it.

@@ -16,17 +16,18 @@ use std::sync::Arc;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Error, Message};
 
 use super::accept::Live;
-use super::handshake::{read_upgrade, refuse, shut_and_drain};
+use super::handshake::{read_upgrade, refuse, shut_and_drain, Socket};
 use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Membership};
 use super::silence_clock::{Due, SilenceClock};
+use super::tls::accept_with_tokio_rustls;
 use super::Shard;
 use crate::protocol::{close_code, handshake, Route};
 use crate::server::settings::Settings;
@@ -35,8 +36,6 @@ use crate::server::stats::{bump, count_violation, ShardCounters};
 /// The read buffer tungstenite's docs suggest when there are many
 /// connections and little read load.
 const READ_BUFFER: usize = 4 * 1024;
-
-type Ws<'a> = WebSocketStream<Metered<'a, TcpStream>>;
 
 /// How a conversation ended.
 enum Ending {
@@ -48,10 +47,29 @@ enum Ending {
     Goodbye,
 }
 
-pub async fn serve(stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
+pub async fn serve(stream: TcpStream, shard: Arc<Shard>, live: Live) {
     let accepted = Instant::now();
-    let mut stream = Metered::new(stream, shard.counters());
-    let Some((upgrade, pipelined)) = read_upgrade(&mut stream, &shard).await else {
+    let stream = Metered::new(stream, shard.counters());
+    let Some(setup) = shard.settings.tls.clone() else {
+        return serve_ws(stream, accepted, &shard, live).await;
+    };
+    let mut first = [0u8; 16];
+    let deadline = accepted + shard.settings.handshake_timeout;
+    let peeked = match timeout_at(deadline, stream.get_ref().peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        Ok(_) => return bump(&shard.counters().tls_handshakes_vanished),
+        Err(_) => {
+            bump(&shard.counters().handshake_timeouts);
+            return bump(&shard.counters().tls_handshake_stalls);
+        }
+    };
+    if let Some(tls) = accept_with_tokio_rustls(stream, &first[..peeked], &setup, &shard).await {
+        serve_ws(tls, accepted, &shard, live).await;
+    }
+}
+
+async fn serve_ws<S: Socket>(mut stream: S, accepted: Instant, shard: &Shard, mut live: Live) {
+    let Some((upgrade, pipelined)) = read_upgrade(&mut stream, shard).await else {
         return;
     };
     if let Err(refusal) = shard.admit() {
@@ -80,8 +98,8 @@ pub async fn serve(stream: TcpStream, shard: Arc<Shard>, mut live: Live) {
     let config = Some(config(&shard.settings));
     let mut ws =
         WebSocketStream::from_partially_read(stream, pipelined, Role::Server, config).await;
-    let ending = converse(&mut ws, upgrade.route, member, &shard).await;
-    finish(ws, ending, &shard, &mut live).await;
+    let ending = converse(&mut ws, upgrade.route, member, shard).await;
+    finish(ws, ending, shard, &mut live).await;
     live.open = false;
 }
 
@@ -94,8 +112,8 @@ fn config(settings: &Settings) -> WebSocketConfig {
 
 /// Echo or publish what arrives and write what the room queues, until one
 /// side ends it. The membership is dropped (leaving the room) on return.
-async fn converse(
-    ws: &mut Ws<'_>,
+async fn converse<S: Socket>(
+    ws: &mut WebSocketStream<S>,
     route: Route,
     mut member: Option<Membership<Message>>,
     shard: &Shard,
@@ -163,7 +181,11 @@ async fn converse(
 
 /// Send an echo; if the socket cannot take it now, reading from this client
 /// waits until it can (counted as a read pause).
-async fn echo(ws: &mut Ws<'_>, message: Message, counters: &ShardCounters) -> Result<(), Error> {
+async fn echo<S: Socket>(
+    ws: &mut WebSocketStream<S>,
+    message: Message,
+    counters: &ShardCounters,
+) -> Result<(), Error> {
     let mut send = pin!(ws.send(message));
     if let Some(done) = send.as_mut().now_or_never() {
         return done;
@@ -190,7 +212,12 @@ fn violation(error: Error, counters: &ShardCounters) -> Ending {
 /// Close as the ending says: a close we start is sent, our side shut and
 /// the peer read until it hangs up (bounded by --close-timeout).
 /// A goodbye from the drain is counted, and whether it closed cleanly.
-async fn finish(mut ws: Ws<'_>, ending: Ending, shard: &Shard, live: &mut Live) {
+async fn finish<S: Socket>(
+    mut ws: WebSocketStream<S>,
+    ending: Ending,
+    shard: &Shard,
+    live: &mut Live,
+) {
     let (code, reason, patience) = match ending {
         Ending::Gone => return,
         Ending::Goodbye => {

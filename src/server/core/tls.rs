@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::{send_plain, Core, Flags, How, Io};
 use crate::server::session::{AfterFlush, Phase};
-use crate::server::stats::{bump, ShardCounters};
+use crate::server::stats::{bump, count_tls_failure};
 use crate::tls::server::Flow;
 use crate::tls::{Failure, ServerTls, TlsSetup};
 
@@ -146,7 +146,7 @@ impl<S> Core<S> {
             .tls_key_updates
             .fetch_add(flow.key_updates as u64, Relaxed);
         if let Err(failure) = result {
-            count_failure(counters, failure);
+            count_tls_failure(counters, failure);
             return self.close_after_flush(io, key);
         }
         if !flow.plain.is_empty() && !self.run_session(io, key, &mut flow.plain) {
@@ -190,17 +190,4 @@ impl<S> Core<S> {
         let counters = self.hub.counters(self.id);
         let _ = send_plain(conn, io, key, &[&sealer.out[..]], counters);
     }
-}
-
-fn count_failure(counters: &ShardCounters, failure: Failure) {
-    let counter = match failure {
-        Failure::PlainHttp => &counters.tls_plain_http,
-        Failure::NotTls => &counters.tls_not_tls,
-        Failure::BadRecord => &counters.tls_bad_records,
-        Failure::Incompatible => &counters.tls_incompatible,
-        Failure::Decrypt => &counters.tls_decrypt_errors,
-        Failure::PeerAlert => &counters.tls_peer_alerts,
-        Failure::Internal => &counters.tls_internal_errors,
-    };
-    bump(counter);
 }
