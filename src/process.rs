@@ -27,6 +27,8 @@ pub struct ServerProcess {
     pub plan: String,
     /// Where it serves Prometheus metrics (`--metrics`), from its `metrics` line.
     pub metrics: Option<SocketAddr>,
+    /// Its `tls` line (certificate, state kept, record layer), if it speaks TLS.
+    pub tls: Option<String>,
     lines: Receiver<String>,
     patience: Duration,
 }
@@ -54,6 +56,7 @@ impl ServerProcess {
             addr: "0.0.0.0:0".parse().unwrap(),
             plan: String::new(),
             metrics: None,
+            tls: None,
             lines,
             patience,
         };
@@ -68,6 +71,10 @@ impl ServerProcess {
             }
             if line.starts_with("backplane ") {
                 continue; // what it connects to, not the plan
+            }
+            if line.starts_with("tls ") {
+                server.tls = Some(line.trim().to_string());
+                continue;
             }
             if let Some(addr) = line.strip_prefix("ready ") {
                 server.addr = addr.trim().parse().context("parsing the `ready` address")?;

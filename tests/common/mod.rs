@@ -132,6 +132,11 @@ impl Server {
         self.inner.pid()
     }
 
+    /// Its `tls` line, if it speaks TLS.
+    pub fn tls_line(&self) -> Option<&str> {
+        self.inner.tls.as_deref()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }

@@ -37,7 +37,14 @@ pub async fn read_upgrade(stream: &mut impl Socket, shard: &Shard) -> Option<(Up
         }
         request.reserve(1024);
         match timeout_at(deadline, stream.read_buf(&mut request)).await {
-            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(0)) => return None,
+            Ok(Err(error)) => {
+                // Over TLS: a record that failed to decrypt, an alert.
+                if let Some(failure) = super::tls::tls_failure_in(&error) {
+                    crate::server::stats::count_tls_failure(counters, failure);
+                }
+                return None;
+            }
             Ok(Ok(_)) => {}
             Err(_) => {
                 bump(&counters.handshake_timeouts);

@@ -83,32 +83,41 @@ where
 
 /// Why an io::Error from a handshake ended it.
 fn stopped_by(error: &io::Error) -> Stopped {
-    let rustls_error = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match rustls_error {
-        Some(error) => Stopped::Failed(Failure::of(error)),
+    match tls_failure_in(error) {
+        Some(failure) => Stopped::Failed(failure),
         None => Stopped::Vanished,
     }
 }
 
+/// The TLS failure an io::Error from tokio-rustls carries, if any.
+pub fn tls_failure_in(error: &io::Error) -> Option<Failure> {
+    let rustls_error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(Failure::of(rustls_error))
+}
+
 /// rustls's buffered server connection over a session [`Transport`].
-pub struct TlsTransport<T> {
+pub struct TlsTransport<'a, T> {
     inner: T,
+    counters: &'a ShardCounters,
     conn: Mutex<ServerConnection>,
     /// Held from taking records out of `conn` until they are written, so
     /// records leave in sequence-number order.
     writing: tokio::sync::Mutex<()>,
 }
 
-impl<T: Transport> TlsTransport<T> {
+impl<'a, T: Transport> TlsTransport<'a, T> {
     /// Run the handshake over `inner` within the handshake deadline; None
     /// when it failed (counted, the alert sent).
-    pub async fn accept(inner: T, setup: &TlsSetup, shard: &Shard) -> Option<TlsTransport<T>> {
+    pub async fn accept(
+        inner: T,
+        setup: &TlsSetup,
+        shard: &'a Shard,
+    ) -> Option<TlsTransport<'a, T>> {
         let counters = shard.counters();
         let conn = ServerConnection::new(setup.config.clone()).expect("a config rustls built");
         let transport = TlsTransport {
             inner,
+            counters,
             conn: Mutex::new(conn),
             writing: tokio::sync::Mutex::new(()),
         };
@@ -195,7 +204,7 @@ impl<T: Transport> TlsTransport<T> {
     }
 }
 
-impl<T: Transport> Transport for TlsTransport<T> {
+impl<T: Transport> Transport for TlsTransport<'_, T> {
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let start = buf.len();
         loop {
@@ -218,6 +227,7 @@ impl<T: Transport> Transport for TlsTransport<T> {
             // KeyUpdate answers, alerts.
             let flushed = self.flush().await;
             if let Err(failure) = taken {
+                count_tls_failure(self.counters, failure);
                 return (Err(io::Error::other(format!("{failure:?}"))), buf);
             }
             if let Err(error) = flushed {

@@ -27,11 +27,11 @@ use super::handshake::{read_upgrade, refuse, shut_and_drain, Socket};
 use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Membership};
 use super::silence_clock::{Due, SilenceClock};
-use super::tls::accept_with_tokio_rustls;
+use super::tls::{accept_with_tokio_rustls, tls_failure_in};
 use super::Shard;
 use crate::protocol::{close_code, handshake, Route};
 use crate::server::settings::Settings;
-use crate::server::stats::{bump, count_violation, ShardCounters};
+use crate::server::stats::{bump, count_tls_failure, count_violation, ShardCounters};
 
 /// The read buffer tungstenite's docs suggest when there are many
 /// connections and little read load.
@@ -197,6 +197,11 @@ async fn echo<S: Socket>(
 /// The close code for what tungstenite refused; other errors end the
 /// connection without one.
 fn violation(error: Error, counters: &ShardCounters) -> Ending {
+    if let Error::Io(io) = &error {
+        if let Some(failure) = tls_failure_in(io) {
+            count_tls_failure(counters, failure);
+        }
+    }
     let ending = match error {
         Error::Protocol(_) => Ending::Close(close_code::PROTOCOL_ERROR, "protocol error"),
         Error::Utf8 => Ending::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8"),
