@@ -6,10 +6,10 @@
 //! ([`record`]). `docs/tls.md` says what each costs.
 
 pub mod certs;
+pub mod conn;
 pub mod kernel;
 pub mod options;
 pub mod record;
-pub mod server;
 
 use std::sync::Arc;
 
@@ -18,8 +18,8 @@ use rustls::crypto::ring as provider;
 use rustls::ServerConfig;
 
 pub use certs::{Identity, KeyKind};
+pub use conn::{ClientTls, ServerTls, StateKind, TlsSetup};
 pub use options::TlsOptions;
-pub use server::{ServerTls, StateKind, TlsSetup};
 
 /// Why a TLS connection failed; each has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +95,7 @@ pub fn server_config(
     config.ignore_client_order = false;
     if state == StateKind::Compact {
         config.enable_secret_extraction = true;
-        config.key_log = Arc::new(server::SecretCapture);
+        config.key_log = Arc::new(conn::SecretCapture);
     }
     Ok(Arc::new(config))
 }

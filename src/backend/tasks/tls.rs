@@ -19,7 +19,7 @@ use tokio::time::{timeout_at, Instant};
 use super::transport::Transport;
 use super::Shard;
 use crate::server::stats::{bump, count_tls_failure, ShardCounters};
-use crate::tls::server::not_tls;
+use crate::tls::conn::not_tls;
 use crate::tls::{Failure, TlsSetup};
 
 /// Where one handshake stopped, other than completing.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::{send_plain, Core, Flags, How, Io};
 use crate::server::session::{AfterFlush, Phase};
 use crate::server::stats::{bump, count_tls_failure};
-use crate::tls::server::Flow;
+use crate::tls::conn::Flow;
 use crate::tls::{Failure, ServerTls, TlsSetup};
 
 /// A shard's TLS connections and the scratch their bytes pass through.
@@ -113,7 +113,7 @@ impl<S> Core<S> {
         };
         let mut flow = std::mem::take(&mut tls.flow);
         flow.clear();
-        let result = state.receive(&tls.setup, data, &mut flow);
+        let result = state.receive(tls.setup.state, data, &mut flow);
         let open = self.after_tls_input(io, key, result, &mut flow);
         if let Some(tls) = self.tls.as_mut() {
             tls.flow = flow;

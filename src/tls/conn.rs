@@ -1,22 +1,28 @@
-//! One server-side TLS connection, sans-io: ciphertext in, plaintext and
-//! records to send out. rustls's unbuffered connection runs the handshake
-//! (it owns no buffers; the bytes of a record that is not whole yet wait in
-//! this connection's `incoming`). Once established, the connection is
-//! either kept as rustls made it (`--tls-state rustls`, the reference) or
-//! reduced to the record layer alone (`--tls-state compact`,
-//! [`super::record`]): the two traffic secrets, the keys derived from them
-//! and two sequence numbers.
+//! One TLS connection, sans-io, for the server's shards and the load
+//! generator's alike: ciphertext in, plaintext and records to send out.
+//! rustls's unbuffered connection runs the handshake (it owns no buffers;
+//! the bytes of a record that is not whole yet wait in this connection's
+//! `incoming`). Once established, the connection is either kept as rustls
+//! made it (`--tls-state rustls`, the reference) or reduced to the record
+//! layer alone (`--tls-state compact`, [`super::record`]): the two traffic
+//! secrets, the keys derived from them and two sequence numbers. A server
+//! reduces itself at once; a client once its upgrade is answered
+//! ([`TlsConn::compact`]), when the session tickets that came before the
+//! answer are in rustls's session cache.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use ring::aead::LessSafeKey;
-use rustls::server::UnbufferedServerConnection;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
     UnbufferedStatus,
 };
-use rustls::{ConnectionTrafficSecrets, HandshakeKind, ServerConfig};
+use rustls::{
+    CommonState, ConnectionTrafficSecrets, ExtractedSecrets, HandshakeKind, ServerConfig,
+};
 
 use super::record::{self, Direction, OpenError, Suite};
 use super::Failure;
@@ -38,32 +44,88 @@ pub struct TlsSetup {
     pub state: StateKind,
 }
 
-/// A server-side TLS connection.
-pub struct ServerTls(State);
+/// What differs between the two ends of a connection.
+pub trait Side: Sized {
+    type Data;
+    /// A server checks the first bytes for plain HTTP.
+    const IS_SERVER: bool;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    fn state(&self) -> &CommonState;
+    fn into_secrets(self) -> Result<ExtractedSecrets, rustls::Error>;
+}
 
-enum State {
-    Handshaking(Box<Handshaking>),
-    Rustls(Box<Rustls>),
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    const IS_SERVER: bool = true;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn state(&self) -> &CommonState {
+        self
+    }
+    fn into_secrets(self) -> Result<ExtractedSecrets, rustls::Error> {
+        Ok(self.dangerous_into_kernel_connection()?.0)
+    }
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    const IS_SERVER: bool = false;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+    fn state(&self) -> &CommonState {
+        self
+    }
+    fn into_secrets(self) -> Result<ExtractedSecrets, rustls::Error> {
+        Ok(self.dangerous_into_kernel_connection()?.0)
+    }
+}
+
+/// A TLS connection of either side.
+pub struct TlsConn<C>(State<C>);
+
+/// The server's end (the shard core's connections).
+pub type ServerTls = TlsConn<UnbufferedServerConnection>;
+/// The client's end (the load generator's connections).
+pub type ClientTls = TlsConn<UnbufferedClientConnection>;
+
+enum State<C> {
+    Handshaking(Box<Handshaking<C>>),
+    Rustls(Box<Rustls<C>>),
     Compact(Box<Compact>),
     Over,
 }
 
-struct Handshaking {
-    conn: UnbufferedServerConnection,
+struct Handshaking<C> {
+    conn: C,
     incoming: Vec<u8>,
     secrets: Captured,
     /// Some bytes arrived already (only the first are checked for plain HTTP).
     started: bool,
 }
 
-struct Rustls {
-    conn: UnbufferedServerConnection,
+struct Rustls<C> {
+    conn: C,
     incoming: Vec<u8>,
+    /// The traffic secrets, for a client that reduces itself later.
+    secrets: Captured,
 }
 
 struct Compact {
     rx: Direction,
     tx: Direction,
+    /// A client accepts NewSessionTicket; a server refuses it.
+    is_server: bool,
     /// A received record that is not whole yet.
     partial: Vec<u8>,
     peer_closed: bool,
@@ -103,7 +165,26 @@ impl ServerTls {
     pub fn new(setup: &TlsSetup) -> ServerTls {
         let conn = UnbufferedServerConnection::new(setup.config.clone())
             .expect("a server config rustls accepted when it was built");
-        ServerTls(State::Handshaking(Box::new(Handshaking {
+        TlsConn::handshaking(conn)
+    }
+}
+
+impl ClientTls {
+    /// A client connection; its ClientHello comes out of the first
+    /// [`TlsConn::receive`] (with no bytes).
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<ClientTls, rustls::Error> {
+        Ok(TlsConn::handshaking(UnbufferedClientConnection::new(
+            config, name,
+        )?))
+    }
+}
+
+impl<C: Side> TlsConn<C> {
+    fn handshaking(conn: C) -> TlsConn<C> {
+        TlsConn(State::Handshaking(Box::new(Handshaking {
             conn,
             incoming: Vec::new(),
             secrets: Captured::default(),
@@ -122,11 +203,11 @@ impl ServerTls {
     /// carries on.
     pub fn receive(
         &mut self,
-        setup: &TlsSetup,
+        state: StateKind,
         data: &mut [u8],
         flow: &mut Flow,
     ) -> Result<(), Failure> {
-        let receive = std::panic::AssertUnwindSafe(|| self.receive_unguarded(setup, data, flow));
+        let receive = std::panic::AssertUnwindSafe(|| self.receive_unguarded(state, data, flow));
         let result = std::panic::catch_unwind(receive).unwrap_or(Err(Failure::Internal));
         if result.is_err() {
             self.0 = State::Over;
@@ -136,14 +217,14 @@ impl ServerTls {
 
     fn receive_unguarded(
         &mut self,
-        setup: &TlsSetup,
+        state: StateKind,
         data: &mut [u8],
         flow: &mut Flow,
     ) -> Result<(), Failure> {
         match &mut self.0 {
             State::Handshaking(hs) => match hs.receive(data, flow)? {
                 false => Ok(()),
-                true => self.establish(setup, flow),
+                true => self.establish(state, flow),
             },
             State::Rustls(conn) => conn.receive(data, flow),
             State::Compact(conn) => conn.receive(data, flow),
@@ -151,9 +232,10 @@ impl ServerTls {
         }
     }
 
-    /// The handshake just finished: keep what `setup` says, and read what
+    /// The handshake just finished: a server keeps what `state` says, a
+    /// client rustls's state until [`TlsConn::compact`]; then read what
     /// followed the handshake in the same batch.
-    fn establish(&mut self, setup: &TlsSetup, flow: &mut Flow) -> Result<(), Failure> {
+    fn establish(&mut self, state: StateKind, flow: &mut Flow) -> Result<(), Failure> {
         let State::Handshaking(hs) = std::mem::replace(&mut self.0, State::Over) else {
             unreachable!("establish follows a handshake");
         };
@@ -164,24 +246,42 @@ impl ServerTls {
             ..
         } = *hs;
         flow.established = true;
-        flow.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
-        match setup.state {
-            StateKind::Rustls => {
-                let mut rustls = Box::new(Rustls {
-                    conn,
-                    incoming: Vec::new(),
-                });
-                let result = rustls.receive(&incoming, flow);
-                self.0 = State::Rustls(rustls);
-                result
-            }
-            StateKind::Compact => {
-                let mut compact = Box::new(Compact::from_rustls(conn, secrets)?);
-                let result = compact.receive(&mut incoming, flow);
-                self.0 = State::Compact(compact);
-                result
-            }
+        flow.resumed = conn.state().handshake_kind() == Some(HandshakeKind::Resumed);
+        if C::IS_SERVER && state == StateKind::Compact {
+            let mut compact = Box::new(Compact::from_rustls(conn, secrets)?);
+            let result = compact.receive(&mut incoming, flow);
+            self.0 = State::Compact(compact);
+            return result;
         }
+        let mut rustls = Box::new(Rustls {
+            conn,
+            incoming: Vec::new(),
+            secrets,
+        });
+        let result = rustls.receive(&incoming, flow);
+        self.0 = State::Rustls(rustls);
+        result
+    }
+
+    /// Keep only the record layer from now on (a client, once its upgrade
+    /// is answered). Nothing changes unless the connection is established
+    /// in rustls's state with no record half read.
+    pub fn compact(&mut self) -> Result<(), Failure> {
+        let ready = matches!(&self.0, State::Rustls(rustls) if rustls.incoming.is_empty());
+        if !ready {
+            return Ok(());
+        }
+        let State::Rustls(rustls) = std::mem::replace(&mut self.0, State::Over) else {
+            unreachable!("checked above");
+        };
+        let Rustls { conn, secrets, .. } = *rustls;
+        self.0 = State::Compact(Box::new(Compact::from_rustls(conn, secrets)?));
+        Ok(())
+    }
+
+    /// Whether only the record layer is kept.
+    pub fn is_compact(&self) -> bool {
+        matches!(self.0, State::Compact(_))
     }
 
     /// Append to `out` the records carrying `parts` as application data.
@@ -204,10 +304,10 @@ impl ServerTls {
     }
 }
 
-impl Handshaking {
+impl<C: Side> Handshaking<C> {
     /// Returns whether the handshake is now complete.
     fn receive(&mut self, data: &[u8], flow: &mut Flow) -> Result<bool, Failure> {
-        if !self.started && !data.is_empty() {
+        if C::IS_SERVER && !self.started && !data.is_empty() {
             self.started = true;
             if let Some(failure) = not_tls(data, &mut flow.wire) {
                 return Err(failure);
@@ -215,8 +315,7 @@ impl Handshaking {
         }
         self.incoming.extend_from_slice(data);
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { discard, state } = self.conn.process(&mut self.incoming);
             let done = match state {
                 Err(error) => Some(Err(Failure::of(&error))),
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
@@ -252,12 +351,11 @@ impl Handshaking {
     }
 }
 
-impl Rustls {
+impl<C: Side> Rustls<C> {
     fn receive(&mut self, data: &[u8], flow: &mut Flow) -> Result<(), Failure> {
         self.incoming.extend_from_slice(data);
         loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { discard, state } = self.conn.process(&mut self.incoming);
             let next = match state {
                 Err(error) => Next::Failed(Failure::of(&error)),
                 Ok(ConnectionState::ReadTraffic(mut read)) => {
@@ -310,12 +408,12 @@ impl Rustls {
         &mut self,
         out: &mut Vec<u8>,
         mut write: impl FnMut(
-            &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+            &mut rustls::unbuffered::WriteTraffic<'_, C::Data>,
             &mut [u8],
         ) -> Result<usize, EncryptError>,
     ) {
         let start = out.len();
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
+        let UnbufferedStatus { state, .. } = self.conn.process(&mut self.incoming);
         let Ok(ConnectionState::WriteTraffic(mut traffic)) = state else {
             return;
         };
@@ -341,28 +439,29 @@ enum Next {
 impl Compact {
     /// The record layer of an established rustls connection, checked
     /// against what rustls derived (the secrets came from its key log).
-    fn from_rustls(
-        conn: UnbufferedServerConnection,
-        secrets: Captured,
-    ) -> Result<Compact, Failure> {
+    fn from_rustls<C: Side>(conn: C, secrets: Captured) -> Result<Compact, Failure> {
         let suite = conn
+            .state()
             .negotiated_cipher_suite()
             .and_then(|suite| Suite::from_rustls(suite.suite()))
             .ok_or(Failure::Internal)?;
         let (Some(client), Some(server)) = (secrets.client, secrets.server) else {
             return Err(Failure::Internal);
         };
-        let (extracted, _kernel) = conn
-            .dangerous_into_kernel_connection()
-            .map_err(|_| Failure::Internal)?;
-        let rx = Direction::new(suite, client.bytes(), extracted.rx.0);
-        let tx = Direction::new(suite, server.bytes(), extracted.tx.0);
+        let (ours, theirs) = match C::IS_SERVER {
+            true => (server, client),
+            false => (client, server),
+        };
+        let extracted = conn.into_secrets().map_err(|_| Failure::Internal)?;
+        let rx = Direction::new(suite, theirs.bytes(), extracted.rx.0);
+        let tx = Direction::new(suite, ours.bytes(), extracted.tx.0);
         if !same_keys(&rx, &extracted.rx.1) || !same_keys(&tx, &extracted.tx.1) {
             return Err(Failure::Internal);
         }
         Ok(Compact {
             rx,
             tx,
+            is_server: C::IS_SERVER,
             partial: Vec::new(),
             peer_closed: false,
         })
@@ -437,12 +536,22 @@ impl Compact {
         }
     }
 
-    /// Post-handshake messages from a client: KeyUpdate only (RFC 8446
-    /// § 4.6.3); returns how many there were.
+    /// Post-handshake messages (RFC 8446 § 4.6): KeyUpdate, and from a
+    /// server NewSessionTicket (the compact client keeps no more tickets:
+    /// the ones before the upgrade's answer are in rustls's cache); returns
+    /// how many KeyUpdates there were.
     fn on_handshake(&mut self, mut messages: &[u8], flow: &mut Flow) -> Result<u32, Failure> {
         let mut updates = 0;
         while !messages.is_empty() {
             match messages {
+                [NEW_SESSION_TICKET, a, b, c, rest @ ..] if !self.is_server => {
+                    let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+                    let Some(rest) = rest.get(len..) else {
+                        self.alert(DECODE_ERROR, &mut flow.wire);
+                        return Err(Failure::BadRecord);
+                    };
+                    messages = rest;
+                }
                 [KEY_UPDATE, 0, 0, 1, request, rest @ ..] if *request <= 1 => {
                     self.rx.update();
                     if *request == 1 {
@@ -475,6 +584,7 @@ const BAD_RECORD_MAC: u8 = 20;
 const DECODE_ERROR: u8 = 50;
 const USER_CANCELED: u8 = 90;
 const KEY_UPDATE: u8 = 24;
+const NEW_SESSION_TICKET: u8 = 4;
 
 fn same_keys(ours: &Direction, theirs: &ConnectionTrafficSecrets) -> bool {
     let (key, iv) = match theirs {
@@ -501,9 +611,9 @@ fn encode_into<Data>(encode: &mut EncodeTlsData<'_, Data>, wire: &mut Vec<u8>) {
 }
 
 /// After rustls failed: the alert it queued, if any, to the end of `wire`.
-fn collect_alert(conn: &mut UnbufferedServerConnection, incoming: &mut [u8], wire: &mut Vec<u8>) {
+fn collect_alert<C: Side>(conn: &mut C, incoming: &mut [u8], wire: &mut Vec<u8>) {
     loop {
-        let UnbufferedStatus { state, .. } = conn.process_tls_records(incoming);
+        let UnbufferedStatus { state, .. } = conn.process(incoming);
         match state {
             Ok(ConnectionState::EncodeTlsData(mut encode)) => encode_into(&mut encode, wire),
             Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
@@ -592,6 +702,7 @@ pub struct SecretCapture;
 
 impl rustls::KeyLog for SecretCapture {
     fn will_log(&self, label: &str) -> bool {
+        // Both labels are the same on either side of a connection.
         matches!(label, "CLIENT_TRAFFIC_SECRET_0" | "SERVER_TRAFFIC_SECRET_0")
     }
 
@@ -635,7 +746,7 @@ mod tests {
             client.write_tls(&mut wire).unwrap();
         }
         let mut flow = Flow::default();
-        server.receive(setup, &mut wire, &mut flow).unwrap();
+        server.receive(setup.state, &mut wire, &mut flow).unwrap();
         client.read_tls(&mut &flow.wire[..]).unwrap();
         client.process_new_packets().unwrap();
         flow
@@ -715,13 +826,13 @@ mod tests {
         let mut flow = Flow::default();
         let mut http = b"GET /echo HTTP/1.1\r\n\r\n".to_vec();
         assert_eq!(
-            ServerTls::new(&setup).receive(&setup, &mut http, &mut flow),
+            ServerTls::new(&setup).receive(setup.state, &mut http, &mut flow),
             Err(Failure::PlainHttp)
         );
         assert!(flow.wire.starts_with(b"HTTP/1.1 400"));
         flow.clear();
         assert_eq!(
-            ServerTls::new(&setup).receive(&setup, &mut [0xff; 8], &mut flow),
+            ServerTls::new(&setup).receive(setup.state, &mut [0xff; 8], &mut flow),
             Err(Failure::NotTls)
         );
         assert_eq!(flow.wire[0], record::ALERT);
