@@ -168,17 +168,17 @@ impl Client {
         self.send(&pending)
     }
 
-    /// Send one data message in the connection's protocol.
-    pub fn send_message(&mut self, wire: Wire, payload: &[u8], mask: [u8; 4]) -> io::Result<()> {
-        match wire {
-            Wire::Ws => self.send(&client_frame(OpCode::Binary, payload, mask)),
-            Wire::Tcp | Wire::Bare => self.send(&tcp::encode(payload)),
-        }
-    }
-
     /// Abortive close: RST instead of FIN, so no TIME_WAIT is left behind.
     pub fn abort(self) {
         let _ = socket2::SockRef::from(&self.socket).set_linger(Some(std::time::Duration::ZERO));
+    }
+}
+
+/// One data message in the connection's protocol, as bytes to send.
+pub fn message_bytes(wire: Wire, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    match wire {
+        Wire::Ws => client_frame(OpCode::Binary, payload, mask),
+        Wire::Tcp | Wire::Bare => tcp::encode(payload),
     }
 }
 

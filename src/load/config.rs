@@ -55,7 +55,8 @@ pub struct LoadConfig {
     pub scenario: ScenarioKind,
 
     /// Server to load: ws://HOST:PORT/PATH or tcp://HOST:PORT/PATH (loopback
-    /// only). Give it again for more servers (one scheme): connections are
+    /// only), or over TLS wss:// and tls:// (with --tls-ca or --tls-pin).
+    /// Give it again for more servers (one scheme): connections are
     /// spread over them by --balance and the report counts each server's.
     #[arg(long, default_value = "ws://127.0.0.1:9001")]
     pub url: Vec<String>,
@@ -177,6 +178,9 @@ pub struct LoadConfig {
     /// A connection not open (TCP + upgrade) by then counts as a timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsOptions,
 
     /// Also write the report as JSON to this file (schema: docs/load-report.md).
     #[arg(long)]

@@ -138,6 +138,15 @@ pub fn run_with(
     let mut scenario = config.scenario().map_err(UsageError)?;
     let targets = parse_targets(config)?;
     let target = targets[0].clone();
+    let tls = match target.tls {
+        true => Some(Arc::new(
+            config
+                .tls
+                .setup()
+                .map_err(|e| UsageError(format!("{e:#}")))?,
+        )),
+        false => None,
+    };
     let held = if matches!(scenario.work, Work::Churn { .. }) {
         0
     } else {
@@ -215,6 +224,7 @@ pub fn run_with(
                 connect_timeout: config.connect_timeout,
                 control: control.clone(),
                 run_start_ns,
+                tls: tls.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("load-{id}"))
@@ -334,12 +344,18 @@ fn parse_targets(config: &LoadConfig) -> anyhow::Result<Vec<Target>> {
         .map(|url| Target::parse(url, path))
         .collect::<Result<Vec<_>, _>>()
         .map_err(UsageError)?;
+    for target in targets.iter().filter(|t| t.tls) {
+        target.server_name().map_err(UsageError)?;
+    }
     if targets.len() > MAX_SERVERS {
         let error = format!("at most {MAX_SERVERS} --url, not {}", targets.len());
         return Err(UsageError(error).into());
     }
-    if targets.iter().any(|t| t.wire != targets[0].wire) {
-        let error = "every --url needs the same scheme (ws://, tcp:// or bare://)";
+    if targets
+        .iter()
+        .any(|t| (t.wire, t.tls) != (targets[0].wire, targets[0].tls))
+    {
+        let error = "every --url needs the same scheme (ws://, wss://, tcp://, tls:// or bare://)";
         return Err(UsageError(error.into()).into());
     }
     Ok(targets)
@@ -712,6 +728,8 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
         }
         all.source_moves += result.source_moves;
         all.explicit_ports += result.explicit_ports;
+        all.tls_handshakes += result.tls_handshakes;
+        all.tls_resumed += result.tls_resumed;
         all.storm_lost += result.storm_lost;
         all.storm_attempts += result.storm_attempts;
         all.storm_setup.merge(&result.storm_setup);
@@ -764,6 +782,8 @@ fn merge(
         server_closes: all.server_closes.clone(),
         source_moves: all.source_moves,
         explicit_ports: all.explicit_ports,
+        tls_handshakes: all.tls_handshakes,
+        tls_resumed: all.tls_resumed,
     };
     let mut warnings = Vec::new();
     let cpu_share = all.cpu_ns as f64 / (input.wall.as_nanos() as f64 * input.cores as f64);
@@ -915,7 +935,7 @@ fn merge(
         balance: (!servers.is_empty()).then(|| config.balance.name().to_string()),
         servers,
         scenario: format!("{:?}", config.scenario).to_lowercase(),
-        url: format!("{}://{}{}", target.wire.scheme(), target.host, target.path),
+        url: format!("{}://{}{}", target.scheme(), target.host, target.path),
         conns: scenario.conns,
         client_shards: input.shards,
         private_fd_tables: input.private,

@@ -84,6 +84,12 @@ pub struct ConnectReport {
     /// address and port) because the kernel's search found none free.
     #[serde(default)]
     pub explicit_ports: u64,
+    /// wss:// and tls://: TLS handshakes completed, and of those resumed
+    /// from a session ticket.
+    #[serde(default)]
+    pub tls_handshakes: u64,
+    #[serde(default)]
+    pub tls_resumed: u64,
 }
 
 /// A reconnect storm (`fanout load storm`): every connection lost at once
@@ -473,6 +479,13 @@ impl Report {
                 out,
                 "  moved to another source address {} times (EADDRNOTAVAIL: that address was out of ports)",
                 c.source_moves
+            );
+        }
+        if c.tls_handshakes > 0 {
+            let _ = writeln!(
+                out,
+                "  tls: {} handshakes, {} of them resumed from a session ticket",
+                c.tls_handshakes, c.tls_resumed
             );
         }
         if c.explicit_ports > 0 {

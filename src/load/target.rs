@@ -1,5 +1,6 @@
 //! What the load generator connects to: `ws://HOST:PORT/PATH`,
-//! `tcp://HOST:PORT/PATH` or `bare://HOST:PORT` (a floor server), with the
+//! `tcp://HOST:PORT/PATH`, their TLS forms `wss://` and `tls://`, or
+//! `bare://HOST:PORT` (a floor server), with the
 //! path defaulting to the one the scenario needs.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -30,6 +31,8 @@ impl Wire {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub wire: Wire,
+    /// Over TLS (wss://, tls://).
+    pub tls: bool,
     pub addr: SocketAddr,
     /// HOST:PORT as written, for the Host header.
     pub host: String,
@@ -39,17 +42,19 @@ pub struct Target {
 impl Target {
     /// Parse `url`; `default_path` is used when the URL has none.
     pub fn parse(url: &str, default_path: &str) -> Result<Target, String> {
-        let (wire, rest) = if let Some(rest) = url.strip_prefix("ws://") {
-            (Wire::Ws, rest)
-        } else if let Some(rest) = url.strip_prefix("tcp://") {
-            (Wire::Tcp, rest)
-        } else if let Some(rest) = url.strip_prefix("bare://") {
-            (Wire::Bare, rest)
-        } else if url.starts_with("wss://") {
-            return Err("wss:// (TLS) is not supported yet; use ws://".into());
-        } else {
+        let schemes = [
+            ("ws://", Wire::Ws, false),
+            ("wss://", Wire::Ws, true),
+            ("tcp://", Wire::Tcp, false),
+            ("tls://", Wire::Tcp, true),
+            ("bare://", Wire::Bare, false),
+        ];
+        let Some((wire, tls, rest)) = schemes
+            .iter()
+            .find_map(|&(scheme, wire, tls)| Some((wire, tls, url.strip_prefix(scheme)?)))
+        else {
             return Err(format!(
-                "`{url}` must start with ws://, tcp:// or bare:// (a `fanout bare` floor server)"
+                "`{url}` must start with ws://, wss://, tcp://, tls:// (raw TCP over TLS) or bare:// (a `fanout bare` floor server)"
             ));
         };
         let (host, path) = match rest.find('/') {
@@ -75,10 +80,31 @@ impl Target {
         }
         Ok(Target {
             wire,
+            tls,
             addr,
             host: host.to_string(),
             path: path.to_string(),
         })
+    }
+
+    /// The scheme as written: the wire's, over TLS `wss` or `tls`.
+    pub fn scheme(&self) -> &'static str {
+        match (self.wire, self.tls) {
+            (Wire::Ws, true) => "wss",
+            (Wire::Tcp, true) => "tls",
+            (wire, _) => wire.scheme(),
+        }
+    }
+
+    /// The name the TLS client checks the certificate against: the host
+    /// without its port (an IP address or a DNS name).
+    pub fn server_name(&self) -> Result<rustls::pki_types::ServerName<'static>, String> {
+        let host = match self.host.rsplit_once(':') {
+            Some((host, _port)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => &self.host,
+        };
+        rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| format!("`{host}` is not a name a certificate can be checked against"))
     }
 }
 
@@ -98,9 +124,13 @@ mod tests {
         let t = Target::parse("bare://127.0.0.1:9003", "/room").unwrap();
         assert_eq!((t.wire, t.addr.port()), (Wire::Bare, 9003));
         assert!(Target::parse("http://127.0.0.1:1/", "/").is_err());
-        assert!(Target::parse("wss://127.0.0.1:1/", "/")
+        let t = Target::parse("wss://127.0.0.1:9443/room", "/echo").unwrap();
+        assert_eq!((t.wire, t.tls, t.path.as_str()), (Wire::Ws, true, "/room"));
+        let t = Target::parse("tls://127.0.0.1:9443", "/echo").unwrap();
+        assert_eq!((t.wire, t.tls), (Wire::Tcp, true));
+        assert!(Target::parse("https://127.0.0.1:1/", "/")
             .unwrap_err()
-            .contains("TLS"));
+            .contains("wss://"));
         assert!(Target::parse("ws://10.0.0.1:80/", "/")
             .unwrap_err()
             .contains("loopback"));

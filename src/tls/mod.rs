@@ -9,7 +9,9 @@ pub mod certs;
 pub mod conn;
 pub mod kernel;
 pub mod options;
+mod pin;
 pub mod record;
+pub mod tickets;
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use rustls::ServerConfig;
 
 pub use certs::{Identity, KeyKind};
 pub use conn::{ClientTls, ServerTls, StateKind, TlsSetup};
-pub use options::TlsOptions;
+pub use options::{ClientSetup, ClientTlsOptions, TlsOptions};
 
 /// Why a TLS connection failed; each has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +71,26 @@ pub fn server_config(
     groups: &[Group],
     state: StateKind,
 ) -> anyhow::Result<Arc<ServerConfig>> {
-    // ring builds from `.ci/run` with a C compiler alone. rustls 0.23.48
-    // deprecates its provider because ring has no post-quantum key
-    // exchange (X25519MLKEM768); the classical groups are what the
-    // measured figures use.
+    let provider = provider_with(groups);
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("choosing TLS 1.3")?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .context("the certificate and key do not make a usable pair")?;
+    config.ticketer = provider::Ticketer::new().context("making the session ticketer")?;
+    config.ignore_client_order = false;
+    if state == StateKind::Compact {
+        config.enable_secret_extraction = true;
+        config.key_log = Arc::new(conn::SecretCapture);
+    }
+    Ok(Arc::new(config))
+}
+
+/// The ring provider, limited to `groups` when any are given.
+fn provider_with(groups: &[Group]) -> rustls::crypto::CryptoProvider {
+    // See server_config: ring's provider is deprecated for lack of
+    // post-quantum key exchange only.
     #[allow(deprecated)]
     let mut provider = provider::default_provider();
     if !groups.is_empty() {
@@ -85,14 +103,43 @@ pub fn server_config(
             })
             .collect();
     }
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+    provider
+}
+
+/// The load generator's rustls configuration: TLS 1.3, the server trusted
+/// by CA or by pin, tickets kept for resumption (or not), and the key log
+/// that feeds the compact state its secrets.
+pub fn client_config(
+    trust: options::Trust,
+    groups: &[Group],
+    resume: bool,
+    state: StateKind,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(provider_with(groups));
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("choosing TLS 1.3")?
-        .with_no_client_auth()
-        .with_single_cert(identity.chain, identity.key)
-        .context("the certificate and key do not make a usable pair")?;
-    config.ticketer = provider::Ticketer::new().context("making the session ticketer")?;
-    config.ignore_client_order = false;
+        .context("choosing TLS 1.3")?;
+    let mut config = match trust {
+        options::Trust::Ca(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls::pki_types::CertificateDer::pem_file_iter(&path)
+                .with_context(|| format!("reading the CA file {}", path.display()))?
+            {
+                let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
+                roots.add(cert).context("adding a CA certificate")?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        options::Trust::Pin(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(pin::Pinned::new(pin, provider)))
+            .with_no_client_auth(),
+    };
+    config.resumption = match resume {
+        true => rustls::client::Resumption::store(Arc::new(tickets::TicketStore::default())),
+        false => rustls::client::Resumption::disabled(),
+    };
     if state == StateKind::Compact {
         config.enable_secret_extraction = true;
         config.key_log = Arc::new(conn::SecretCapture);

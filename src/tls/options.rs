@@ -89,3 +89,106 @@ impl TlsOptions {
         Ok(Some((Arc::new(setup), line)))
     }
 }
+
+/// Session resumption on the client: on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// The TLS options of `fanout load` (wss:// and tls:// URLs).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientTlsOptions {
+    /// Trust the server certificates this CA file (PEM) vouches for.
+    #[arg(long, conflicts_with = "tls_pin")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Trust exactly the server certificate with this SHA-256 (64 hex
+    /// digits: the one `fanout serve --tls-self-signed` prints).
+    #[arg(long)]
+    pub tls_pin: Option<String>,
+
+    /// Resume TLS sessions from the server's tickets (on), or make every
+    /// connection do a full handshake (off).
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub tls_resume: OnOff,
+
+    /// Key-exchange groups the client offers, most preferred first
+    /// (default: x25519, p256, p384).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub tls_groups: Vec<Group>,
+
+    /// What an open wss:// connection keeps on the client: compact (the
+    /// record layer only, from the upgrade's answer on) or rustls (its
+    /// whole connection).
+    #[arg(long, value_enum, default_value_t = StateKind::Compact)]
+    pub tls_state: StateKind,
+}
+
+/// What a load shard's TLS connections are made from.
+#[derive(Debug)]
+pub struct ClientSetup {
+    pub config: Arc<rustls::ClientConfig>,
+    pub state: StateKind,
+}
+
+impl ClientTlsOptions {
+    /// The client setup for a TLS URL; an error names what is missing.
+    pub fn setup(&self) -> anyhow::Result<ClientSetup> {
+        let verifier = match (&self.tls_ca, &self.tls_pin) {
+            (Some(ca), _) => Trust::Ca(ca.clone()),
+            (None, Some(pin)) => Trust::Pin(parse_pin(pin)?),
+            (None, None) => anyhow::bail!(
+                "wss:// and tls:// need --tls-ca FILE or --tls-pin SHA256 (fanout serve --tls-self-signed prints the certificate's SHA-256)"
+            ),
+        };
+        let config = super::client_config(
+            verifier,
+            &self.tls_groups,
+            self.tls_resume == OnOff::On,
+            self.tls_state,
+        )?;
+        Ok(ClientSetup {
+            config,
+            state: self.tls_state,
+        })
+    }
+}
+
+/// How the client decides to trust the server.
+pub enum Trust {
+    Ca(PathBuf),
+    Pin([u8; 32]),
+}
+
+fn parse_pin(pin: &str) -> anyhow::Result<[u8; 32]> {
+    let hex = pin.trim().replace(':', "").to_lowercase();
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect();
+    match bytes.and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) {
+        Some(pin) => Ok(pin),
+        None => anyhow::bail!("--tls-pin wants a SHA-256 in hex (64 digits), not {pin:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_parse_with_or_without_colons_and_bad_ones_say_why() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_pin(&hex).unwrap(), [0xab; 32]);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_pin(&colons).unwrap(), [0xab; 32]);
+        let error = parse_pin("abc").unwrap_err().to_string();
+        assert!(error.contains("64 digits"), "{error}");
+    }
+}

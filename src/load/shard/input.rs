@@ -27,7 +27,11 @@ impl Shard {
                     break;
                 }
                 Ok(n) => {
-                    if !self.on_bytes(key, &mut scratch[..n]) {
+                    let open = match self.tls.is_some() {
+                        true => self.tls_bytes(key, &mut scratch[..n]),
+                        false => self.on_bytes(key, &mut scratch[..n]),
+                    };
+                    if !open {
                         break;
                     }
                 }
@@ -45,7 +49,7 @@ impl Shard {
     /// Bytes just read: parsed where they lie, unless the start of a frame
     /// waits from an earlier read; what is left of an unfinished frame is
     /// kept for the next. Returns whether the client is still open.
-    fn on_bytes(&mut self, key: usize, read: &mut [u8]) -> bool {
+    pub(super) fn on_bytes(&mut self, key: usize, read: &mut [u8]) -> bool {
         let mut partial = self.clients[key].take_partial();
         let input: &mut [u8] = if partial.is_empty() {
             read
@@ -152,7 +156,7 @@ impl Shard {
             Some(Event::Message { payload, .. }) => self.on_message(key, &payload, now),
             Some(Event::Ping(data)) => {
                 let pong = client_frame(OpCode::Pong, data, self.next_mask());
-                let _ = self.clients[key].send(&pong);
+                let _ = self.send_to(key, &pong);
             }
             Some(Event::Close { code, .. }) => {
                 // Answered with its code, as RFC 6455 §5.5.1 asks.

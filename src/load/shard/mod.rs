@@ -7,6 +7,7 @@ mod burst;
 mod input;
 mod opening;
 mod reconnect;
+mod tls;
 mod work;
 
 use std::cmp::Reverse;
@@ -62,6 +63,8 @@ pub struct Job {
     pub control: Arc<Control>,
     /// When the run started (ns), for the per-second timeline.
     pub run_start_ns: u64,
+    /// How the connections speak TLS (wss://, tls://), if they do.
+    pub tls: Option<Arc<crate::tls::ClientSetup>>,
 }
 
 /// What one shard saw; merged over shards into the report.
@@ -101,6 +104,9 @@ pub struct ShardResult {
     pub source_moves: u64,
     /// Connections started on a source port the shard chose itself.
     pub explicit_ports: u64,
+    /// TLS handshakes completed, and of those resumed.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
     /// Storm: open connections lost, reconnect attempts started, those
     /// that opened (and how long each took), connections that gave up,
     /// and reconnects still waiting at the end.
@@ -164,6 +170,8 @@ struct Shard {
     /// The thread's CPU time when the work started.
     cpu_at_work_ns: u64,
     timer: sys::TimerFd,
+    /// The connections' TLS states, when they speak TLS.
+    tls: Option<tls::TlsClients>,
 }
 
 pub fn run(job: Job) -> ShardResult {
@@ -207,6 +215,14 @@ pub fn run(job: Job) -> ShardResult {
         result.per_message_extremes = vec![Extremes::default(); count.min(MAX_EXTREMES) as usize];
     }
     let spent_sources = vec![false; job.sources.len()];
+    let tls = job.tls.clone().map(|setup| {
+        let names = job
+            .targets
+            .iter()
+            .map(|t| t.server_name().expect("checked when parsed"))
+            .collect();
+        tls::TlsClients::new(setup, names)
+    });
     let mut shard = Shard {
         rng: 0x9E37_79B9_7F4A_7C15 ^ (job.id as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
         job,
@@ -232,6 +248,7 @@ pub fn run(job: Job) -> ShardResult {
         working: false,
         cpu_at_work_ns: 0,
         timer,
+        tls,
     };
     shard.run();
     shard.result.cpu_ns = payload::thread_cpu_ns();
@@ -248,6 +265,9 @@ impl Shard {
     /// holds one connection fewer.
     pub(super) fn take_client(&mut self, key: usize) -> Option<Client> {
         let client = self.clients.try_remove(key)?;
+        if let Some(tls) = &mut self.tls {
+            tls.end(key);
+        }
         self.balancer.left(client.server as usize);
         Some(client)
     }
@@ -342,6 +362,9 @@ impl Shard {
             client.abort();
         }
         self.result.storm_waiting = self.reconnects.len() as u64;
+        if let Some(tls) = &self.tls {
+            (self.result.tls_handshakes, self.result.tls_resumed) = (tls.handshakes, tls.resumed);
+        }
         self.result.members_closed = self.closed_members.len() as u64;
         for member in self.closed_members.drain(..) {
             member.finish_closed(published, &mut self.result.tally);

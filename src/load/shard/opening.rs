@@ -164,10 +164,10 @@ impl Shard {
         if !open {
             return self.fail_client(key, "closed by server");
         }
-        let Some(mut client) = self.take_client(key) else {
+        let _ = self.send_to(key, answer);
+        let Some(client) = self.take_client(key) else {
             return;
         };
-        let _ = client.send(answer);
         self.result.closed_by_server += 1;
         *self
             .result
@@ -181,6 +181,7 @@ impl Shard {
 
     pub(super) fn on_opened(&mut self, key: usize, now: u64) {
         self.in_flight -= 1;
+        self.tls_opened(key);
         let client = &mut self.clients[key];
         client.phase = Phase::Open;
         client.set_key(None);
@@ -251,10 +252,24 @@ impl Shard {
             Ok(None) => {}
         }
         client.phase = Phase::Handshaking;
+        if self.tls.is_some() {
+            // The request follows the TLS handshake.
+            if let Err(cause) = self.tls_start(key) {
+                self.fail_client(key, &cause);
+            }
+            return;
+        }
+        let _ = self.send_request(key);
+    }
+
+    /// Send the upgrade request (or TCP hello); a client that fails is
+    /// counted and gone.
+    pub(super) fn send_request(&mut self, key: usize) -> Result<(), ()> {
+        let client = &mut self.clients[key];
         let target = &self.job.targets[client.server as usize];
         let request = match target.wire {
             // A floor server speaks first: its greeting.
-            Wire::Bare => return,
+            Wire::Bare => return Ok(()),
             Wire::Ws => {
                 let key_text = handshake::client_key();
                 let request = handshake::client_request(&target.host, &target.path, &key_text);
@@ -263,8 +278,10 @@ impl Shard {
             }
             Wire::Tcp => tcp::encode(target.path.as_bytes()),
         };
-        if let Err(e) = client.send(&request) {
+        if let Err(e) = self.send_to(key, &request) {
             self.fail_client(key, &client::failure_cause(&e));
+            return Err(());
         }
+        Ok(())
     }
 }

@@ -115,11 +115,8 @@ impl Shard {
             let sent_ns = now_ns();
             let message = payload::encode(seq, sent_ns, self.job.scenario.size);
             let mask = self.next_mask();
-            let wire = self.wire();
-            if self.clients[publisher]
-                .send_message(wire, &message, mask)
-                .is_err()
-            {
+            let bytes = client::message_bytes(self.wire(), &message, mask);
+            if self.send_to(publisher, &bytes).is_err() {
                 break;
             }
             if seq == 0 {
@@ -192,7 +189,8 @@ impl Shard {
         let client = &mut self.clients[key];
         let message = payload::encode(client.sent, stamp_ns, size);
         client.sent += 1;
-        if let Err(e) = client.send_message(wire, &message, mask) {
+        let bytes = client::message_bytes(wire, &message, mask);
+        if let Err(e) = self.send_to(key, &bytes) {
             self.fail_client(key, &client::failure_cause(&e));
         }
     }
