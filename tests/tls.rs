@@ -312,3 +312,210 @@ fn the_self_signed_fingerprint_is_the_written_certificates_sha256() {
     );
     std::fs::remove_file(path).unwrap();
 }
+
+/// `fanout load` with `args`; its JSON report.
+fn load(args: &[&str]) -> serde_json::Value {
+    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "load-{}-{}.json",
+        std::process::id(),
+        args.join("_").len()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .arg("load")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("fanout load runs");
+    assert!(
+        output.status.success(),
+        "fanout load {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    std::fs::remove_file(json).unwrap();
+    report
+}
+
+/// fanout's own client over wss:// (compact and rustls state, pinned and
+/// by CA) and tls://: every member gets every broadcast, every echo comes
+/// back, each connection did one handshake.
+#[test]
+fn fanout_load_speaks_wss_and_tls_raw_tcp_in_either_state() {
+    let server = tls_server(Backend::Epoll, &[]);
+    let url = format!("wss://127.0.0.1:{}", server.addr.port());
+    let ca = pki().cert.to_str().unwrap();
+    for state in ["compact", "rustls"] {
+        let report = load(&[
+            "broadcast",
+            "--url",
+            &url,
+            "--tls-ca",
+            ca,
+            "--tls-state",
+            state,
+            "--conns",
+            "300",
+            "--count",
+            "5",
+        ]);
+        let tally = &report["broadcast"]["tally"];
+        assert_eq!(tally["delivered"], 1500, "{report}");
+        assert_eq!(tally["missing"], 0);
+        assert_eq!(report["connect"]["tls_handshakes"], 300);
+    }
+    let cert = CertificateDer::from_pem_file(&pki().cert).unwrap();
+    let pin = fanout::tls::certs::fingerprint(&cert);
+    let report = load(&[
+        "echo",
+        "--url",
+        &url,
+        "--tls-pin",
+        &pin,
+        "--conns",
+        "20",
+        "--duration",
+        "1s",
+        "--size",
+        "20000",
+    ]);
+    assert!(report["echo"]["messages"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["connect"]["failed"], 0);
+
+    let tcp = tls_server(Backend::Epoll, &["--proto", "tcp"]);
+    let url = format!("tls://127.0.0.1:{}", tcp.addr.port());
+    let report = load(&[
+        "echo",
+        "--url",
+        &url,
+        "--tls-ca",
+        ca,
+        "--conns",
+        "20",
+        "--duration",
+        "1s",
+    ]);
+    assert!(report["echo"]["messages"].as_u64().unwrap() > 0, "{report}");
+}
+
+/// A storm brought back with tickets: the reconnects resume; with
+/// --tls-resume off none does.
+#[test]
+fn reconnects_resume_from_tickets_unless_told_not_to() {
+    let server = tls_server(Backend::Uring, &[]);
+    let url = format!("wss://127.0.0.1:{}", server.addr.port());
+    let ca = pki().cert.to_str().unwrap();
+    let storm = [
+        "storm",
+        "--url",
+        &url,
+        "--tls-ca",
+        ca,
+        "--conns",
+        "200",
+        "--duration",
+        "5s",
+    ];
+    let resumed = load(&storm);
+    let connect = &resumed["connect"];
+    assert_eq!(connect["tls_handshakes"], 400, "{resumed}");
+    assert!(
+        connect["tls_resumed"].as_u64().unwrap() >= 200,
+        "every reconnect resumed: {resumed}"
+    );
+    let full = load(&[&storm[..], &["--tls-resume", "off"]].concat());
+    assert_eq!(full["connect"]["tls_resumed"], 0, "{full}");
+    let stats = server.stats();
+    assert_eq!(
+        stats.totals.tls_resumed,
+        connect["tls_resumed"].as_u64().unwrap()
+    );
+}
+
+/// fanout's client against an independent wss:// server (Python's ssl and
+/// websockets): the handshake, the upgrade and echoes of up to 70 KB.
+#[test]
+fn fanout_load_against_pythons_wss_server() {
+    if !python_websockets_or_skip("fanout_load_against_pythons_wss_server") {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/wss_server.py");
+    let mut python = Command::new("python3")
+        .arg(script)
+        .arg(&pki().cert)
+        .arg(&pki().key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(python.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("ready ")
+        .expect("ready PORT")
+        .to_string();
+    let url = format!("wss://127.0.0.1:{port}/echo");
+    let ca = pki().cert.to_str().unwrap();
+    let report = load(&[
+        "echo",
+        "--url",
+        &url,
+        "--tls-ca",
+        ca,
+        "--conns",
+        "10",
+        "--duration",
+        "1s",
+        "--size",
+        "70000",
+    ]);
+    drop(python.stdin.take()); // it exits when its input closes
+    python.wait().unwrap();
+    assert_eq!(report["connect"]["failed"], 0, "{report}");
+    assert!(report["echo"]["messages"].as_u64().unwrap() > 0, "{report}");
+}
+
+/// wss:// without a way to trust the server, or with the wrong pin.
+#[test]
+fn load_over_tls_without_trust_is_a_usage_error_and_a_wrong_pin_fails_each_connection() {
+    let server = tls_server(Backend::Epoll, &[]);
+    let url = format!("wss://127.0.0.1:{}", server.addr.port());
+    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args([
+            "load",
+            "hold",
+            "--url",
+            &url,
+            "--conns",
+            "1",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-pin"));
+    let wrong = "00".repeat(32);
+    let report = load(&[
+        "hold",
+        "--url",
+        &url,
+        "--tls-pin",
+        &wrong,
+        "--conns",
+        "5",
+        "--duration",
+        "1s",
+    ]);
+    assert_eq!(report["connect"]["opened"], 0, "{report}");
+    let failures = report["connect"]["failures"].as_object().unwrap();
+    assert!(
+        failures.keys().all(|cause| cause.starts_with("tls")),
+        "{failures:?}"
+    );
+}
