@@ -1039,3 +1039,32 @@ fn the_backplane_bench_compares_one_instance_with_three_through_redis() {
         "{text}"
     );
 }
+
+/// `--tls`: each backend plain and over TLS in one run, the TLS server's
+/// line in its result, every member reached over wss://, and the table of
+/// ratios TLS ÷ plain.
+#[test]
+fn the_tls_bench_measures_each_backend_plain_and_over_tls_side_by_side() {
+    let out = scratch_dir("tls");
+    let (result, stdout) = small_room_bench(&["--tls", "--backends", "epoll"], "tls", &out);
+    let names: Vec<&str> = result.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["epoll", "epoll+tls"]);
+    let secure = &result.servers[1];
+    assert!(
+        secure.server.contains("tls 1.3") && secure.server.contains("compact"),
+        "{}",
+        secure.server
+    );
+    let broadcast = secure.broadcast.as_ref().expect("the room over wss://");
+    assert_eq!(
+        (broadcast.tally.delivered, broadcast.tally.missing),
+        (400, 0)
+    );
+    assert!(stdout.contains("TLS ÷ plain"), "{stdout}");
+    let ratio_line = stdout
+        .lines()
+        .find(|l| l.starts_with("broadcast last delivery, ms") && l.trim_end().ends_with('×'))
+        .expect("a ratio for the last delivery");
+    assert!(ratio_line.contains('×'), "{ratio_line}");
+    std::fs::remove_dir_all(out).unwrap();
+}

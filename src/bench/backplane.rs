@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::bare::FloorRoute;
 use super::phase::{self, Phases, Target};
 use crate::backplane::redis_server::RedisServer;
-use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::config::ScenarioKind;
 use crate::load::spread::Spread;
 use crate::process::ServerProcess;
 
@@ -155,7 +155,7 @@ fn one_run(
     if instances > 1 && !redis.wait_for_subscribers(channel, instances as i64, SUBSCRIBE_PATIENCE) {
         anyhow::bail!("the {instances} instances never all subscribed to {channel}");
     }
-    let mut load = LoadConfig::defaults(ScenarioKind::Broadcast, &running.url("/room"));
+    let mut load = running.load_config(ScenarioKind::Broadcast, "/room");
     load.url
         .extend(others.iter().map(|o| format!("ws://{}/room", o.addr)));
     load.conns = job.members;

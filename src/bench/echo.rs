@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
 use super::compare::{compare, Better, Compared};
-use super::phase::{check_floor_complete, Outcome, Phases, Side};
+use super::phase::{check_floor_complete, Outcome, Phases, Running, Side};
 use crate::load;
-use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::config::ScenarioKind;
 use crate::load::spread::Spread;
 
 /// Open loop runs at this share of the closed loop's median throughput
@@ -63,7 +63,7 @@ pub fn run(
 ) -> anyhow::Result<Vec<Vec<EchoBench>>> {
     let job = format!("echo {conns} closed-loop");
     let (floor, servers) = phases.interleave(&job, FloorRoute::Echo, samples, |running| {
-        echo_phase(&running.url("/echo"), running.side, conns, duration, None)
+        echo_phase(running, running.side, conns, duration, None)
     })?;
     let closed: Vec<EchoBench> = servers
         .iter()
@@ -86,13 +86,7 @@ pub fn run(
     let per_conn = (rate / conns as f64).max(0.1);
     let job = format!("echo {conns} open-loop");
     let open = phases.each_server(&job, FloorRoute::Echo, samples, |running| {
-        echo_phase(
-            &running.url("/echo"),
-            Side::Server,
-            conns,
-            duration,
-            Some(per_conn),
-        )
+        echo_phase(running, Side::Server, conns, duration, Some(per_conn))
     })?;
     let mode = format!("open-loop {per_conn:.1}/s per connection");
     Ok(closed
@@ -112,13 +106,13 @@ pub fn run(
 }
 
 fn echo_phase(
-    url: &str,
+    running: &Running,
     side: Side,
     conns: usize,
     duration: Duration,
     per_conn_rate: Option<f64>,
 ) -> anyhow::Result<Outcome<EchoSample>> {
-    let mut config = LoadConfig::defaults(ScenarioKind::Echo, url);
+    let mut config = running.load_config(ScenarioKind::Echo, "/echo");
     config.conns = conns;
     config.duration = duration;
     config.send_rate = per_conn_rate;

@@ -37,7 +37,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
-use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::config::ScenarioKind;
 use crate::load::spread::Spread;
 use crate::units::parse_duration;
 use bare::FloorRoute;
@@ -209,6 +209,13 @@ pub struct BenchConfig {
     #[arg(long, value_parser = parse_server_cmd)]
     pub server_cmd: Vec<ServerCmd>,
 
+    /// Measure every backend twice, side by side: plain (ws://) and over
+    /// TLS (wss://: `fanout serve --tls-self-signed`, the load pinned to its
+    /// certificate), named `B+tls`, with the ratios TLS ÷ plain. Add
+    /// --serve-arg=--tls-state=rustls for rustls's own state.
+    #[arg(long)]
+    pub tls: bool,
+
     /// Where results go: DIR/<date>-<host>/<name>.json.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -260,6 +267,8 @@ pub struct BenchConfig {
 pub enum Measured {
     /// `fanout serve --backend B`.
     Fanout(BackendKind),
+    /// `fanout serve --backend B --tls-self-signed` (--tls), loaded over wss://.
+    FanoutTls(BackendKind),
     /// `--server-cmd`.
     Command(ServerCmd),
 }
@@ -295,6 +304,7 @@ impl Measured {
     pub fn name(&self) -> String {
         match self {
             Measured::Fanout(backend) => backend.name().to_string(),
+            Measured::FanoutTls(backend) => format!("{}+tls", backend.name()),
             Measured::Command(cmd) => cmd.name.clone(),
         }
     }
@@ -302,7 +312,9 @@ impl Measured {
     /// Bytes of one connection's slab slot (fanout only).
     pub fn slot_bytes(&self) -> Option<usize> {
         match self {
-            Measured::Fanout(backend) => crate::backend::slot_bytes(*backend),
+            Measured::Fanout(backend) | Measured::FanoutTls(backend) => {
+                crate::backend::slot_bytes(*backend)
+            }
             Measured::Command(_) => None,
         }
     }
@@ -325,6 +337,14 @@ impl BenchConfig {
         }
         if self.samples == 0 {
             return Err("--samples must be at least 1".into());
+        }
+        if self.tls && self.measure.contains(&Job::Backplane) {
+            return Err("--tls does not measure the backplane yet (its instances would each make their own certificate); leave backplane out of --measure".into());
+        }
+        if self.tls && self.backends().is_empty() {
+            return Err(
+                "--tls measures fanout backends plain and over TLS: give --backends".into(),
+            );
         }
         if !(1..=crate::load::shard::MAX_PER_MESSAGE).contains(&self.broadcasts) {
             return Err(format!(
@@ -388,9 +408,14 @@ impl BenchConfig {
         }
     }
 
-    /// The servers to measure, in order: the backends, then the commands.
+    /// The servers to measure, in order: the backends (each plain, then
+    /// over TLS with --tls), then the commands.
     pub fn measured(&self) -> Vec<Measured> {
-        let backends = self.backends().into_iter().map(Measured::Fanout);
+        let tls = self.tls;
+        let backends = self.backends().into_iter().flat_map(move |backend| {
+            let secure = tls.then_some(Measured::FanoutTls(backend));
+            std::iter::once(Measured::Fanout(backend)).chain(secure)
+        });
         let commands = self.server_cmd.iter().cloned().map(Measured::Command);
         backends.chain(commands).collect()
     }
@@ -915,7 +940,7 @@ fn churn_search(
             FloorRoute::Echo,
             sample,
             |running| {
-                let mut load = LoadConfig::defaults(ScenarioKind::Churn, &running.url("/echo"));
+                let mut load = running.load_config(ScenarioKind::Churn, "/echo");
                 load.rate = Some(rate);
                 load.duration = config.churn_duration;
                 let report = crate::load::run(&load)?;

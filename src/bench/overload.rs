@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::bare::FloorRoute;
 use super::phase::{self, Phases, Target};
 use super::sampler::MemorySampler;
-use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::config::ScenarioKind;
 use crate::load::spread::Spread;
 use crate::load::Checkpoint;
 
@@ -141,7 +141,7 @@ fn one_run(
 ) -> anyhow::Result<phase::Outcome<OverloadRun>> {
     let pid = running.server.pid() as u32;
     let idle_rss_bytes = running.server.tree_rss_bytes();
-    let mut load = LoadConfig::defaults(ScenarioKind::Broadcast, &running.url("/room"));
+    let mut load = running.load_config(ScenarioKind::Broadcast, "/room");
     load.conns = setup.members;
     load.send_rate = Some(setup.rate);
     load.size = setup.size;

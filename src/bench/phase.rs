@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::bare::FloorRoute;
 use super::settle::{self, Settled, Sockets};
 use super::{BenchConfig, Measured};
+use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::report::Report;
 use crate::netstat;
 use crate::process::ServerProcess;
@@ -94,16 +95,39 @@ pub struct Running {
     pub fanout: bool,
     /// The program and arguments it was started with (to start more).
     pub command: Vec<std::ffi::OsString>,
+    /// The SHA-256 of its certificate, when it speaks TLS.
+    pub tls_pin: Option<String>,
 }
 
 impl Running {
     pub fn url(&self, path: &str) -> String {
-        let scheme = match self.side {
-            Side::Floor => "bare",
-            Side::Server => "ws",
+        let scheme = match (self.side, &self.tls_pin) {
+            (Side::Floor, _) => "bare",
+            (Side::Server, Some(_)) => "wss",
+            (Side::Server, None) => "ws",
         };
         format!("{scheme}://{}{path}", self.server.addr)
     }
+
+    /// A load of `kind` on `path` of this server, pinned to its
+    /// certificate when it speaks TLS.
+    pub fn load_config(&self, kind: ScenarioKind, path: &str) -> LoadConfig {
+        let mut config = LoadConfig::defaults(kind, &self.url(path));
+        config.tls.tls_pin = self.tls_pin.clone();
+        config
+    }
+}
+
+/// The certificate's SHA-256 from a server's `tls` line.
+fn pin_from(tls_line: Option<&str>) -> Option<String> {
+    let line = tls_line?;
+    let at = line.find("sha256 ")? + "sha256 ".len();
+    Some(
+        line[at..]
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .next()?
+            .to_string(),
+    )
 }
 
 /// What a phase's job hands back besides its own result.
@@ -308,10 +332,13 @@ impl Phases {
                 command.args(["--max-conns", &self.max_conns.to_string()]);
                 command
             }
-            Some(Measured::Fanout(backend)) => {
+            Some(Measured::Fanout(backend) | Measured::FanoutTls(backend)) => {
                 let mut command = Command::new(std::env::current_exe()?);
                 command.args(["serve", "--listen", "127.0.0.1:0"]);
                 command.args(["--backend", backend.name()]);
+                if matches!(measured, Some(Measured::FanoutTls(_))) {
+                    command.arg("--tls-self-signed");
+                }
                 // A one-fd-table server is asked for what it can hold; past
                 // that it stops short, and the report says where and why.
                 let mut max_conns = self.max_conns;
@@ -344,9 +371,16 @@ impl Phases {
             (Target::Server(i), Some(Measured::Command(cmd))) => {
                 self.server_plans[i] = cmd.command.clone()
             }
-            (Target::Server(i), _) => self.server_plans[i] = server.plan.clone(),
+            (Target::Server(i), _) => {
+                self.server_plans[i] = match &server.tls {
+                    Some(tls) => format!("{}; {tls}", server.plan),
+                    None => server.plan.clone(),
+                }
+            }
         }
+        let tls_pin = pin_from(server.tls.as_deref());
         Ok(Running {
+            tls_pin,
             server,
             side: match target {
                 Target::Floor => Side::Floor,

@@ -15,7 +15,7 @@ use super::kernel;
 use super::memory::{self, Memory, Point, Slope};
 use super::phase::{check_floor_complete, Outcome, Phases, Running, Side};
 use crate::load::accounting::Tally;
-use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::config::ScenarioKind;
 use crate::load::memory::ClientMemory;
 use crate::load::report::Report;
 use crate::load::spread::Spread;
@@ -156,7 +156,7 @@ fn room_phase(
     conns: usize,
     broadcasts: u64,
 ) -> anyhow::Result<Outcome<RoomSample>> {
-    let mut config = LoadConfig::defaults(ScenarioKind::Broadcast, &running.url("/room"));
+    let mut config = running.load_config(ScenarioKind::Broadcast, "/room");
     config.conns = conns;
     config.count = broadcasts;
     config.interval = BROADCAST_GAP;

@@ -17,7 +17,7 @@ use super::bare::FloorRoute;
 use super::phase::{self, Phases, Running, Target};
 use super::sampler::MemorySampler;
 use super::settle;
-use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::config::ScenarioKind;
 use crate::load::report::Report;
 
 /// How much the memory after the last cycle may exceed that after the
@@ -209,14 +209,14 @@ fn one_cycle(
     cycle: Duration,
     index: usize,
 ) -> anyhow::Result<(SoakCycle, Report)> {
-    let mut room = LoadConfig::defaults(ScenarioKind::Broadcast, &running.url("/room"));
+    let mut room = running.load_config(ScenarioKind::Broadcast, "/room");
     room.conns = load.members;
     room.send_rate = Some(load.broadcasts_per_s);
     room.duration = cycle;
-    let mut echo = LoadConfig::defaults(ScenarioKind::Echo, &running.url("/echo"));
+    let mut echo = running.load_config(ScenarioKind::Echo, "/echo");
     echo.conns = load.echo_conns;
     echo.duration = cycle;
-    let mut churn = LoadConfig::defaults(ScenarioKind::Churn, &running.url("/echo"));
+    let mut churn = running.load_config(ScenarioKind::Churn, "/echo");
     churn.rate = Some(load.churn_per_s);
     churn.duration = cycle;
     let (room, echo, churn) = std::thread::scope(|scope| {
@@ -234,7 +234,7 @@ fn one_cycle(
         joined(echo, "echo")?,
         joined(churn, "churn")?,
     );
-    let mut storm = LoadConfig::defaults(ScenarioKind::Storm, &running.url("/echo"));
+    let mut storm = running.load_config(ScenarioKind::Storm, "/echo");
     storm.conns = load.storm_conns;
     storm.duration = Duration::from_secs(60);
     let storm = crate::load::run(&storm).with_context(|| format!("cycle {index}: the storm"))?;

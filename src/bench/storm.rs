@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
 use super::phase::{self, Phases, Target};
-use crate::load::config::{LoadConfig, ScenarioKind};
+use crate::load::config::ScenarioKind;
 use crate::load::report::StormReport;
 use crate::load::spread::Spread;
 use crate::load::storm::{Backoff, StormCause};
@@ -105,7 +105,7 @@ fn one_run(
     setup: &StormSetup,
     backoff: Option<Backoff>,
 ) -> anyhow::Result<phase::Outcome<StormRun>> {
-    let mut load = LoadConfig::defaults(ScenarioKind::Storm, &running.url("/echo"));
+    let mut load = running.load_config(ScenarioKind::Storm, "/echo");
     load.conns = setup.conns;
     load.duration = setup.bound;
     load.storm_cause = StormCause::Reset;

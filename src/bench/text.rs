@@ -68,6 +68,7 @@ pub fn text(r: &BenchResult) -> String {
     if r.servers.len() > 1 {
         backends_table(&mut out, &r.servers);
     }
+    tls_table(&mut out, &r.servers);
     evidence(&mut out, r);
     out
 }
@@ -120,6 +121,48 @@ fn backends_table(out: &mut String, servers: &[ServerResult]) {
         let _ = write!(out, "{:<38}", row.label);
         for (cell, width) in cells.iter().zip(&widths) {
             let _ = write!(out, "  {cell:>width$}");
+        }
+        let _ = writeln!(out);
+    }
+}
+
+/// `fanout bench --tls`: for each backend measured both ways, every
+/// figure's median over TLS divided by its median in the clear.
+fn tls_table(out: &mut String, servers: &[ServerResult]) {
+    let pairs: Vec<[ServerResult; 2]> = servers
+        .iter()
+        .filter_map(|secure| {
+            let plain_name = secure.name.strip_suffix("+tls")?;
+            let plain = servers.iter().find(|s| s.name == plain_name)?;
+            Some([plain.clone(), secure.clone()])
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let tables: Vec<Vec<Row>> = pairs.iter().map(|pair| table_rows(pair)).collect();
+    let _ = writeln!(
+        out,
+        "
+TLS ÷ plain: each figure's median over wss:// ÷ its median over ws://, same backend, same run"
+    );
+    let _ = write!(out, "{:<38}", "figure");
+    for pair in &pairs {
+        let _ = write!(out, "  {:>10}", pair[0].name);
+    }
+    let _ = writeln!(out);
+    for row in &tables[0] {
+        let _ = write!(out, "{:<38}", row.label);
+        for table in &tables {
+            let ratio = table
+                .iter()
+                .find(|r| r.label == row.label)
+                .and_then(|r| Some((r.values[0].as_ref()?.median, r.values[1].as_ref()?.median)))
+                .filter(|(plain, secure)| *plain > 0.0 && *secure >= 0.0)
+                .map_or("—".to_string(), |(plain, secure)| {
+                    format!("{:.2}×", secure / plain)
+                });
+            let _ = write!(out, "  {ratio:>10}");
         }
         let _ = writeln!(out);
     }
