@@ -223,7 +223,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let conn_limit = plan.conns_per_shard.unwrap_or(usize::MAX);
     let mut settings = config.settings();
-    if let Some((setup, line)) = config.tls.setup()? {
+    if let Some((setup, line)) = config.tls.setup(!kind.is_task_per_connection())? {
         settings.tls = Some(setup);
         banner = format!("{banner}\n{line}");
     }

@@ -55,15 +55,18 @@ impl TlsOptions {
     }
 
     /// The setup every shard shares and the line the server prints about
-    /// it; None when TLS is off.
-    pub fn setup(&self) -> anyhow::Result<Option<(Arc<TlsSetup>, String)>> {
+    /// it; None when TLS is off. `shard_core`: the backend runs the shard
+    /// core (epoll, uring), which keeps --tls-state; the task backends keep
+    /// rustls's state whatever it says.
+    pub fn setup(&self, shard_core: bool) -> anyhow::Result<Option<(Arc<TlsSetup>, String)>> {
         let (identity, origin) = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => (
                 Identity::from_pem_files(cert, key)?,
                 cert.display().to_string(),
             ),
             _ if self.tls_self_signed => {
-                let kind = format!("{:?}", self.tls_key_kind);
+                let kind = clap::ValueEnum::to_possible_value(&self.tls_key_kind)
+                    .map_or_else(String::new, |value| value.get_name().to_string());
                 (
                     Identity::self_signed(self.tls_key_kind)?,
                     format!("self-signed {kind}"),
@@ -77,9 +80,13 @@ impl TlsOptions {
         }
         let fingerprint = identity.fingerprint();
         let config = server_config(identity, &self.tls_groups, self.tls_state)?;
-        let state = format!("{:?}", self.tls_state).to_lowercase();
+        let state = match (shard_core, self.tls_state) {
+            (true, StateKind::Compact) => "compact state (the record layer alone)",
+            (true, StateKind::Rustls) => "rustls's state",
+            (false, _) => "rustls's state (tokio-rustls, or rustls over the session task)",
+        };
         let line = format!(
-            "tls 1.3: certificate {origin} sha256 {fingerprint}; {state} state after the handshake; {}",
+            "tls 1.3: certificate {origin} sha256 {fingerprint}; {state} after the handshake; {}",
             kernel::probe().describe()
         );
         let setup = TlsSetup {

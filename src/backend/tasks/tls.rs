@@ -99,6 +99,8 @@ pub fn tls_failure_in(error: &io::Error) -> Option<Failure> {
 pub struct TlsTransport<'a, T> {
     inner: T,
     counters: &'a ShardCounters,
+    /// --close-timeout: how long a failure's alert may take to write.
+    patience: Duration,
     conn: Mutex<ServerConnection>,
     /// Held from taking records out of `conn` until they are written, so
     /// records leave in sequence-number order.
@@ -118,6 +120,7 @@ impl<'a, T: Transport> TlsTransport<'a, T> {
         let transport = TlsTransport {
             inner,
             counters,
+            patience: shard.settings.close_timeout,
             conn: Mutex::new(conn),
             writing: tokio::sync::Mutex::new(()),
         };
@@ -160,7 +163,7 @@ impl<'a, T: Transport> TlsTransport<'a, T> {
                     return Err(Stopped::Failed(failure));
                 }
             }
-            if let Err(failure) = self.take(&raw, &mut Vec::new()) {
+            if let Err(failure) = self.take(&raw, None) {
                 let _ = tokio::time::timeout(patience, self.flush()).await;
                 return Err(Stopped::Failed(failure));
             }
@@ -168,14 +171,16 @@ impl<'a, T: Transport> TlsTransport<'a, T> {
     }
 
     /// Hand received ciphertext to rustls, moving what it decrypts to
-    /// `plain` as it goes (rustls holds only so much plaintext).
-    fn take(&self, mut raw: &[u8], plain: &mut Vec<u8>) -> Result<(), Failure> {
+    /// `plain` as it goes (rustls holds only so much plaintext). During the
+    /// handshake (`None`) the plaintext behind the client's Finished (the
+    /// upgrade request) stays in rustls for the session's first read.
+    fn take(&self, mut raw: &[u8], mut plain: Option<&mut Vec<u8>>) -> Result<(), Failure> {
         let mut conn = self.conn.lock().unwrap();
         while !raw.is_empty() {
             conn.read_tls(&mut raw).map_err(|_| Failure::BadRecord)?;
             conn.process_new_packets()
                 .map_err(|error| Failure::of(&error))?;
-            if !conn.is_handshaking() {
+            if let Some(plain) = plain.as_deref_mut() {
                 let _ = read_plaintext(&mut conn, plain);
             }
         }
@@ -204,6 +209,19 @@ impl<'a, T: Transport> TlsTransport<'a, T> {
     }
 }
 
+impl<T: Transport> TlsTransport<'_, T> {
+    /// The alert rustls queued after a failure, bounded by --close-timeout.
+    /// Written without the writer's lock: the session task may hold it in
+    /// its select loop while this read is pending, and once rustls has
+    /// failed it seals nothing more for the writer to interleave with.
+    async fn send_alert(&self) {
+        let records = self.pending_records();
+        if !records.is_empty() {
+            let _ = tokio::time::timeout(self.patience, self.inner.write_all(records.into())).await;
+        }
+    }
+}
+
 impl<T: Transport> Transport for TlsTransport<'_, T> {
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let start = buf.len();
@@ -223,16 +241,14 @@ impl<T: Transport> Transport for TlsTransport<'_, T> {
                 Err(error) => return (Err(error), buf),
                 Ok(_) => {}
             }
-            let taken = self.take(&raw, &mut buf);
-            // KeyUpdate answers, alerts.
-            let flushed = self.flush().await;
-            if let Err(failure) = taken {
+            if let Err(failure) = self.take(&raw, Some(&mut buf)) {
                 count_tls_failure(self.counters, failure);
+                self.send_alert().await;
                 return (Err(io::Error::other(format!("{failure:?}"))), buf);
             }
-            if let Err(error) = flushed {
-                return (Err(error), buf);
-            }
+            // A KeyUpdate's answer waits in rustls for the next write: the
+            // session task writes from its select loop while this read is
+            // pending, so a read that waited on the writer could deadlock it.
         }
     }
 
