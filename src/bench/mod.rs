@@ -693,6 +693,7 @@ fn bench_one(
         &machine,
         &config.backends(),
         config.memory_share,
+        config.tls,
     );
     step("preflight");
     for line in &preflight.lines {

@@ -11,6 +11,12 @@ use crate::server::plan::{self, PlanInput};
 /// 9,750 B (tokio-tungstenite) and 7,500 B (tokio-uring) at 15K, rounded up.
 const TASK_BACKEND_BYTES_PER_CONN: u64 = 10_000;
 
+/// More per connection over TLS (--tls), both ends' compact state: measured
+/// here at 305 B (server) and 316 B (client) at 1M, with slack. A task
+/// backend keeps rustls's state: 6,500 B more measured at 15K (tokio).
+const TLS_BYTES_PER_CONN: u64 = 700;
+const TASK_BACKEND_TLS_BYTES_PER_CONN: u64 = 8_000;
+
 #[derive(Debug, Default)]
 pub struct Preflight {
     pub lines: Vec<String>,
@@ -25,6 +31,7 @@ pub fn check(
     machine: &Machine,
     backends: &[BackendKind],
     memory_share: f64,
+    tls: bool,
 ) -> Preflight {
     let mut out = Preflight::default();
     let cores = machine.cores;
@@ -82,10 +89,11 @@ pub fn check(
         local_client: true,
         source_addresses: 1,
         user_bytes_per_conn: checks::fanout_user_bytes_per_conn(true)
-            + if tasks {
-                TASK_BACKEND_BYTES_PER_CONN
-            } else {
-                0
+            + match (tasks, tls) {
+                (false, false) => 0,
+                (true, false) => TASK_BACKEND_BYTES_PER_CONN,
+                (false, true) => TLS_BYTES_PER_CONN,
+                (true, true) => TASK_BACKEND_BYTES_PER_CONN + TASK_BACKEND_TLS_BYTES_PER_CONN,
             },
         memory_share,
     };
