@@ -161,11 +161,12 @@ mod tests {
             &machine,
             &[BackendKind::Epoll, BackendKind::Uring],
             share,
+            false,
         );
         assert!(ok.errors.is_empty(), "{:?}", ok.errors);
         assert!(ok.lines.iter().any(|l| l.starts_with("server (epoll):")));
         assert!(ok.lines.iter().any(|l| l.starts_with("server (uring):")));
-        let absurd = check(100_000_000, &machine, &[BackendKind::Epoll], share);
+        let absurd = check(100_000_000, &machine, &[BackendKind::Epoll], share, false);
         assert!(
             absurd
                 .errors
