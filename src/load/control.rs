@@ -2,7 +2,7 @@
 //! flags and per-shard progress counters (relaxed atomics, each shard writes
 //! only its own; the progress display and the orchestrator only read).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 #[derive(Default, Debug)]
 #[repr(align(64))]
@@ -45,6 +45,10 @@ pub struct Control {
     pub first_publish_ns: AtomicU64,
     /// Broadcast: the publisher has sent everything it will send.
     pub publisher_done: AtomicBool,
+    /// Shards that have started the work (and counted their members): the
+    /// first message waits for all of them, so that a member the server
+    /// closes after it is always counted, as a member and as closed.
+    pub working_shards: AtomicUsize,
     /// Storm: when the first connection was lost (ns; 0 before), and how
     /// many shards have started the storm (reset theirs, if the client does).
     pub storm_began_ns: AtomicU64,
@@ -66,6 +70,7 @@ impl Control {
             release: AtomicU64::new(0),
             first_publish_ns: AtomicU64::new(0),
             publisher_done: AtomicBool::new(false),
+            working_shards: AtomicUsize::new(0),
             storm_began_ns: AtomicU64::new(0),
             storm_shards: AtomicU64::new(0),
             cache_flush: crate::allocator::CacheFlush::new(shards),

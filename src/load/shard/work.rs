@@ -14,6 +14,7 @@ use crate::load::payload::{self, now_ns};
 impl Shard {
     pub(super) fn start_work(&mut self, now: u64) {
         self.working = true;
+        self.job.control.working_shards.fetch_add(1, Release);
         match self.job.scenario.work {
             Work::Broadcast { publish, .. } => {
                 self.result.members = self.open_keys().len() as u64;
@@ -101,6 +102,9 @@ impl Shard {
     /// orchestrator has released (one message per completed broadcast).
     fn publish_due(&mut self, count: u64, now: u64) {
         let control = &self.job.control;
+        if control.working_shards.load(Acquire) < self.job.shards {
+            return; // not every shard has counted its members yet
+        }
         let sent = control.published.load(Relaxed);
         let Some(publisher) = self.publisher.filter(|&key| self.clients.contains(key)) else {
             control.publisher_done.store(true, Release);
