@@ -313,28 +313,9 @@ fn the_self_signed_fingerprint_is_the_written_certificates_sha256() {
     std::fs::remove_file(path).unwrap();
 }
 
-/// `fanout load` with `args`; its JSON report.
-fn load(args: &[&str]) -> serde_json::Value {
-    let json = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "load-{}-{}.json",
-        std::process::id(),
-        args.join("_").len()
-    ));
-    let output = Command::new(env!("CARGO_BIN_EXE_fanout"))
-        .arg("load")
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("fanout load runs");
-    assert!(
-        output.status.success(),
-        "fanout load {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    std::fs::remove_file(json).unwrap();
-    report
+/// `fanout load ARGS`, which must succeed; its report.
+fn load(args: &[&str]) -> fanout::load::report::Report {
+    common::load_report(args).0
 }
 
 /// fanout's own client over wss:// (compact and rustls state, pinned and
@@ -359,10 +340,13 @@ fn fanout_load_speaks_wss_and_tls_raw_tcp_in_either_state() {
             "--count",
             "5",
         ]);
-        let tally = &report["broadcast"]["tally"];
-        assert_eq!(tally["delivered"], 1500, "{report}");
-        assert_eq!(tally["missing"], 0);
-        assert_eq!(report["connect"]["tls_handshakes"], 300);
+        let tally = report
+            .broadcast
+            .as_ref()
+            .expect("a broadcast section")
+            .tally;
+        assert_eq!((tally.delivered, tally.missing), (1500, 0), "{tally:?}");
+        assert_eq!(report.connect.tls_handshakes, 300);
     }
     let cert = CertificateDer::from_pem_file(&pki().cert).unwrap();
     let pin = fanout::tls::certs::fingerprint(&cert);
@@ -379,8 +363,8 @@ fn fanout_load_speaks_wss_and_tls_raw_tcp_in_either_state() {
         "--size",
         "20000",
     ]);
-    assert!(report["echo"]["messages"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(report["connect"]["failed"], 0);
+    assert!(echoed(&report) > 0);
+    assert_eq!(report.connect.failed, 0);
 
     let tcp = tls_server(Backend::Epoll, &["--proto", "tcp"]);
     let url = format!("tls://127.0.0.1:{}", tcp.addr.port());
@@ -395,7 +379,11 @@ fn fanout_load_speaks_wss_and_tls_raw_tcp_in_either_state() {
         "--duration",
         "1s",
     ]);
-    assert!(report["echo"]["messages"].as_u64().unwrap() > 0, "{report}");
+    assert!(echoed(&report) > 0);
+}
+
+fn echoed(report: &fanout::load::report::Report) -> u64 {
+    report.echo.as_ref().expect("an echo section").messages
 }
 
 /// A storm brought back with tickets: the reconnects resume; with
@@ -417,19 +405,15 @@ fn reconnects_resume_from_tickets_unless_told_not_to() {
         "5s",
     ];
     let resumed = load(&storm);
-    let connect = &resumed["connect"];
-    assert_eq!(connect["tls_handshakes"], 400, "{resumed}");
+    let connect = &resumed.connect;
+    assert_eq!(connect.tls_handshakes, 400);
     assert!(
-        connect["tls_resumed"].as_u64().unwrap() >= 200,
-        "every reconnect resumed: {resumed}"
+        connect.tls_resumed >= 200,
+        "every reconnect resumed: {connect:?}"
     );
     let full = load(&[&storm[..], &["--tls-resume", "off"]].concat());
-    assert_eq!(full["connect"]["tls_resumed"], 0, "{full}");
-    let stats = server.stats();
-    assert_eq!(
-        stats.totals.tls_resumed,
-        connect["tls_resumed"].as_u64().unwrap()
-    );
+    assert_eq!(full.connect.tls_resumed, 0);
+    assert_eq!(server.stats().totals.tls_resumed, connect.tls_resumed);
 }
 
 /// fanout's client against an independent wss:// server (Python's ssl and
@@ -476,8 +460,8 @@ fn fanout_load_against_pythons_wss_server() {
     ]);
     drop(python.stdin.take()); // it exits when its input closes
     python.wait().unwrap();
-    assert_eq!(report["connect"]["failed"], 0, "{report}");
-    assert!(report["echo"]["messages"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report.connect.failed, 0, "{:?}", report.connect.failures);
+    assert!(echoed(&report) > 0);
 }
 
 /// wss:// without a way to trust the server, or with the wrong pin.
@@ -512,8 +496,8 @@ fn load_over_tls_without_trust_is_a_usage_error_and_a_wrong_pin_fails_each_conne
         "--duration",
         "1s",
     ]);
-    assert_eq!(report["connect"]["opened"], 0, "{report}");
-    let failures = report["connect"]["failures"].as_object().unwrap();
+    assert_eq!(report.connect.opened, 0);
+    let failures = &report.connect.failures;
     assert!(
         failures.keys().all(|cause| cause.starts_with("tls")),
         "{failures:?}"
