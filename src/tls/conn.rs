@@ -279,11 +279,6 @@ impl<C: Side> TlsConn<C> {
         Ok(())
     }
 
-    /// Whether only the record layer is kept.
-    pub fn is_compact(&self) -> bool {
-        matches!(self.0, State::Compact(_))
-    }
-
     /// Append to `out` the records carrying `parts` as application data.
     /// Only once established (callers send nothing during the handshake).
     pub fn seal<T: AsRef<[u8]>>(&mut self, parts: &[T], out: &mut Vec<u8>) {

@@ -7,20 +7,19 @@ use std::fs;
 
 const AVAILABLE_ULP: &str = "/proc/sys/net/ipv4/tcp_available_ulp";
 
-/// Where established connections' records are sealed and opened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecordLayer {
-    /// In the shard: this kernel has no TLS ULP (the list it offers).
-    UserSpace { kernel_offers: String },
-}
-
-impl RecordLayer {
-    pub fn describe(&self) -> String {
-        match self {
-            RecordLayer::UserSpace { kernel_offers } => format!(
-                "records sealed in user space (kernel TLS unavailable: tcp_available_ulp is {kernel_offers:?})"
-            ),
-        }
+/// Where established connections' records are sealed, in the words of the
+/// server's `tls` line, given the content of tcp_available_ulp. fanout
+/// seals them in user space either way: it does not hand keys to the
+/// kernel yet, and says so where the kernel could take them.
+pub fn describe(ulps: &str) -> String {
+    let ulps = ulps.trim();
+    match offers_tls(ulps) {
+        true => format!(
+            "records sealed in user space (this kernel offers kernel TLS, tcp_available_ulp {ulps:?}; fanout does not use it yet)"
+        ),
+        false => format!(
+            "records sealed in user space (kernel TLS unavailable: tcp_available_ulp is {ulps:?})"
+        ),
     }
 }
 
@@ -29,12 +28,9 @@ pub fn offers_tls(ulps: &str) -> bool {
     ulps.split_whitespace().any(|ulp| ulp == "tls")
 }
 
-/// Probe this kernel.
-pub fn probe() -> RecordLayer {
-    let ulps = fs::read_to_string(AVAILABLE_ULP).unwrap_or_default();
-    RecordLayer::UserSpace {
-        kernel_offers: ulps.trim().to_string(),
-    }
+/// Probe this kernel: [`describe`] of its tcp_available_ulp.
+pub fn probe() -> String {
+    describe(&fs::read_to_string(AVAILABLE_ULP).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -46,5 +42,15 @@ mod tests {
         assert!(offers_tls("mptcp tls"));
         assert!(!offers_tls("mptcp"));
         assert!(!offers_tls("tlsx"));
+    }
+
+    #[test]
+    fn the_line_says_whether_the_kernel_could_take_the_records() {
+        assert!(describe("mptcp\n").contains("unavailable: tcp_available_ulp is \"mptcp\""));
+        let offered = describe("mptcp tls");
+        assert!(
+            offered.contains("offers kernel TLS") && !offered.contains("unavailable"),
+            "{offered}"
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod options;
 mod pin;
 pub mod record;
+pub mod slots;
 pub mod tickets;
 
 use std::sync::Arc;

@@ -87,7 +87,7 @@ impl TlsOptions {
         };
         let line = format!(
             "tls 1.3: certificate {origin} sha256 {fingerprint}; {state} after the handshake; {}",
-            kernel::probe().describe()
+            kernel::probe()
         );
         let setup = TlsSetup {
             config,

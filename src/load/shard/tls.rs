@@ -12,16 +12,16 @@ use rustls::pki_types::ServerName;
 
 use super::Shard;
 use crate::tls::conn::Flow;
+use crate::tls::slots::Slots;
 use crate::tls::{ClientSetup, ClientTls, StateKind};
+use rustls::client::UnbufferedClientConnection;
 
-/// A shard's TLS client connections and the scratch their bytes pass through.
+/// A shard's TLS client connections and how they start.
 pub(super) struct TlsClients {
     setup: Arc<ClientSetup>,
     /// The name each target's certificate is checked against.
     names: Vec<ServerName<'static>>,
-    states: Vec<Option<ClientTls>>,
-    flow: Flow,
-    sealed: Vec<u8>,
+    slots: Slots<UnbufferedClientConnection>,
     /// Handshakes completed, and of those resumed from a ticket.
     pub handshakes: u64,
     pub resumed: u64,
@@ -32,22 +32,14 @@ impl TlsClients {
         TlsClients {
             setup,
             names,
-            states: Vec::new(),
-            flow: Flow::default(),
-            sealed: Vec::new(),
+            slots: Slots::default(),
             handshakes: 0,
             resumed: 0,
         }
     }
 
-    fn state(&mut self, key: usize) -> Option<&mut ClientTls> {
-        self.states.get_mut(key)?.as_mut()
-    }
-
     pub fn end(&mut self, key: usize) {
-        if let Some(state) = self.states.get_mut(key) {
-            *state = None;
-        }
+        self.slots.end(key);
     }
 }
 
@@ -61,10 +53,7 @@ impl Shard {
         };
         let conn = ClientTls::new(tls.setup.config.clone(), tls.names[server].clone())
             .map_err(|e| format!("tls: {e}"))?;
-        if tls.states.len() <= key {
-            tls.states.resize_with(key + 1, || None);
-        }
-        tls.states[key] = Some(conn);
+        tls.slots.put(key, conn);
         self.tls_bytes(key, &mut []);
         Ok(())
     }
@@ -76,9 +65,9 @@ impl Shard {
             return false;
         };
         let state_kind = tls.setup.state;
-        let mut flow = std::mem::take(&mut tls.flow);
+        let mut flow = std::mem::take(&mut tls.slots.flow);
         flow.clear();
-        let result = match tls.state(key) {
+        let result = match tls.slots.get_mut(key) {
             Some(conn) => conn.receive(state_kind, data, &mut flow),
             None => return false,
         };
@@ -88,7 +77,7 @@ impl Shard {
         }
         let open = self.after_tls_input(key, result, &mut flow);
         if let Some(tls) = self.tls.as_mut() {
-            tls.flow = flow;
+            tls.slots.flow = flow;
         }
         open
     }
@@ -127,12 +116,12 @@ impl Shard {
         let Some(tls) = self.tls.as_mut() else {
             return self.clients[key].send(bytes);
         };
-        let Some(conn) = tls.states.get_mut(key).and_then(Option::as_mut) else {
+        let Some((conn, sealed)) = tls.slots.with_scratch(key) else {
             return self.clients[key].send(bytes);
         };
-        tls.sealed.clear();
-        conn.seal(&[bytes], &mut tls.sealed);
-        self.clients[key].send(&tls.sealed)
+        sealed.clear();
+        conn.seal(&[bytes], sealed);
+        self.clients[key].send(sealed)
     }
 
     /// The upgrade is answered: a compact client keeps only the record
@@ -144,7 +133,7 @@ impl Shard {
         if tls.setup.state != StateKind::Compact {
             return;
         }
-        if let Some(conn) = tls.state(key) {
+        if let Some(conn) = tls.slots.get_mut(key) {
             // A failure leaves rustls's state in place: still correct, larger.
             let _ = conn.compact();
         }

@@ -12,16 +12,14 @@ use super::{send_plain, Core, Flags, How, Io};
 use crate::server::session::{AfterFlush, Phase};
 use crate::server::stats::{bump, count_tls_failure};
 use crate::tls::conn::Flow;
+use crate::tls::slots::Slots;
 use crate::tls::{Failure, ServerTls, TlsSetup};
+use rustls::server::UnbufferedServerConnection;
 
-/// A shard's TLS connections and the scratch their bytes pass through.
+/// A shard's TLS connections and how they start.
 pub(super) struct TlsConns {
     setup: Arc<TlsSetup>,
-    states: Vec<Option<ServerTls>>,
-    /// Decrypted input and records to send, for one read at a time.
-    flow: Flow,
-    /// Sealed output, for one send at a time.
-    sealed: Vec<u8>,
+    slots: Slots<UnbufferedServerConnection>,
 }
 
 /// What `send` needs to seal an established connection's bytes.
@@ -34,42 +32,26 @@ impl TlsConns {
     pub fn new(setup: Arc<TlsSetup>) -> TlsConns {
         TlsConns {
             setup,
-            states: Vec::new(),
-            flow: Flow::default(),
-            sealed: Vec::new(),
+            slots: Slots::default(),
         }
     }
 
     fn start(&mut self, key: usize) {
-        if self.states.len() <= key {
-            self.states.resize_with(key + 1, || None);
-        }
-        self.states[key] = Some(ServerTls::new(&self.setup));
+        self.slots.put(key, ServerTls::new(&self.setup));
     }
 
     /// The sealer of an established connection (None while it handshakes).
     pub fn sealer(&mut self, key: usize) -> Option<Sealer<'_>> {
-        let tls = self.states.get_mut(key)?.as_mut()?;
-        if tls.is_handshaking() {
-            return None;
-        }
-        Some(Sealer {
-            tls,
-            out: &mut self.sealed,
-        })
+        let (tls, out) = self.slots.with_scratch(key)?;
+        (!tls.is_handshaking()).then_some(Sealer { tls, out })
     }
 
     pub fn handshaking(&self, key: usize) -> bool {
-        self.states
-            .get(key)
-            .and_then(Option::as_ref)
-            .is_some_and(ServerTls::is_handshaking)
+        self.slots.get(key).is_some_and(ServerTls::is_handshaking)
     }
 
     fn end(&mut self, key: usize) {
-        if let Some(state) = self.states.get_mut(key) {
-            *state = None;
-        }
+        self.slots.end(key);
     }
 }
 
@@ -108,15 +90,16 @@ impl<S> Core<S> {
         let Some(tls) = self.tls.as_mut() else {
             return false;
         };
-        let Some(state) = tls.states.get_mut(key).and_then(Option::as_mut) else {
+        let mut flow = std::mem::take(&mut tls.slots.flow);
+        flow.clear();
+        let Some(state) = tls.slots.get_mut(key) else {
+            tls.slots.flow = flow;
             return false;
         };
-        let mut flow = std::mem::take(&mut tls.flow);
-        flow.clear();
         let result = state.receive(tls.setup.state, data, &mut flow);
         let open = self.after_tls_input(io, key, result, &mut flow);
         if let Some(tls) = self.tls.as_mut() {
-            tls.flow = flow;
+            tls.slots.flow = flow;
         }
         open
     }
