@@ -1068,3 +1068,111 @@ fn the_tls_bench_measures_each_backend_plain_and_over_tls_side_by_side() {
     assert!(ratio_line.contains('×'), "{ratio_line}");
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// `--tls --measure handshakes,storm`: what a connection costs the server
+/// to open, plain and over TLS with every handshake full or resumed, for
+/// each certificate and key exchange asked; and the storm with and without
+/// resumption. Each run's server made the certificate asked for, counted
+/// the handshakes its clients did, and resumed only when they could.
+#[test]
+fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() {
+    let out = scratch_dir("tls-handshakes");
+    let (r, text) = bench(
+        &[
+            "--tls",
+            "--backends",
+            "epoll",
+            "--measure",
+            "handshakes,storm",
+            "--conns",
+            "200",
+            "--samples",
+            "1",
+            "--handshake-rate",
+            "200",
+            "--churn-duration",
+            "1s",
+            "--tls-variants",
+            "ecdsa-p256/x25519,rsa2048/p256",
+            "--storm-backoff",
+            "10ms,200ms",
+            "--name",
+            "tls-handshakes",
+        ],
+        &out,
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let plain = r.servers[0].handshakes.as_ref().expect("plain handshakes");
+    let kinds: Vec<&str> = plain.kinds.iter().map(|k| k.kind.as_str()).collect();
+    assert_eq!(kinds, ["plain"]);
+    assert_eq!(plain.kinds[0].runs[0].server_handshakes, None);
+    let secure = r.servers[1].handshakes.as_ref().expect("TLS handshakes");
+    let kinds: Vec<&str> = secure.kinds.iter().map(|k| k.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ecdsa-p256/x25519 full",
+            "ecdsa-p256/x25519 resumed",
+            "rsa2048/p256 full",
+            "rsa2048/p256 resumed"
+        ]
+    );
+    for kind in &secure.kinds {
+        let run = &kind.runs[0];
+        let (key, group) = kind
+            .kind
+            .split_once(' ')
+            .unwrap()
+            .0
+            .split_once('/')
+            .unwrap();
+        let tls = run.server_tls.as_deref().unwrap();
+        assert!(
+            tls.contains(&format!("self-signed {key} "))
+                && tls.contains(&format!("key exchange {group};")),
+            "{}: {tls}",
+            kind.kind
+        );
+        let churn = &run.churn;
+        assert!(churn.completed > 0 && churn.failed == 0, "{churn:?}");
+        let handshakes = run.server_handshakes.unwrap();
+        let resumed = run.server_resumed.unwrap();
+        assert!(handshakes >= churn.completed, "{}: {run:?}", kind.kind);
+        match kind.kind.ends_with(" full") {
+            true => assert_eq!(resumed, 0, "{}", kind.kind),
+            // The first connections, before a ticket came back, are full.
+            false => assert!(resumed * 2 > handshakes, "{}: {run:?}", kind.kind),
+        }
+        assert!(kind.cycles_per_server_cpu_s.median > 0.0);
+    }
+    assert_eq!(secure.resumed_over_full().len(), 2);
+    assert!(
+        text.contains("rsa2048/p256: resumed ÷ full, per server CPU-second:"),
+        "{text}"
+    );
+    let plain_storm = r.servers[0].storm.as_ref().expect("a plain storm");
+    assert_eq!(plain_storm.policies.len(), 2);
+    assert!(plain_storm.policies.iter().all(|p| p.resumption.is_none()));
+    let storm = r.servers[1].storm.as_ref().expect("a storm over TLS");
+    let resumptions: Vec<Option<bool>> = storm.policies.iter().map(|p| p.resumption).collect();
+    assert_eq!(
+        resumptions,
+        [Some(true), Some(false), Some(true), Some(false)]
+    );
+    for policy in &storm.policies {
+        let run = &policy.runs[0];
+        assert_eq!((run.storm.lost, run.storm.back), (200, 200), "{policy:?}");
+    }
+    assert!(
+        text.contains("reconnecting at once, every TLS handshake full: all back in"),
+        "{text}"
+    );
+    // 1 + 4 handshake phases, 2 + 4 storm phases.
+    let jobs = |prefix: &str| {
+        r.phases
+            .iter()
+            .filter(|p| p.job.starts_with(prefix))
+            .count()
+    };
+    assert_eq!((jobs("handshakes"), jobs("storm")), (5, 6));
+}

@@ -14,6 +14,7 @@ pub mod bare;
 pub mod churn;
 pub mod compare;
 pub mod echo;
+pub mod handshakes;
 pub mod kernel;
 pub mod machine;
 pub mod memory;
@@ -60,8 +61,14 @@ pub enum Job {
     /// sustained, searched from --churn-rate.
     Churn,
     /// A reconnect storm: --storm-conns connections reset at once and
-    /// brought back, at once and with --storm-backoff (see --storm).
+    /// brought back, at once and with --storm-backoff (see --storm); over
+    /// TLS, each policy with and without session resumption.
     Storm,
+    /// What opening a connection costs the server: churn at
+    /// --handshake-rate, cycles per server CPU-second and setup p50/p99.
+    /// Plain once; with --tls, every handshake full and resumed for each of
+    /// --tls-variants.
+    Handshakes,
     /// A broadcast the members cannot keep up with: the server's peak
     /// memory per member, what it closed, and its memory after.
     Overload,
@@ -131,6 +138,22 @@ pub struct BenchConfig {
     /// if all of them do (1 with --samples 1: one run at --churn-rate, judged).
     #[arg(long, default_value_t = 6)]
     pub churn_steps: usize,
+
+    /// Handshakes: the churn rate every run asks for, connections/s. Low
+    /// enough that every kind keeps up, so each does the same work but the
+    /// handshake; each run lasts --churn-duration.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub handshake_rate: f64,
+
+    /// Handshakes over TLS: certificate key and key-exchange group pairs,
+    /// KEY/GROUP (keys: ecdsa-p256, ed25519, rsa2048; groups: x25519, p256,
+    /// p384), each measured with full and with resumed handshakes.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ecdsa-p256/x25519,rsa2048/x25519,ecdsa-p256/p256"
+    )]
+    pub tls_variants: Vec<handshakes::TlsVariant>,
 
     /// Add a reconnect storm to the jobs (`--measure storm`): hold
     /// --storm-conns connections, reset them all at once, and bring each
@@ -495,6 +518,9 @@ pub struct ServerResult {
     /// A reconnect storm, at once and with a backoff.
     #[serde(default)]
     pub storm: Option<storm::StormBench>,
+    /// What opening a connection costs the server, per CPU-second.
+    #[serde(default)]
+    pub handshakes: Option<handshakes::HandshakeBench>,
     /// A soak: cycles of everything at once, checked for leaks.
     #[serde(default)]
     pub soak: Option<soak::Soak>,
@@ -742,10 +768,25 @@ fn phase_count(config: &BenchConfig) -> usize {
         true => churn_phases(config),
         false => 0,
     };
-    let storm = match config.measures(Job::Storm) {
-        true => 2 * config.samples,
-        false => 0,
-    };
+    // Jobs that run more over TLS: the storm with and without resumption,
+    // the handshakes full and resumed per variant.
+    let handshake_setup = handshake_setup(config);
+    let per_server: usize = config
+        .measured()
+        .iter()
+        .map(|measured| {
+            let tls = matches!(measured, Measured::FanoutTls(_));
+            let storm = match config.measures(Job::Storm) {
+                true => 2 * config.samples * if tls { 2 } else { 1 },
+                false => 0,
+            };
+            let handshakes = match config.measures(Job::Handshakes) {
+                true => handshake_setup.phases(measured),
+                false => 0,
+            };
+            storm + handshakes
+        })
+        .sum();
     let soak = usize::from(config.soak.is_some());
     let overload = match config.measures(Job::Overload) {
         true => config.samples,
@@ -755,7 +796,7 @@ fn phase_count(config: &BenchConfig) -> usize {
         true => 2 * config.samples,
         false => 0,
     };
-    per_sample * config.samples + servers * (churn + storm + soak + overload + backplane)
+    per_sample * config.samples + servers * (churn + soak + overload + backplane) + per_server
 }
 
 fn run(
@@ -819,6 +860,12 @@ fn run(
         config.measures(Job::Storm),
         |phases, server| storm::run(phases, server, &storm_setup),
     )?;
+    let handshake_setup = handshake_setup(config);
+    let mut handshakes = each_server(
+        &mut phases,
+        config.measures(Job::Handshakes),
+        |phases, server| handshakes::run(phases, server, &handshake_setup),
+    )?;
     let overload_setup = overload::OverloadSetup {
         members: config.conns,
         rate: config.overload_rate,
@@ -872,6 +919,7 @@ fn run(
                 echo: std::mem::take(&mut echoes[i]),
                 churn: churns[i].take(),
                 storm: storms[i].take(),
+                handshakes: handshakes[i].take(),
                 soak: soaks[i].take(),
                 overload: overloads[i].take(),
                 backplane: backplanes[i].take(),
@@ -955,6 +1003,15 @@ fn churn_search(
     };
     phases.expect(churn_phases(config), runs);
     Ok(churn::Churn::Search(churn::search(bounds, steps, stopped)))
+}
+
+fn handshake_setup(config: &BenchConfig) -> handshakes::HandshakeSetup {
+    handshakes::HandshakeSetup {
+        rate: config.handshake_rate,
+        duration: config.churn_duration,
+        variants: config.tls_variants.clone(),
+        samples: config.samples,
+    }
 }
 
 /// Churn phases a server usually takes: every step once, and the two

@@ -4,7 +4,9 @@
 //! jitter) — --samples runs of each, each on a fresh server. Reported per
 //! policy: the time until all are back, the attempts and why they failed,
 //! what the server refused (503) and the accept-queue overflows, the
-//! server's CPU during the storm, and the curve of connections open.
+//! server's CPU during the storm, and the curve of connections open. Over
+//! TLS each policy runs twice: clients resuming from the server's session
+//! tickets, and every reconnect doing a full handshake.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -14,11 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
 use super::phase::{self, Phases, Target};
+use super::Measured;
 use crate::load::config::ScenarioKind;
 use crate::load::report::StormReport;
 use crate::load::spread::Spread;
 use crate::load::storm::{Backoff, StormCause};
 use crate::load::Checkpoint;
+use crate::tls::OnOff;
 
 #[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StormBench {
@@ -32,6 +36,10 @@ pub struct StormBench {
 pub struct StormPolicy {
     /// How each connection came back: "at once" or the backoff.
     pub reconnect: String,
+    /// Over TLS: whether the clients resumed from session tickets (none
+    /// for a plain server).
+    #[serde(default)]
+    pub resumption: Option<bool>,
     /// Seconds from the first loss until all were back, over the runs that
     /// got there.
     pub all_back_s: Option<Spread>,
@@ -76,23 +84,32 @@ pub struct StormSetup {
 /// Every policy's runs on `server`, one phase (a fresh server) each.
 pub fn run(phases: &mut Phases, server: usize, setup: &StormSetup) -> anyhow::Result<StormBench> {
     let mut policies = Vec::new();
+    let resumes: &[Option<OnOff>] = match phases.servers[server] {
+        Measured::FanoutTls(_) => &[Some(OnOff::On), Some(OnOff::Off)],
+        _ => &[None],
+    };
     for backoff in [None, Some(setup.backoff)] {
-        let mut runs = Vec::new();
-        for sample in 1..=setup.samples {
-            let name = match backoff {
-                None => "storm at once",
-                Some(_) => "storm with backoff",
-            };
-            let run = phases.run(
-                name,
-                Target::Server(server),
-                FloorRoute::Echo,
-                sample,
-                |running| one_run(running, setup, backoff),
-            )?;
-            runs.push(run);
+        for &resume in resumes {
+            let mut runs = Vec::new();
+            for sample in 1..=setup.samples {
+                let mut name = match backoff {
+                    None => "storm at once".to_string(),
+                    Some(_) => "storm with backoff".to_string(),
+                };
+                if resume == Some(OnOff::Off) {
+                    name.push_str(", no resumption");
+                }
+                let run = phases.run(
+                    &name,
+                    Target::Server(server),
+                    FloorRoute::Echo,
+                    sample,
+                    |running| one_run(running, setup, backoff, resume),
+                )?;
+                runs.push(run);
+            }
+            policies.push(policy(backoff, resume, runs));
         }
-        policies.push(policy(backoff, runs));
     }
     Ok(StormBench {
         conns: setup.conns,
@@ -104,8 +121,12 @@ fn one_run(
     running: &phase::Running,
     setup: &StormSetup,
     backoff: Option<Backoff>,
+    resume: Option<OnOff>,
 ) -> anyhow::Result<phase::Outcome<StormRun>> {
     let mut load = running.load_config(ScenarioKind::Storm, "/echo");
+    if let Some(resume) = resume {
+        load.tls.tls_resume = resume;
+    }
     load.conns = setup.conns;
     load.duration = setup.bound;
     load.storm_cause = StormCause::Reset;
@@ -137,7 +158,7 @@ fn one_run(
     Ok(phase::Outcome { value, report })
 }
 
-fn policy(backoff: Option<Backoff>, runs: Vec<StormRun>) -> StormPolicy {
+fn policy(backoff: Option<Backoff>, resume: Option<OnOff>, runs: Vec<StormRun>) -> StormPolicy {
     let spread =
         |get: &dyn Fn(&StormRun) -> f64| Spread::of(&runs.iter().map(get).collect::<Vec<_>>());
     let back: Vec<f64> = runs
@@ -146,6 +167,7 @@ fn policy(backoff: Option<Backoff>, runs: Vec<StormRun>) -> StormPolicy {
         .collect();
     StormPolicy {
         reconnect: backoff.map_or("at once".into(), |b| b.describe()),
+        resumption: resume.map(|r| r == OnOff::On),
         all_back_s: (!back.is_empty()).then(|| Spread::of(&back)),
         runs_not_back: runs.len() - back.len(),
         attempts: spread(&|r| r.storm.attempts as f64),
@@ -170,9 +192,14 @@ pub fn text(storm: &StormBench) -> String {
             0 => String::new(),
             n => format!(" ({n} run(s) not back within the bound)"),
         };
+        let tls = match policy.resumption {
+            Some(true) => ", resuming TLS sessions",
+            Some(false) => ", every TLS handshake full",
+            None => "",
+        };
         let _ = writeln!(
             out,
-            "storm     {} connections reset, reconnecting {}: {back}{missed}",
+            "storm     {} connections reset, reconnecting {}{tls}: {back}{missed}",
             storm.conns, policy.reconnect
         );
         let _ = writeln!(

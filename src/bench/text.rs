@@ -299,13 +299,32 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     add("churn setup p99, µs", Lower, false, &|s| {
         Some(s.churn.as_ref()?.spread(|c| c.setup.p99_us))
     });
-    for (i, policy) in ["at once", "backoff"].into_iter().enumerate() {
-        add(
-            &format!("storm {policy}: all back, s"),
-            Lower,
-            false,
-            &move |s| s.storm.as_ref()?.policies.get(i)?.all_back_s,
-        );
+    // A plain server's one kind beside a TLS server's first full one: the
+    // TLS ÷ plain table then says what a full handshake costs.
+    add("open+close cycles per server CPU-s", Higher, false, &|s| {
+        let first = s.handshakes.as_ref()?.kinds.first()?;
+        (!first.kind.ends_with(" resumed")).then_some(first.cycles_per_server_cpu_s)
+    });
+    add("  resumed, per server CPU-s", Higher, false, &|s| {
+        let handshakes = s.handshakes.as_ref()?;
+        let resumed = handshakes
+            .kinds
+            .iter()
+            .find(|k| k.kind.ends_with(" resumed"))?;
+        Some(resumed.cycles_per_server_cpu_s)
+    });
+    for (at_once, policy) in [(true, "at once"), (false, "backoff")] {
+        for (resumption, how) in [(true, ""), (false, ", full TLS")] {
+            let label = format!("storm {policy}{how}: all back, s");
+            add(&label, Lower, false, &move |s| {
+                let policies = &s.storm.as_ref()?.policies;
+                policies
+                    .iter()
+                    .filter(|p| (p.reconnect == "at once") == at_once)
+                    .find(|p| p.resumption.unwrap_or(true) == resumption)?
+                    .all_back_s
+            });
+        }
     }
     add("overload peak user B/member", Lower, false, &|s| {
         Some(s.overload.as_ref()?.peak_bytes_per_member)
@@ -514,6 +533,9 @@ fn details(out: &mut String, r: &ServerResult) {
     }
     if let Some(Churn::Search(search)) = &r.churn {
         out.push_str(&super::churn::text(search));
+    }
+    if let Some(handshakes) = &r.handshakes {
+        out.push_str(&super::handshakes::text(handshakes));
     }
     if let Some(storm) = &r.storm {
         out.push_str(&super::storm::text(storm));

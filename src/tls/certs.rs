@@ -22,6 +22,9 @@ pub enum KeyKind {
     EcdsaP256,
     /// Ed25519.
     Ed25519,
+    /// RSA-2048 with PKCS#1 v1.5 SHA-256 signatures: what much of the web
+    /// still serves, and the most expensive to sign with.
+    Rsa2048,
 }
 
 impl Identity {
@@ -42,11 +45,11 @@ impl Identity {
 
     /// A fresh self-signed certificate for `localhost`, 127.0.0.1 and ::1.
     pub fn self_signed(kind: KeyKind) -> anyhow::Result<Identity> {
-        let algorithm = match kind {
-            KeyKind::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            KeyKind::Ed25519 => &rcgen::PKCS_ED25519,
+        let key = match kind {
+            KeyKind::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
+            KeyKind::Ed25519 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?,
+            KeyKind::Rsa2048 => rsa_2048().context("generating an RSA-2048 key")?,
         };
-        let key = rcgen::KeyPair::generate_for(algorithm).context("generating a key")?;
         let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
         let cert = rcgen::CertificateParams::new(names)
             .and_then(|params| params.self_signed(&key))
@@ -67,6 +70,20 @@ impl Identity {
         let body = base64_lines(&self.chain[0]);
         format!("-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n")
     }
+}
+
+/// A fresh RSA-2048 key pair. ring signs with RSA but cannot make a key,
+/// so the `rsa` crate makes it (it only generates here: ring does every
+/// signature).
+fn rsa_2048() -> anyhow::Result<rcgen::KeyPair> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
+    let der = key.to_pkcs8_der()?;
+    let der = PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+    Ok(rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &der,
+        &rcgen::PKCS_RSA_SHA256,
+    )?)
 }
 
 /// The SHA-256 of a certificate's DER, in lowercase hex.
@@ -123,5 +140,14 @@ mod tests {
         let back = CertificateDer::from_pem_slice(identity.leaf_pem().as_bytes()).unwrap();
         assert_eq!(back, identity.chain[0]);
         assert_eq!(identity.fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn every_key_kind_makes_a_pair_rustls_accepts() {
+        for kind in [KeyKind::EcdsaP256, KeyKind::Ed25519, KeyKind::Rsa2048] {
+            let identity = Identity::self_signed(kind).unwrap();
+            let config = crate::tls::server_config(identity, &[], crate::tls::StateKind::Compact);
+            assert!(config.is_ok(), "{kind:?}: {:?}", config.err());
+        }
     }
 }

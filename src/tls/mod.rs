@@ -22,7 +22,7 @@ use rustls::ServerConfig;
 
 pub use certs::{Identity, KeyKind};
 pub use conn::{ClientTls, ServerTls, StateKind, TlsSetup};
-pub use options::{ClientSetup, ClientTlsOptions, TlsOptions};
+pub use options::{ClientSetup, ClientTlsOptions, OnOff, TlsOptions};
 
 /// Why a TLS connection failed; each has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +96,14 @@ const DEFAULT_GROUPS: [Group; 3] = [Group::X25519, Group::P256, Group::P384];
 
 /// The ring provider: `groups` (or [`DEFAULT_GROUPS`]) in order, and the
 /// TLS 1.3 suites in the order browsers offer them (AES-128-GCM first).
+/// The groups given, or the default ones when none are.
+pub fn groups_or_default(groups: &[Group]) -> &[Group] {
+    match groups.is_empty() {
+        true => &DEFAULT_GROUPS[..],
+        false => groups,
+    }
+}
+
 fn provider_with(groups: &[Group]) -> rustls::crypto::CryptoProvider {
     // ring builds from `.ci/run` with a C compiler alone. rustls 0.23.48
     // deprecates its provider because ring has no post-quantum key
@@ -103,11 +111,7 @@ fn provider_with(groups: &[Group]) -> rustls::crypto::CryptoProvider {
     // measured figures use.
     #[allow(deprecated)]
     let mut provider = provider::default_provider();
-    let groups = match groups.is_empty() {
-        true => &DEFAULT_GROUPS[..],
-        false => groups,
-    };
-    provider.kx_groups = groups
+    provider.kx_groups = groups_or_default(groups)
         .iter()
         .map(|group| match group {
             Group::X25519 => provider::kx_group::X25519,

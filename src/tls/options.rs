@@ -85,8 +85,13 @@ impl TlsOptions {
             (true, StateKind::Rustls) => "rustls's state",
             (false, _) => "rustls's state (tokio-rustls, or rustls over the session task)",
         };
+        let groups: Vec<String> = super::groups_or_default(&self.tls_groups)
+            .iter()
+            .map(|group| format!("{group:?}").to_lowercase())
+            .collect();
         let line = format!(
-            "tls 1.3: certificate {origin} sha256 {fingerprint}; {state} after the handshake; {}",
+            "tls 1.3: certificate {origin} sha256 {fingerprint}; key exchange {}; {state} after the handshake; {}",
+            groups.join(", "),
             kernel::probe()
         );
         let setup = TlsSetup {
