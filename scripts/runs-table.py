@@ -88,6 +88,19 @@ def rows(result):
     c = result.get("churn")
     if c:
         out.append(("churn, cycles/s (of 10,000 asked)", f"{c['rate_per_s']:,.0f}", c["rate_per_s"]))
+    h = result.get("handshakes")
+    if h:
+        for kind in h["kinds"]:
+            per_cpu = kind["cycles_per_server_cpu_s"]
+            out.append((f"handshakes {kind['kind']}, cycles per server CPU-s", spread(per_cpu), per_cpu["median"]))
+            p99 = kind["setup_p99_ms"]
+            out.append((f"handshakes {kind['kind']}, setup p99 ms", spread(p99, digits=2), p99["median"]))
+    for policy in (result.get("storm") or {}).get("policies", []):
+        how = {True: ", resuming", False: ", full TLS", None: ""}[policy.get("resumption")]
+        label = f"storm {'at once' if policy['reconnect'] == 'at once' else 'backoff'}{how}"
+        if policy.get("all_back_s"):
+            out.append((f"{label}: all back, s", spread(policy["all_back_s"], digits=2), policy["all_back_s"]["median"]))
+        out.append((f"{label}: server CPU-s", spread(policy["server_cpu_s"], digits=2), policy["server_cpu_s"]["median"]))
     if stopped:
         room = ("ramp", "broadcast", "server CPU", "deliveries", "user space", "kernel", "TCP slab")
         out = [(label, f"{text} (short: {stopped})", None) if label.startswith(room) else (label, text, median)

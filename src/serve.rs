@@ -231,6 +231,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let services = crate::server::Services {
         metrics: config.metrics,
         others: backplane,
+        tls_kernel: settings.tls.as_ref().map(|tls| tls.kernel),
     };
     run_shards(
         &plan,

@@ -1069,10 +1069,10 @@ fn the_tls_bench_measures_each_backend_plain_and_over_tls_side_by_side() {
     std::fs::remove_dir_all(out).unwrap();
 }
 
-/// `--tls --measure handshakes,storm`: what a connection costs the server
-/// to open, plain and over TLS with every handshake full or resumed, for
-/// each certificate and key exchange asked; and the storm with and without
-/// resumption. Each run's server made the certificate asked for, counted
+/// `--tls --measure handshakes,storm,churn`: what a connection costs the
+/// server to open, plain and over TLS with every handshake full or resumed,
+/// for each certificate and key exchange asked; the storm and the churn
+/// with and without resumption. Each run's server made the certificate asked for, counted
 /// the handshakes its clients did, and resumed only when they could.
 #[test]
 fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() {
@@ -1083,7 +1083,11 @@ fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() 
             "--backends",
             "epoll",
             "--measure",
-            "handshakes,storm",
+            "handshakes,storm,churn",
+            "--churn-steps",
+            "1",
+            "--churn-rate",
+            "200",
             "--conns",
             "200",
             "--samples",
@@ -1167,7 +1171,14 @@ fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() 
         text.contains("reconnecting at once, every TLS handshake full: all back in"),
         "{text}"
     );
-    // 1 + 4 handshake phases, 2 + 4 storm phases.
+    // Churn over TLS twice: resuming, and with every handshake full.
+    assert!(r.servers[0].churn.is_some() && r.servers[0].churn_full_tls.is_none());
+    assert!(r.servers[1].churn.is_some() && r.servers[1].churn_full_tls.is_some());
+    assert!(
+        text.contains("churn over TLS, every handshake full (--tls-resume off):"),
+        "{text}"
+    );
+    // 1 + 4 handshake phases, 2 + 4 storm phases, 1 + 1 + 1 churn phases.
     let jobs = |prefix: &str| {
         r.phases
             .iter()
@@ -1175,4 +1186,5 @@ fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() 
             .count()
     };
     assert_eq!((jobs("handshakes"), jobs("storm")), (5, 6));
+    assert_eq!((jobs("churn 200"), jobs("churn, full TLS, 200")), (2, 1));
 }

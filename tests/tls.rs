@@ -273,6 +273,17 @@ every_backend! {
         assert!(t.tls_bad_records + t.tls_handshakes_vanished >= 2, "the truncated hello: {t:?}");
         assert_eq!(t.tls_internal_errors, 0);
         assert_wss_echo(&mut healthy, Message::Binary(vec![9u8; 70_000].into()));
+
+        // Kernel TLS: the server asked the kernel, said what it found, and
+        // (here, where the kernel refuses the `tls` ULP) sealed in user space.
+        let kernel = fanout::tls::kernel::probe().kernel;
+        assert_eq!(stats.tls_kernel, Some(kernel));
+        let line = server.tls_line().unwrap();
+        let expected = match kernel {
+            fanout::tls::kernel::KernelTls::Unavailable => "records sealed in user space (kernel TLS unavailable: TCP_ULP \"tls\" refused",
+            fanout::tls::kernel::KernelTls::OfferedUnused => "this kernel offers kernel TLS",
+        };
+        assert!(line.contains(expected), "{line}");
     }
 }
 

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendKind;
 use crate::load::config::ScenarioKind;
 use crate::load::spread::Spread;
+use crate::tls::OnOff;
 use crate::units::parse_duration;
 use bare::FloorRoute;
 use compare::Compared;
@@ -58,7 +59,8 @@ pub enum Job {
     /// Echo at each --echo-conns: closed loop against the echo floor, then open loop.
     Echo,
     /// Connections that open, echo once and close: the highest rate
-    /// sustained, searched from --churn-rate.
+    /// sustained, searched from --churn-rate; over TLS, resuming from the
+    /// server's tickets and again with every handshake full.
     Churn,
     /// A reconnect storm: --storm-conns connections reset at once and
     /// brought back, at once and with --storm-backoff (see --storm); over
@@ -513,8 +515,11 @@ pub struct ServerResult {
     /// Echo at each connection count: closed loop against the floor, then open loop.
     pub echo: Vec<EchoBench>,
     /// Connections that open, echo once and close: the highest rate
-    /// sustained, with every rate tried.
+    /// sustained, with every rate tried (over TLS: resuming sessions).
     pub churn: Option<churn::Churn>,
+    /// Over TLS, the same with every handshake full (`--tls-resume off`).
+    #[serde(default)]
+    pub churn_full_tls: Option<churn::Churn>,
     /// A reconnect storm, at once and with a backoff.
     #[serde(default)]
     pub storm: Option<storm::StormBench>,
@@ -768,14 +773,18 @@ fn phase_count(config: &BenchConfig) -> usize {
         true => churn_phases(config),
         false => 0,
     };
-    // Jobs that run more over TLS: the storm with and without resumption,
-    // the handshakes full and resumed per variant.
+    // Jobs that run more over TLS: churn and the storm with and without
+    // resumption, the handshakes full and resumed per variant.
     let handshake_setup = handshake_setup(config);
     let per_server: usize = config
         .measured()
         .iter()
         .map(|measured| {
             let tls = matches!(measured, Measured::FanoutTls(_));
+            let churn = match config.measures(Job::Churn) && tls {
+                true => churn_phases(config),
+                false => 0,
+            };
             let storm = match config.measures(Job::Storm) {
                 true => 2 * config.samples * if tls { 2 } else { 1 },
                 false => 0,
@@ -784,7 +793,7 @@ fn phase_count(config: &BenchConfig) -> usize {
                 true => handshake_setup.phases(measured),
                 false => 0,
             };
-            storm + handshakes
+            churn + storm + handshakes
         })
         .sum();
     let soak = usize::from(config.soak.is_some());
@@ -847,7 +856,17 @@ fn run(
     let mut churns = each_server(
         &mut phases,
         config.measures(Job::Churn),
-        |phases, server| churn_search(phases, config, server),
+        |phases, server| churn_search(phases, config, server, None),
+    )?;
+    let mut full_tls_churns = each_server(
+        &mut phases,
+        config.measures(Job::Churn),
+        |phases, server| match phases.servers[server] {
+            Measured::FanoutTls(_) => {
+                churn_search(phases, config, server, Some(OnOff::Off)).map(Some)
+            }
+            _ => Ok(None),
+        },
     )?;
     let storm_setup = storm::StormSetup {
         conns: config.storm_conns.unwrap_or(config.conns),
@@ -918,6 +937,7 @@ fn run(
                 broadcast: room.map(|r| r.broadcast),
                 echo: std::mem::take(&mut echoes[i]),
                 churn: churns[i].take(),
+                churn_full_tls: full_tls_churns[i].take().flatten(),
                 storm: storms[i].take(),
                 handshakes: handshakes[i].take(),
                 soak: soaks[i].take(),
@@ -958,12 +978,18 @@ fn run(
 
 /// The highest churn rate one server sustains: one phase (a fresh server)
 /// per run, as [`churn::next`] decides. Churn has no floor: its figure is
-/// whether a rate is met, and at what setup latency.
+/// whether a rate is met, and at what setup latency. `resume`: over TLS,
+/// whether the clients resume sessions (default: they do).
 fn churn_search(
     phases: &mut Phases,
     config: &BenchConfig,
     server: usize,
+    resume: Option<OnOff>,
 ) -> anyhow::Result<churn::Churn> {
+    let job = match resume {
+        Some(OnOff::Off) => "churn, full TLS,",
+        _ => "churn",
+    };
     let bounds = churn::ChurnBounds::with_setup_p99_ms(config.churn_max_p99.as_secs_f64() * 1e3);
     let mut steps: Vec<churn::ChurnStep> = Vec::new();
     let mut runs = 0;
@@ -984,7 +1010,7 @@ fn churn_search(
         let rate = steps[index].asked_per_s;
         let sample = steps[index].runs.len() + 1;
         let (report, cpu) = phases.run(
-            &format!("churn {rate}/s"),
+            &format!("{job} {rate}/s"),
             Target::Server(server),
             FloorRoute::Echo,
             sample,
@@ -992,6 +1018,9 @@ fn churn_search(
                 let mut load = running.load_config(ScenarioKind::Churn, "/echo");
                 load.rate = Some(rate);
                 load.duration = config.churn_duration;
+                if let Some(resume) = resume {
+                    load.tls.tls_resume = resume;
+                }
                 let report = crate::load::run(&load)?;
                 let churn = report.churn.clone().context("no churn section")?;
                 let value = (churn, report.client.cpu_share);

@@ -293,6 +293,12 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     add("churn sustained, connections/s", Higher, false, &|s| {
         Some(Spread::of(&[s.churn.as_ref()?.sustained_per_s()?]))
     });
+    add("churn sustained, full TLS, conns/s", Higher, false, &|s| {
+        Some(Spread::of(&[s
+            .churn_full_tls
+            .as_ref()?
+            .sustained_per_s()?]))
+    });
     add("churn, cycles/s", Higher, false, &|s| {
         Some(s.churn.as_ref()?.spread(|c| c.rate_per_s))
     });
@@ -532,6 +538,13 @@ fn details(out: &mut String, r: &ServerResult) {
         );
     }
     if let Some(Churn::Search(search)) = &r.churn {
+        if r.churn_full_tls.is_some() {
+            out.push_str("churn over TLS, resuming from the server's tickets:\n");
+        }
+        out.push_str(&super::churn::text(search));
+    }
+    if let Some(Churn::Search(search)) = &r.churn_full_tls {
+        out.push_str("churn over TLS, every handshake full (--tls-resume off):\n");
         out.push_str(&super::churn::text(search));
     }
     if let Some(handshakes) = &r.handshakes {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::histogram::ShardHistograms;
-use super::stats::ShardCounters;
+use super::stats::{ShardCounters, Snapshot};
 use crate::allocator::CacheFlush;
+use crate::tls::kernel::KernelTls;
 
 /// Where room frames go to other instances of this server (the Redis
 /// backplane implements it; the hub names no transport). Frames from the
@@ -63,6 +64,8 @@ pub struct Hub {
     others: OnceLock<Arc<dyn OtherInstances>>,
     /// Where frames from other instances go, if not to the shards' inboxes.
     elsewhere: OnceLock<Box<dyn Fn(Bytes) + Send + Sync>>,
+    /// With TLS: what the kernel said when asked for kernel TLS.
+    tls_kernel: OnceLock<KernelTls>,
 }
 
 impl Hub {
@@ -86,7 +89,21 @@ impl Hub {
             cache_flush: CacheFlush::new(shards),
             others: OnceLock::new(),
             elsewhere: OnceLock::new(),
+            tls_kernel: OnceLock::new(),
         }
+    }
+
+    /// Record what the kernel said about kernel TLS, for the stats.
+    pub fn set_tls_kernel(&self, kernel: KernelTls) {
+        let _ = self.tls_kernel.set(kernel);
+    }
+
+    /// The counters of every shard, the process's memory and the TLS path,
+    /// as the `stats` line and the metrics report them.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::take(self.all_counters());
+        snapshot.tls_kernel = self.tls_kernel.get().copied();
+        snapshot
     }
 
     /// Make every shard flush its thread's allocator cache, and wait (up to

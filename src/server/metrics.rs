@@ -46,7 +46,7 @@ fn answer(mut stream: TcpStream, hub: &Hub) {
     let head = read_head(&mut stream);
     let response = match head.as_deref().map(request_line) {
         Some(Ok(("GET", "/metrics"))) => {
-            let snapshot = Snapshot::take(hub.all_counters());
+            let snapshot = hub.snapshot();
             let body = render(&snapshot, &fd_tables(), &histograms(hub));
             http(
                 "200 OK",

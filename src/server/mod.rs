@@ -32,7 +32,6 @@ use crate::sys;
 use hub::{Hub, OtherInstances, Wake};
 pub use plan::FdUse;
 use plan::{FdTables, Plan, PlanInput};
-use stats::Snapshot;
 
 /// How often the main thread looks for signals and dead shards.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(20);
@@ -44,6 +43,8 @@ pub struct Services {
     pub metrics: Option<SocketAddr>,
     /// The room across instances (`--backplane`).
     pub others: Option<LinkToOthers>,
+    /// With TLS: what the kernel said when asked for kernel TLS.
+    pub tls_kernel: Option<crate::tls::kernel::KernelTls>,
 }
 
 /// How to reach the other instances of this server once the hub exists, and
@@ -114,6 +115,9 @@ where
         .into_iter()
         .unzip();
     let hub = Arc::new(Hub::new(wakers));
+    if let Some(kernel) = services.tls_kernel {
+        hub.set_tls_kernel(kernel);
+    }
     let mut backplane_line = None;
     let metrics = services
         .metrics
@@ -172,10 +176,7 @@ where
     // The shards are gone, and their allocator caches with them.
     print_stats(&hub, false);
     if let Some(began) = hub.drain_began() {
-        println!(
-            "{}",
-            drain_summary(&Snapshot::take(hub.all_counters()).totals, began.elapsed())
-        );
+        println!("{}", drain_summary(&hub.snapshot().totals, began.elapsed()));
     }
     outcome
 }
@@ -275,7 +276,7 @@ fn print_stats(hub: &Hub, flush: bool) {
     if flush {
         hub.flush_allocator_caches(Duration::from_secs(1));
     }
-    let snapshot = Snapshot::take(hub.all_counters());
+    let snapshot = hub.snapshot();
     let json = serde_json::to_string(&snapshot).expect("stats serialize");
     println!("stats {json}");
     let _ = std::io::stdout().flush();

@@ -232,6 +232,10 @@ pub struct Snapshot {
     pub heap_allocated_bytes: u64,
     /// Bytes of physical memory the allocator holds (jemalloc).
     pub heap_resident_bytes: u64,
+    /// With TLS: whether the kernel offered kernel TLS (`unavailable`: it
+    /// refused the `tls` ULP). Records are sealed in user space either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_kernel: Option<crate::tls::kernel::KernelTls>,
 }
 
 impl Snapshot {
@@ -252,6 +256,7 @@ impl Snapshot {
             rss_bytes: crate::sys::resident_bytes().unwrap_or(0),
             heap_allocated_bytes,
             heap_resident_bytes,
+            tls_kernel: None,
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum StateKind {
 pub struct TlsSetup {
     pub config: Arc<ServerConfig>,
     pub state: StateKind,
+    /// What the kernel said when asked for kernel TLS.
+    pub kernel: super::kernel::KernelTls,
 }
 
 /// What differs between the two ends of a connection.
@@ -761,7 +763,11 @@ mod tests {
         let identity = Identity::self_signed(KeyKind::EcdsaP256).unwrap();
         let mut client = client_for(&identity);
         let config = server_config(identity_clone(&identity), &[], state).unwrap();
-        let setup = TlsSetup { config, state };
+        let setup = TlsSetup {
+            config,
+            state,
+            kernel: crate::tls::kernel::KernelTls::Unavailable,
+        };
         let mut server = ServerTls::new(&setup);
         let mut established = false;
         for _ in 0..4 {
@@ -817,6 +823,7 @@ mod tests {
         let setup = TlsSetup {
             config,
             state: StateKind::Compact,
+            kernel: crate::tls::kernel::KernelTls::Unavailable,
         };
         let mut flow = Flow::default();
         let mut http = b"GET /echo HTTP/1.1\r\n\r\n".to_vec();

@@ -89,14 +89,16 @@ impl TlsOptions {
             .iter()
             .map(|group| format!("{group:?}").to_lowercase())
             .collect();
+        let kernel = kernel::probe();
         let line = format!(
             "tls 1.3: certificate {origin} sha256 {fingerprint}; key exchange {}; {state} after the handshake; {}",
             groups.join(", "),
-            kernel::probe()
+            kernel.describe()
         );
         let setup = TlsSetup {
             config,
             state: self.tls_state,
+            kernel: kernel.kernel,
         };
         Ok(Some((Arc::new(setup), line)))
     }
