@@ -4,6 +4,7 @@
 
 pub mod bare;
 pub mod close_code;
+pub mod deflate;
 pub mod frame;
 pub mod fuzzing;
 pub mod handshake;
