@@ -2,7 +2,9 @@
 //!
 //! Decoding checks every per-frame rule (reserved bits, reserved opcodes,
 //! masking direction, control-frame limits, the size limit) so that callers
-//! only ever see frames that are legal on their own.
+//! only ever see frames that are legal on their own. RSV1 is legal only
+//! where permessage-deflate was negotiated, and then only on data frames
+//! (RFC 7692 §6): it marks the first frame of a compressed message.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -51,6 +53,8 @@ pub enum Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     pub fin: bool,
+    /// RSV1: the frame starts a compressed message (permessage-deflate).
+    pub compressed: bool,
     pub opcode: OpCode,
     pub mask: Option<[u8; 4]>,
     pub payload_len: usize,
@@ -61,6 +65,8 @@ pub struct Header {
 pub enum FrameError {
     #[error("reserved bits set without a negotiated extension")]
     ReservedBits,
+    #[error("a control frame had the compressed bit (RSV1) set")]
+    CompressedControl,
     #[error("reserved opcode {0:#x}")]
     ReservedOpcode(u8),
     #[error("a client frame was not masked")]
@@ -97,13 +103,28 @@ pub fn decode_header(
     role: Role,
     max_payload: usize,
 ) -> Result<Option<(Header, usize)>, FrameError> {
+    decode_header_allowing(buf, role, max_payload, false)
+}
+
+/// [`decode_header`] on a connection that negotiated permessage-deflate
+/// (`compression`): RSV1 is then allowed on data frames.
+pub fn decode_header_allowing(
+    buf: &[u8],
+    role: Role,
+    max_payload: usize,
+    compression: bool,
+) -> Result<Option<(Header, usize)>, FrameError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    let compressed = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (compressed && !compression) {
         return Err(FrameError::ReservedBits);
     }
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(FrameError::ReservedOpcode(b0 & 0x0F))?;
+    if compressed && opcode.is_control() {
+        return Err(FrameError::CompressedControl);
+    }
     let fin = b0 & 0x80 != 0;
     let masked = b1 & 0x80 != 0;
     match (role, masked) {
@@ -148,6 +169,7 @@ pub fn decode_header(
     };
     let header = Header {
         fin,
+        compressed,
         opcode,
         mask,
         payload_len: payload_len as usize,

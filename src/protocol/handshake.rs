@@ -3,6 +3,7 @@
 //! precise 4xx, build the response) and the client side the load generator
 //! uses (build a request, check the response).
 
+use super::deflate::negotiate::{self, Declined, Offer};
 use super::Route;
 
 /// Most headers we parse in a request; more is answered with 431.
@@ -14,6 +15,9 @@ pub struct Upgrade {
     pub route: Route,
     /// The `Sec-WebSocket-Accept` value for the response.
     pub accept_key: String,
+    /// The permessage-deflate offers among its `Sec-WebSocket-Extensions`
+    /// headers, each parsed or declined (see `protocol::deflate`).
+    pub deflate_offers: Vec<Result<Offer, Declined>>,
 }
 
 /// Why a request was refused; each maps to one HTTP status.
@@ -140,7 +144,16 @@ fn check_request(request: &httparse::Request) -> Result<Upgrade, Rejection> {
         .filter(|key| is_base64_of_16_bytes(key))
         .ok_or(Rejection::BadKey)?;
     let accept_key = tungstenite::handshake::derive_accept_key(key);
-    Ok(Upgrade { route, accept_key })
+    let extensions = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok());
+    Ok(Upgrade {
+        route,
+        accept_key,
+        deflate_offers: negotiate::offers(extensions),
+    })
 }
 
 /// Does a comma-separated header value contain `token` (case-insensitive)?
@@ -156,10 +169,14 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
     key.len() == 24 && key[..22].iter().all(symbol) && &key[22..] == b"=="
 }
 
-/// The `101 Switching Protocols` response for an accepted upgrade.
-pub fn accept_response(upgrade: &Upgrade) -> Vec<u8> {
+/// The `101 Switching Protocols` response for an accepted upgrade, with the
+/// extension the server agreed to (`Sec-WebSocket-Extensions`), if any.
+pub fn accept_response(upgrade: &Upgrade, extension: Option<&str>) -> Vec<u8> {
+    let extension = extension
+        .map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n"))
+        .unwrap_or_default();
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{extension}\r\n",
         upgrade.accept_key
     )
     .into_bytes()
@@ -260,6 +277,33 @@ mod tests {
         assert_eq!(upgrade.route, Route::Echo);
         // RFC 6455 §1.3's worked example.
         assert_eq!(upgrade.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(upgrade.deflate_offers, vec![]);
+    }
+
+    #[test]
+    fn deflate_offers_are_read_from_every_extensions_header_and_answered() {
+        let mut headers = good_headers();
+        headers.push((
+            "Sec-WebSocket-Extensions",
+            "foo, permessage-deflate; client_max_window_bits",
+        ));
+        headers.push(("sec-websocket-extensions", "permessage-deflate; bogus"));
+        let buf = request("GET", "/room", &headers);
+        let Ok(Parsed::Upgrade { upgrade, .. }) = parse_request(&buf, 8192) else {
+            panic!("not accepted")
+        };
+        assert_eq!(upgrade.deflate_offers.len(), 2);
+        assert!(upgrade.deflate_offers[0].is_ok());
+        assert_eq!(
+            upgrade.deflate_offers[1],
+            Err(Declined::UnknownParameter("bogus".into()))
+        );
+        let response = accept_response(&upgrade, Some("permessage-deflate"));
+        let text = String::from_utf8(response).unwrap();
+        assert!(
+            text.ends_with("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -328,7 +372,7 @@ mod tests {
         let Ok(Parsed::Upgrade { upgrade, .. }) = parse_request(&request, 8192) else {
             panic!("our own request refused")
         };
-        let mut response = accept_response(&upgrade);
+        let mut response = accept_response(&upgrade, None);
         let len = response.len();
         response.extend_from_slice(b"\x81\x00");
         assert_eq!(parse_response(&response, &key), Ok(Some(len)));

@@ -4,14 +4,21 @@
 //!
 //! The only state kept between calls is [`Fragments`], which exists only while
 //! a fragmented message is in flight, so an idle connection carries none.
+//!
+//! On a connection that negotiated permessage-deflate, a message whose first
+//! frame has RSV1 comes out marked `compressed`, its payload as sent: the
+//! caller inflates it (`protocol::deflate`) and only then checks a text
+//! message's UTF-8. RSV1 on a continuation frame is a protocol error.
 
 use super::close_code;
-use super::frame::{apply_mask, decode_header, FrameError, OpCode, Role};
+use super::frame::{apply_mask, decode_header_allowing, FrameError, OpCode, Role};
 
 /// A message being reassembled; exists only between its first and last frame.
 #[derive(Debug)]
 pub struct Fragments {
     opcode: OpCode,
+    /// The first frame had RSV1: the data is compressed.
+    compressed: bool,
     data: Vec<u8>,
     /// Bytes of `data` already known to be valid UTF-8 (text messages).
     utf8_checked: usize,
@@ -37,10 +44,13 @@ impl std::ops::Deref for Payload<'_> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// A whole data message: `opcode` is Text or Binary.
+    /// A whole data message: `opcode` is Text or Binary. `compressed`: it
+    /// came with RSV1 and its payload is still DEFLATE data (its UTF-8 not
+    /// yet checked).
     Message {
         opcode: OpCode,
         payload: Payload<'a>,
+        compressed: bool,
     },
     Ping(&'a [u8]),
     Pong(&'a [u8]),
@@ -58,6 +68,10 @@ pub enum Violation {
     Frame(#[from] FrameError),
     #[error("continuation frame with no message in progress")]
     UnexpectedContinuation,
+    #[error("a continuation frame had the compressed bit (RSV1) set")]
+    CompressedContinuation,
+    #[error("a compressed message is not DEFLATE data")]
+    CorruptCompressed,
     #[error("new data frame while a fragmented message is in progress")]
     InterleavedMessage,
     #[error("text is not valid UTF-8")]
@@ -74,7 +88,7 @@ impl Violation {
     pub fn close_code(self) -> u16 {
         match self {
             Violation::Frame(error) => error.close_code(),
-            Violation::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            Violation::InvalidUtf8 | Violation::CorruptCompressed => close_code::INVALID_PAYLOAD,
             Violation::MessageTooBig => close_code::MESSAGE_TOO_BIG,
             _ => close_code::PROTOCOL_ERROR,
         }
@@ -99,7 +113,20 @@ pub fn read_frame<'a>(
     max_message: usize,
     fragments: &mut Option<Box<Fragments>>,
 ) -> Result<Option<Step<'a>>, Violation> {
-    let Some((header, header_len)) = decode_header(buf, role, max_message)? else {
+    read_frame_allowing(buf, role, max_message, false, fragments)
+}
+
+/// [`read_frame`] on a connection that negotiated permessage-deflate
+/// (`compression`): a message may then come compressed.
+pub fn read_frame_allowing<'a>(
+    buf: &'a mut [u8],
+    role: Role,
+    max_message: usize,
+    compression: bool,
+    fragments: &mut Option<Box<Fragments>>,
+) -> Result<Option<Step<'a>>, Violation> {
+    let Some((header, header_len)) = decode_header_allowing(buf, role, max_message, compression)?
+    else {
         return Ok(None);
     };
     let consumed = header_len + header.payload_len;
@@ -115,34 +142,57 @@ pub fn read_frame<'a>(
         OpCode::Ping => Some(Event::Ping(payload)),
         OpCode::Pong => Some(Event::Pong(payload)),
         OpCode::Close => Some(parse_close(payload)?),
+        OpCode::Continuation if header.compressed => return Err(Violation::CompressedContinuation),
         OpCode::Continuation => continue_message(fragments, payload, header.fin, max_message)?,
         OpCode::Text | OpCode::Binary => {
-            start_message(fragments, header.opcode, payload, header.fin)?
+            let first = First {
+                opcode: header.opcode,
+                compressed: header.compressed,
+                fin: header.fin,
+            };
+            start_message(fragments, first, payload)?
         }
     };
     Ok(Some(Step { consumed, event }))
 }
 
+/// The first frame of a data message: what it says of the whole.
+struct First {
+    opcode: OpCode,
+    compressed: bool,
+    fin: bool,
+}
+
 fn start_message<'a>(
     fragments: &mut Option<Box<Fragments>>,
-    opcode: OpCode,
+    first: First,
     payload: &'a [u8],
-    fin: bool,
 ) -> Result<Option<Event<'a>>, Violation> {
+    let First {
+        opcode,
+        compressed,
+        fin,
+    } = first;
     if fragments.is_some() {
         return Err(Violation::InterleavedMessage);
     }
-    let utf8_checked = if opcode == OpCode::Text {
+    // Compressed text is checked once inflated, by the caller.
+    let utf8_checked = if opcode == OpCode::Text && !compressed {
         check_utf8(payload, 0, fin)?
     } else {
         0
     };
     if fin {
         let payload = Payload::Borrowed(payload);
-        return Ok(Some(Event::Message { opcode, payload }));
+        return Ok(Some(Event::Message {
+            opcode,
+            payload,
+            compressed,
+        }));
     }
     *fragments = Some(Box::new(Fragments {
         opcode,
+        compressed,
         data: payload.to_vec(),
         utf8_checked,
     }));
@@ -162,7 +212,7 @@ fn continue_message<'a>(
         return Err(Violation::MessageTooBig);
     }
     message.data.extend_from_slice(payload);
-    if message.opcode == OpCode::Text {
+    if message.opcode == OpCode::Text && !message.compressed {
         message.utf8_checked = check_utf8(&message.data, message.utf8_checked, fin)?;
     }
     if !fin {
@@ -173,6 +223,7 @@ fn continue_message<'a>(
     Ok(Some(Event::Message {
         opcode: message.opcode,
         payload,
+        compressed: message.compressed,
     }))
 }
 
@@ -225,15 +276,35 @@ mod tests {
     }
 
     /// Feed `stream` through the reader and collect owned events.
-    fn read_all(mut stream: Vec<u8>, max: usize) -> Result<Vec<(String, Vec<u8>)>, Violation> {
+    fn read_all(stream: Vec<u8>, max: usize) -> Result<Vec<(String, Vec<u8>)>, Violation> {
+        read_all_allowing(stream, max, false)
+    }
+
+    /// [`read_all`] where permessage-deflate was negotiated (`compression`).
+    fn read_all_allowing(
+        mut stream: Vec<u8>,
+        max: usize,
+        compression: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, Violation> {
         let mut fragments = None;
         let mut events = Vec::new();
         let mut pos = 0;
-        while let Some(step) = read_frame(&mut stream[pos..], Role::Server, max, &mut fragments)? {
+        while let Some(step) = read_frame_allowing(
+            &mut stream[pos..],
+            Role::Server,
+            max,
+            compression,
+            &mut fragments,
+        )? {
             pos += step.consumed;
             match step.event {
-                Some(Event::Message { opcode, payload }) => {
-                    events.push((format!("{opcode:?}"), payload.to_vec()))
+                Some(Event::Message {
+                    opcode,
+                    payload,
+                    compressed,
+                }) => {
+                    let how = if compressed { " compressed" } else { "" };
+                    events.push((format!("{opcode:?}{how}"), payload.to_vec()))
                 }
                 Some(Event::Ping(p)) => events.push(("Ping".into(), p.to_vec())),
                 Some(Event::Pong(p)) => events.push(("Pong".into(), p.to_vec())),
@@ -259,7 +330,8 @@ mod tests {
             step.event,
             Some(Event::Message {
                 opcode: OpCode::Binary,
-                payload: Payload::Borrowed(b"abc")
+                payload: Payload::Borrowed(b"abc"),
+                compressed: false,
             })
         );
     }
@@ -355,5 +427,60 @@ mod tests {
         }
         let bad_reason = read_all(fragment(true, OpCode::Close, b"\x03\xe8\xff"), 100);
         assert_eq!(bad_reason, Err(Violation::InvalidUtf8));
+    }
+
+    /// `fragment` with RSV1 set: a compressed message's first frame.
+    fn compressed(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut frame = fragment(fin, opcode, payload);
+        frame[0] |= 0x40;
+        frame
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_only_where_deflate_was_negotiated() {
+        // Not negotiated: RSV1 is a reserved bit (1002).
+        let error = read_all(compressed(true, OpCode::Text, b"\xf2\x48"), 100).unwrap_err();
+        assert_eq!(error, Violation::Frame(FrameError::ReservedBits));
+        assert_eq!(error.close_code(), close_code::PROTOCOL_ERROR);
+        // Negotiated: the message comes out compressed, its bytes as sent
+        // (not UTF-8, and not checked as such until inflated).
+        let events = read_all_allowing(compressed(true, OpCode::Text, b"\xf2\x48"), 100, true);
+        assert_eq!(
+            events.unwrap(),
+            [("Text compressed".to_string(), b"\xf2\x48".to_vec())]
+        );
+        // Fragmented: RSV1 on the first frame only.
+        let mut stream = compressed(false, OpCode::Binary, b"\xff\x01");
+        stream.extend(fragment(true, OpCode::Continuation, b"\x02"));
+        let events = read_all_allowing(stream, 100, true).unwrap();
+        assert_eq!(
+            events,
+            [("Binary compressed".to_string(), b"\xff\x01\x02".to_vec())]
+        );
+        // An uncompressed message on the same connection is still checked.
+        let events = read_all_allowing(fragment(true, OpCode::Text, b"\xff"), 100, true);
+        assert_eq!(events, Err(Violation::InvalidUtf8));
+    }
+
+    #[test]
+    fn rsv1_on_a_continuation_or_control_frame_and_rsv2_rsv3_are_protocol_errors() {
+        let mut stream = compressed(false, OpCode::Text, b"a");
+        stream.extend(compressed(true, OpCode::Continuation, b"b"));
+        let error = read_all_allowing(stream, 100, true).unwrap_err();
+        assert_eq!(error, Violation::CompressedContinuation);
+        assert_eq!(error.close_code(), close_code::PROTOCOL_ERROR);
+        let error = read_all_allowing(compressed(true, OpCode::Ping, b""), 100, true).unwrap_err();
+        assert_eq!(error, Violation::Frame(FrameError::CompressedControl));
+        assert_eq!(error.close_code(), close_code::PROTOCOL_ERROR);
+        for bit in [0x20, 0x10] {
+            let mut frame = fragment(true, OpCode::Text, b"a");
+            frame[0] |= bit;
+            let error = read_all_allowing(frame, 100, true).unwrap_err();
+            assert_eq!(
+                error,
+                Violation::Frame(FrameError::ReservedBits),
+                "{bit:#x}"
+            );
+        }
     }
 }

@@ -143,7 +143,7 @@ fn ws_handshake(
                 out.reply(&[&refusal.http_response()]);
                 return Progress::End(Ending::Rejected(503));
             }
-            out.reply(&[&handshake::accept_response(&upgrade)]);
+            out.reply(&[&handshake::accept_response(&upgrade, None)]);
             *phase = Phase::Open(upgrade.route);
             Progress::Used(len)
         }
@@ -172,7 +172,11 @@ fn ws_frame(
     };
     match step.event {
         None | Some(Event::Pong(_)) => {}
-        Some(Event::Message { opcode, payload }) => match route {
+        // read_frame refuses RSV1: nothing here is compressed (the server
+        // does not negotiate permessage-deflate yet).
+        Some(Event::Message {
+            opcode, payload, ..
+        }) => match route {
             Route::Echo => {
                 let mut header = [0u8; MAX_HEADER_LEN];
                 let n = encode_header(&mut header, true, opcode, payload.len(), None);

@@ -88,7 +88,7 @@ async fn serve_ws<S: Socket>(mut stream: S, accepted: Instant, shard: &Shard, mu
     // A member from the moment its 101 is sent (docs/protocol.md).
     let member = (upgrade.route == Route::Room).then(|| shard.rooms.messages.join(shard.id));
     if stream
-        .write_all(&handshake::accept_response(&upgrade))
+        .write_all(&handshake::accept_response(&upgrade, None))
         .await
         .is_err()
     {
