@@ -152,33 +152,20 @@ pub fn run(
     let variants = if tls { setup.variants.as_slice() } else { &[] };
     for variant in variants {
         phases.extra_args = variant.serve_args();
-        let mut full = Vec::new();
-        let mut resumed = Vec::new();
+        // Full, then resumed, alternating within each sample.
+        let modes = [("full", OnOff::Off), ("resumed", OnOff::On)];
+        let mut runs: [Vec<HandshakeRun>; 2] = Default::default();
         for sample in 1..=setup.samples {
-            let label = format!("{} full", variant.name());
-            let run = one_phase(
-                phases,
-                server,
-                setup,
-                &label,
-                Some((variant, OnOff::Off)),
-                sample,
-            );
-            full.push(run?);
-            let label = format!("{} resumed", variant.name());
-            let run = one_phase(
-                phases,
-                server,
-                setup,
-                &label,
-                Some((variant, OnOff::On)),
-                sample,
-            );
-            resumed.push(run?);
+            for ((mode, resume), runs) in modes.iter().zip(&mut runs) {
+                let label = format!("{} {mode}", variant.name());
+                let tls = Some((variant, *resume));
+                runs.push(one_phase(phases, server, setup, &label, tls, sample)?);
+            }
         }
         phases.extra_args.clear();
-        kinds.push(kind(format!("{} full", variant.name()), full));
-        kinds.push(kind(format!("{} resumed", variant.name()), resumed));
+        for ((mode, _), runs) in modes.iter().zip(runs) {
+            kinds.push(kind(format!("{} {mode}", variant.name()), runs));
+        }
     }
     Ok(HandshakeBench {
         rate_per_s: setup.rate,
