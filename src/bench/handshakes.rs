@@ -23,7 +23,7 @@ use super::Measured;
 use crate::load::config::ScenarioKind;
 use crate::load::report::ChurnReport;
 use crate::load::spread::Spread;
-use crate::tls::{Group, KeyKind, OnOff};
+use crate::tls::{value_name, Group, KeyKind, OnOff};
 use crate::units::grouped;
 
 /// A certificate key and a key-exchange group: `ecdsa-p256/x25519`.
@@ -47,12 +47,6 @@ impl TlsVariant {
             value_name(&self.group),
         ]
     }
-}
-
-fn value_name(value: &impl clap::ValueEnum) -> String {
-    value
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 impl FromStr for TlsVariant {
@@ -127,9 +121,9 @@ pub struct HandshakeSetup {
 impl HandshakeSetup {
     /// Phases one server takes.
     pub fn phases(&self, measured: &Measured) -> usize {
-        match measured {
-            Measured::FanoutTls(_) => 2 * self.variants.len() * self.samples,
-            _ => self.samples,
+        match measured.speaks_tls() {
+            true => 2 * self.variants.len() * self.samples,
+            false => self.samples,
         }
     }
 }
@@ -141,7 +135,7 @@ pub fn run(
     server: usize,
     setup: &HandshakeSetup,
 ) -> anyhow::Result<HandshakeBench> {
-    let tls = matches!(phases.servers[server], Measured::FanoutTls(_));
+    let tls = phases.servers[server].speaks_tls();
     let mut kinds = Vec::new();
     if !tls {
         let runs = (1..=setup.samples)

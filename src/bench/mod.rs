@@ -334,6 +334,11 @@ impl Measured {
         }
     }
 
+    /// Whether it is a fanout server started speaking TLS (`--tls`).
+    pub fn speaks_tls(&self) -> bool {
+        matches!(self, Measured::FanoutTls(_))
+    }
+
     /// Bytes of one connection's slab slot (fanout only).
     pub fn slot_bytes(&self) -> Option<usize> {
         match self {
@@ -780,7 +785,7 @@ fn phase_count(config: &BenchConfig) -> usize {
         .measured()
         .iter()
         .map(|measured| {
-            let tls = matches!(measured, Measured::FanoutTls(_));
+            let tls = measured.speaks_tls();
             let churn = match config.measures(Job::Churn) && tls {
                 true => churn_phases(config),
                 false => 0,
@@ -861,11 +866,9 @@ fn run(
     let mut full_tls_churns = each_server(
         &mut phases,
         config.measures(Job::Churn),
-        |phases, server| match phases.servers[server] {
-            Measured::FanoutTls(_) => {
-                churn_search(phases, config, server, Some(OnOff::Off)).map(Some)
-            }
-            _ => Ok(None),
+        |phases, server| match phases.servers[server].speaks_tls() {
+            true => churn_search(phases, config, server, Some(OnOff::Off)).map(Some),
+            false => Ok(None),
         },
     )?;
     let storm_setup = storm::StormSetup {

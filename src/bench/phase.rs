@@ -336,7 +336,7 @@ impl Phases {
                 let mut command = Command::new(std::env::current_exe()?);
                 command.args(["serve", "--listen", "127.0.0.1:0"]);
                 command.args(["--backend", backend.name()]);
-                if matches!(measured, Some(Measured::FanoutTls(_))) {
+                if measured.as_ref().is_some_and(Measured::speaks_tls) {
                     command.arg("--tls-self-signed");
                 }
                 // A one-fd-table server is asked for what it can hold; past

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::bare::FloorRoute;
 use super::phase::{self, Phases, Target};
-use super::Measured;
 use crate::load::config::ScenarioKind;
 use crate::load::report::StormReport;
 use crate::load::spread::Spread;
@@ -84,9 +83,9 @@ pub struct StormSetup {
 /// Every policy's runs on `server`, one phase (a fresh server) each.
 pub fn run(phases: &mut Phases, server: usize, setup: &StormSetup) -> anyhow::Result<StormBench> {
     let mut policies = Vec::new();
-    let resumes: &[Option<OnOff>] = match phases.servers[server] {
-        Measured::FanoutTls(_) => &[Some(OnOff::On), Some(OnOff::Off)],
-        _ => &[None],
+    let resumes: &[Option<OnOff>] = match phases.servers[server].speaks_tls() {
+        true => &[Some(OnOff::On), Some(OnOff::Off)],
+        false => &[None],
     };
     for backoff in [None, Some(setup.backoff)] {
         for &resume in resumes {

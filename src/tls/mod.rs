@@ -94,8 +94,6 @@ pub fn server_config(
 /// about 1 ms of CPU on each side here.)
 const DEFAULT_GROUPS: [Group; 3] = [Group::X25519, Group::P256, Group::P384];
 
-/// The ring provider: `groups` (or [`DEFAULT_GROUPS`]) in order, and the
-/// TLS 1.3 suites in the order browsers offer them (AES-128-GCM first).
 /// The groups given, or the default ones when none are.
 pub fn groups_or_default(groups: &[Group]) -> &[Group] {
     match groups.is_empty() {
@@ -104,6 +102,16 @@ pub fn groups_or_default(groups: &[Group]) -> &[Group] {
     }
 }
 
+/// A key kind's or a group's name as the command line spells it
+/// (`ecdsa-p256`, `x25519`).
+pub fn value_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+/// The ring provider: `groups` (or [`DEFAULT_GROUPS`]) in order, and the
+/// TLS 1.3 suites in the order browsers offer them (AES-128-GCM first).
 fn provider_with(groups: &[Group]) -> rustls::crypto::CryptoProvider {
     // ring builds from `.ci/run` with a C compiler alone. rustls 0.23.48
     // deprecates its provider because ring has no post-quantum key

@@ -65,8 +65,7 @@ impl TlsOptions {
                 cert.display().to_string(),
             ),
             _ if self.tls_self_signed => {
-                let kind = clap::ValueEnum::to_possible_value(&self.tls_key_kind)
-                    .map_or_else(String::new, |value| value.get_name().to_string());
+                let kind = super::value_name(&self.tls_key_kind);
                 (
                     Identity::self_signed(self.tls_key_kind)?,
                     format!("self-signed {kind}"),
@@ -87,7 +86,7 @@ impl TlsOptions {
         };
         let groups: Vec<String> = super::groups_or_default(&self.tls_groups)
             .iter()
-            .map(|group| format!("{group:?}").to_lowercase())
+            .map(super::value_name)
             .collect();
         let kernel = kernel::probe();
         let line = format!(
