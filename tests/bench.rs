@@ -1178,6 +1178,8 @@ fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() 
         text.contains("churn over TLS, every handshake full (--tls-resume off):"),
         "{text}"
     );
+    // Its setup p99 ratio compares different rates, and the table says so.
+    assert!(text.contains("compares different loads"), "{text}");
     // 1 + 4 handshake phases, 2 + 4 storm phases, 1 + 1 + 1 churn phases.
     let jobs = |prefix: &str| {
         r.phases

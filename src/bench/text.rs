@@ -166,6 +166,15 @@ TLS ÷ plain: each figure's median over wss:// ÷ its median over ws://, same ba
         }
         let _ = writeln!(out);
     }
+    if tables[0]
+        .iter()
+        .any(|r| r.label.starts_with("churn setup p99"))
+    {
+        let _ = writeln!(
+            out,
+            "(churn setup p99 is read at each server's own highest sustained rate: over TLS a lower rate, so its ratio compares different loads and a value under 1 is not TLS being faster)"
+        );
+    }
 }
 
 fn row_cells(row: &Row, short: &[bool]) -> Vec<String> {
