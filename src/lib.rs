@@ -49,6 +49,7 @@ pub mod protocol;
 pub mod report;
 pub mod serve;
 pub mod server;
+pub mod side_table;
 pub mod tls;
 pub mod units;
 pub mod usage;

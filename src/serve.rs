@@ -130,6 +130,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub tls: crate::tls::TlsOptions,
+
+    #[command(flatten)]
+    pub deflate: crate::server::deflate::DeflateOptions,
 }
 
 impl ServeConfig {
@@ -149,6 +152,7 @@ impl ServeConfig {
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,
             tls: None,
+            deflate: self.deflate.settings(),
         }
     }
 }

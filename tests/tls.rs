@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
-use common::{Backend, Server};
+use common::{python_websockets_or_skip, Backend, Server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tungstenite::Message;
@@ -68,19 +68,6 @@ fn tls_server(backend: Backend, extra: &[&str]) -> Server {
     ];
     args.extend_from_slice(extra);
     Server::start(backend, &args)
-}
-
-/// Whether Python with the websockets library is here; if not, say so.
-fn python_websockets_or_skip(test: &str) -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import websockets"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        eprintln!("SKIPPED {test}: python3 with websockets is missing (pip install websockets; .ci/run does)");
-    }
-    found
 }
 
 /// Run tests/python/wss_client.py against `server`; its transcript.

@@ -12,6 +12,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const MAX_HEADER_LEN: usize = 14;
 /// Control frames carry at most this many payload bytes (§5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The first header byte's RSV1 bit: a compressed message (permessage-deflate).
+pub const RSV1: u8 = 0x40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpCode {
@@ -63,8 +65,10 @@ pub struct Header {
 /// A frame the peer must not send. Each maps to the close code we answer with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("reserved bits set without a negotiated extension")]
+    #[error("reserved bits RSV2 or RSV3 set (no extension uses them)")]
     ReservedBits,
+    #[error("RSV1 (compressed) set, but permessage-deflate was not negotiated")]
+    CompressionNotNegotiated,
     #[error("a control frame had the compressed bit (RSV1) set")]
     CompressedControl,
     #[error("reserved opcode {0:#x}")]
@@ -117,9 +121,12 @@ pub fn decode_header_allowing(
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    let compressed = b0 & 0x40 != 0;
-    if b0 & 0x30 != 0 || (compressed && !compression) {
+    let compressed = b0 & RSV1 != 0;
+    if b0 & 0x30 != 0 {
         return Err(FrameError::ReservedBits);
+    }
+    if compressed && !compression {
+        return Err(FrameError::CompressionNotNegotiated);
     }
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(FrameError::ReservedOpcode(b0 & 0x0F))?;
     if compressed && opcode.is_control() {
@@ -306,6 +313,10 @@ mod tests {
         let max = 1 << 20;
         assert_eq!(
             decode_header(&[0xC1, 0x80], Role::Server, max),
+            Err(FrameError::CompressionNotNegotiated)
+        );
+        assert_eq!(
+            decode_header(&[0xA1, 0x80], Role::Server, max),
             Err(FrameError::ReservedBits)
         );
         assert_eq!(

@@ -7,11 +7,13 @@
 
 use bytes::Bytes;
 
-use super::frame::Role;
+use super::deflate::{Agreed, ConnDeflate, DeflateLimits, DeflateMode, Scratch};
+use super::frame::{OpCode, Role};
 use super::handshake::{self, Parsed};
-use super::message::{self, Fragments};
+use super::message::{self, Fragments, Violation};
 use super::{tcp, Proto};
 use crate::server::admission::Refusal;
+use crate::server::deflate::DeflateEvent;
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
 
 /// Small limits, so that "too big" paths are reached by small inputs.
@@ -57,8 +59,8 @@ pub fn tcp_messages(data: &[u8]) {
 }
 
 /// A whole connection through `session::on_input`, the way the shard core
-/// feeds it: the first byte picks the protocol and whether upgrades are
-/// admitted, the second the size of the reads the bytes arrive in; bytes
+/// feeds it: the first byte picks the protocol, whether upgrades are
+/// admitted and the permessage-deflate mode, the second the size of the reads the bytes arrive in; bytes
 /// the session leaves unused are presented again with the next read.
 pub fn session(data: &[u8]) {
     let [options, chunk, rest @ ..] = data else {
@@ -72,9 +74,16 @@ pub fn session(data: &[u8]) {
         },
         max_message: MAX_MESSAGE,
         max_handshake: MAX_HANDSHAKE,
+        deflate: match options >> 2 & 3 {
+            1 => DeflateMode::Shared,
+            2 => DeflateMode::PerConnection,
+            _ => DeflateMode::Off,
+        },
+        deflate_limits: DeflateLimits::default(),
     };
     let mut out = Recorder {
         refuse: options & 2 != 0,
+        mode: limits.deflate,
         ..Recorder::default()
     };
     let chunk = usize::from(*chunk).max(1);
@@ -104,14 +113,55 @@ pub fn session(data: &[u8]) {
     }
 }
 
-/// An outbox that keeps nothing but whether upgrades are refused.
-#[derive(Default)]
+/// An outbox that keeps nothing but whether upgrades are refused and the
+/// connection's permessage-deflate codec.
 struct Recorder {
     refuse: bool,
     replies: usize,
+    mode: DeflateMode,
+    deflate: Option<ConnDeflate>,
+    scratch: Scratch,
+}
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder {
+            refuse: false,
+            replies: 0,
+            mode: DeflateMode::Off,
+            deflate: None,
+            scratch: Scratch::default(),
+        }
+    }
 }
 
 impl Outbox for Recorder {
+    fn agree_deflate(&mut self, agreed: &Agreed) -> bool {
+        assert_ne!(self.mode, DeflateMode::Off, "agreed with deflate off");
+        self.deflate = Some(ConnDeflate::new(self.mode, agreed));
+        true
+    }
+    fn deflating(&self) -> bool {
+        self.deflate.is_some()
+    }
+    fn compressed_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Bytes {
+        let deflate = self.deflate.as_mut().expect("compressing unagreed");
+        deflate.compressed_frame(&mut self.scratch, opcode, payload)
+    }
+    fn inflate(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        max: usize,
+    ) -> Result<Vec<u8>, Violation> {
+        let deflate = self.deflate.as_mut().expect("inflating unagreed");
+        let inflated = deflate.inflate(&mut self.scratch, opcode, payload, max);
+        if let Ok(bytes) = &inflated {
+            assert!(bytes.len() <= max, "inflated past the limit");
+        }
+        inflated
+    }
+    fn count_deflate(&mut self, _: DeflateEvent) {}
     fn reply(&mut self, parts: &[&[u8]]) {
         self.replies += parts.iter().map(|p| p.len()).sum::<usize>();
     }

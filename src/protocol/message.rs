@@ -440,7 +440,10 @@ mod tests {
     fn rsv1_marks_a_compressed_message_only_where_deflate_was_negotiated() {
         // Not negotiated: RSV1 is a reserved bit (1002).
         let error = read_all(compressed(true, OpCode::Text, b"\xf2\x48"), 100).unwrap_err();
-        assert_eq!(error, Violation::Frame(FrameError::ReservedBits));
+        assert_eq!(
+            error,
+            Violation::Frame(FrameError::CompressionNotNegotiated)
+        );
         assert_eq!(error.close_code(), close_code::PROTOCOL_ERROR);
         // Negotiated: the message comes out compressed, its bytes as sent
         // (not UTF-8, and not checked as such until inflated).

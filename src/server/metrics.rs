@@ -21,7 +21,12 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long one scraper may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Counters that are gauges (they go down as well as up).
-const GAUGES: [&str; 3] = ["conn_slots", "room_backlog_bytes", "recv_buffer_bytes"];
+const GAUGES: [&str; 4] = [
+    "conn_slots",
+    "room_backlog_bytes",
+    "recv_buffer_bytes",
+    "deflate_codec_bytes",
+];
 
 /// Listen on `addr` and answer scrapes until the process exits. Returns
 /// the address bound (port 0 picks one).

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod core;
 pub mod deadline;
+pub mod deflate;
 pub mod histogram;
 pub mod hub;
 pub mod listen;

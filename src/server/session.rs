@@ -6,12 +6,14 @@
 use bytes::Bytes;
 
 use crate::protocol::close_code;
+use crate::protocol::deflate::{self, Agreed, DeflateLimits, DeflateMode};
 use crate::protocol::frame::{self, encode_header, OpCode, Role, MAX_HEADER_LEN};
-use crate::protocol::handshake::{self, Parsed};
-use crate::protocol::message::{self, Event, Fragments};
+use crate::protocol::handshake::{self, Parsed, Upgrade};
+use crate::protocol::message::{self, Event, Fragments, Violation};
 use crate::protocol::Proto;
 use crate::protocol::{tcp, Route};
 use crate::server::admission::Refusal;
+use crate::server::deflate::{is_about_compression, DeflateEvent};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +53,21 @@ pub trait Outbox {
     /// A handshake is complete: may the connection upgrade? (Admission
     /// control: `server::admission`.) A yes holds its place until it closes.
     fn admit(&mut self) -> Result<(), Refusal>;
+    /// The upgrade agreed on permessage-deflate: keep what the connection
+    /// needs (`protocol::deflate::ConnDeflate`). False when it cannot (the
+    /// codec memory budget): the offer is then declined.
+    fn agree_deflate(&mut self, agreed: &Agreed) -> bool;
+    /// Whether the connection agreed on permessage-deflate.
+    fn deflating(&self) -> bool;
+    /// A data message compressed into one frame with the connection's codec
+    /// (only called when [`Outbox::deflating`]).
+    fn compressed_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Bytes;
+    /// A compressed message inflated with the connection's codec, at most
+    /// `max` bytes, checked as its opcode says (`deflate::inflate_message`).
+    fn inflate(&mut self, opcode: OpCode, payload: &[u8], max: usize)
+        -> Result<Vec<u8>, Violation>;
+    /// Something about permessage-deflate to count.
+    fn count_deflate(&mut self, event: DeflateEvent);
 }
 
 /// Why the protocol ended a connection, for the counters.
@@ -82,6 +99,21 @@ pub struct Limits {
     pub proto: Proto,
     pub max_message: usize,
     pub max_handshake: usize,
+    /// What to do with permessage-deflate offers, and within what windows.
+    pub deflate: DeflateMode,
+    pub deflate_limits: DeflateLimits,
+}
+
+impl Limits {
+    pub fn of(settings: &crate::server::settings::Settings) -> Limits {
+        Limits {
+            proto: settings.proto,
+            max_message: settings.max_message,
+            max_handshake: settings.max_handshake,
+            deflate: settings.deflate.mode,
+            deflate_limits: settings.deflate.limits,
+        }
+    }
 }
 
 enum Progress {
@@ -143,7 +175,8 @@ fn ws_handshake(
                 out.reply(&[&refusal.http_response()]);
                 return Progress::End(Ending::Rejected(503));
             }
-            out.reply(&[&handshake::accept_response(&upgrade, None)]);
+            let extension = negotiate_deflate(limits, &upgrade, out);
+            out.reply(&[&handshake::accept_response(&upgrade, extension.as_deref())]);
             *phase = Phase::Open(upgrade.route);
             Progress::Used(len)
         }
@@ -154,6 +187,40 @@ fn ws_handshake(
     }
 }
 
+/// The permessage-deflate answer for the 101, if the server agrees to one
+/// of the offers (`--deflate`); every declined offer is counted.
+fn negotiate_deflate(limits: &Limits, upgrade: &Upgrade, out: &mut impl Outbox) -> Option<String> {
+    if limits.deflate == DeflateMode::Off {
+        return None;
+    }
+    let (agreed, declined) = deflate::choose(
+        &upgrade.deflate_offers,
+        limits.deflate,
+        limits.deflate_limits,
+    );
+    for why in declined {
+        out.count_deflate(DeflateEvent::Declined(why));
+    }
+    let agreed = agreed?;
+    if !out.agree_deflate(&agreed) {
+        out.count_deflate(DeflateEvent::OverBudget);
+        return None;
+    }
+    out.count_deflate(DeflateEvent::Agreed);
+    Some(agreed.answer())
+}
+
+/// Close for `violation`: its code, its description as the reason;
+/// counted by its reason too when it is about a compressed message.
+fn violated(out: &mut impl Outbox, violation: Violation, compression: bool) -> Progress {
+    if compression {
+        out.count_deflate(DeflateEvent::Broken(violation));
+    }
+    let code = violation.close_code();
+    send_close(out, code, &violation.to_string());
+    Progress::End(Ending::Violation(code))
+}
+
 fn ws_frame(
     limits: &Limits,
     route: Route,
@@ -161,29 +228,48 @@ fn ws_frame(
     fragments: &mut Option<Box<Fragments>>,
     out: &mut impl Outbox,
 ) -> Progress {
-    let step = match message::read_frame(input, Role::Server, limits.max_message, fragments) {
+    let max = limits.max_message;
+    let deflating = out.deflating();
+    let step = match message::read_frame_allowing(input, Role::Server, max, deflating, fragments) {
         Ok(Some(step)) => step,
         Ok(None) => return Progress::NeedMore,
-        Err(violation) => {
-            let code = violation.close_code();
-            send_close(out, code, &violation.to_string());
-            return Progress::End(Ending::Violation(code));
-        }
+        Err(violation) => return violated(out, violation, is_about_compression(violation)),
     };
     match step.event {
         None | Some(Event::Pong(_)) => {}
-        // read_frame refuses RSV1: nothing here is compressed (the server
-        // does not negotiate permessage-deflate yet).
         Some(Event::Message {
-            opcode, payload, ..
-        }) => match route {
-            Route::Echo => {
-                let mut header = [0u8; MAX_HEADER_LEN];
-                let n = encode_header(&mut header, true, opcode, payload.len(), None);
-                out.echo(&[&header[..n], &payload]);
+            opcode,
+            payload,
+            compressed,
+        }) => {
+            let inflated;
+            let payload = match compressed {
+                false => &payload[..],
+                true => match out.inflate(opcode, &payload, max) {
+                    Ok(bytes) => {
+                        out.count_deflate(DeflateEvent::Inflated);
+                        inflated = bytes;
+                        &inflated[..]
+                    }
+                    Err(violation) => return violated(out, violation, true),
+                },
+            };
+            match route {
+                Route::Echo if deflating => {
+                    let frame = out.compressed_frame(opcode, payload);
+                    out.count_deflate(DeflateEvent::Compressed);
+                    out.echo(&[&frame]);
+                }
+                Route::Echo => {
+                    let mut header = [0u8; MAX_HEADER_LEN];
+                    let n = encode_header(&mut header, true, opcode, payload.len(), None);
+                    out.echo(&[&header[..n], payload]);
+                }
+                // Published plain; each member gets it as it agreed (the room
+                // compresses it once for those that agreed on deflate).
+                Route::Room => out.publish(frame::server_frame(opcode, payload)),
             }
-            Route::Room => out.publish(frame::server_frame(opcode, &payload)),
-        },
+        }
         Some(Event::Ping(payload)) => {
             out.reply(&[&frame::server_frame(OpCode::Pong, payload)]);
         }
@@ -202,7 +288,8 @@ fn ws_frame(
 /// are not frames at all are discarded; the peer's EOF or the close deadline
 /// then ends the connection.
 fn ws_drain(limits: &Limits, input: &mut [u8]) -> Progress {
-    match message::read_frame(input, Role::Server, limits.max_message, &mut None) {
+    // Compressed frames are skipped like any other (nothing is inflated).
+    match message::read_frame_allowing(input, Role::Server, limits.max_message, true, &mut None) {
         Ok(None) => Progress::NeedMore,
         Ok(Some(step)) if matches!(step.event, Some(Event::Close { .. })) => {
             Progress::End(Ending::CloseAnswered)
@@ -263,6 +350,7 @@ fn tcp_message(limits: &Limits, route: Route, input: &[u8], out: &mut impl Outbo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::deflate::{ConnDeflate, Deflater, Inflater, Scratch};
     use crate::protocol::frame::client_frame;
 
     #[derive(Default)]
@@ -271,9 +359,39 @@ mod tests {
         published: Vec<Bytes>,
         /// Refuse every upgrade with this.
         refuse: Option<Refusal>,
+        /// Refuse deflate codecs (a spent budget).
+        no_codecs: bool,
+        mode: Option<DeflateMode>,
+        deflate: Option<ConnDeflate>,
+        scratch: Scratch,
+        events: Vec<DeflateEvent>,
     }
 
     impl Outbox for Recorder {
+        fn agree_deflate(&mut self, agreed: &Agreed) -> bool {
+            let mode = self.mode.expect("a mode that is not off");
+            self.deflate = (!self.no_codecs).then(|| ConnDeflate::new(mode, agreed));
+            !self.no_codecs
+        }
+        fn deflating(&self) -> bool {
+            self.deflate.is_some()
+        }
+        fn compressed_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Bytes {
+            let deflate = self.deflate.as_mut().unwrap();
+            deflate.compressed_frame(&mut self.scratch, opcode, payload)
+        }
+        fn inflate(
+            &mut self,
+            opcode: OpCode,
+            payload: &[u8],
+            max: usize,
+        ) -> Result<Vec<u8>, Violation> {
+            let deflate = self.deflate.as_mut().unwrap();
+            deflate.inflate(&mut self.scratch, opcode, payload, max)
+        }
+        fn count_deflate(&mut self, event: DeflateEvent) {
+            self.events.push(event);
+        }
         fn admit(&mut self) -> Result<(), Refusal> {
             self.refuse.map_or(Ok(()), Err)
         }
@@ -293,6 +411,8 @@ mod tests {
             proto,
             max_message: 1024,
             max_handshake: 1024,
+            deflate: DeflateMode::Off,
+            deflate_limits: DeflateLimits::default(),
         }
     }
 
@@ -408,5 +528,163 @@ mod tests {
         let mut input = tcp::header(2000).to_vec();
         let (_, ending) = feed(Proto::Tcp, &mut phase, &mut input, &mut out);
         assert_eq!(ending, Some(Ending::Violation(1009)));
+    }
+    /// A request offering permessage-deflate with `params`.
+    fn deflate_request(params: &str) -> Vec<u8> {
+        let request = std::str::from_utf8(REQUEST)
+            .unwrap()
+            .replace("/room", "/echo");
+        let header = format!("Sec-WebSocket-Extensions: permessage-deflate{params}\r\n\r\n");
+        request
+            .replace("\r\n\r\n", &format!("\r\n{header}"))
+            .into_bytes()
+    }
+
+    fn deflate_limits(mode: DeflateMode) -> Limits {
+        Limits {
+            deflate: mode,
+            ..limits(Proto::Ws)
+        }
+    }
+
+    /// A client frame carrying `payload` compressed (RSV1).
+    fn compressed_client_frame(opcode: OpCode, compressed: &[u8]) -> Vec<u8> {
+        let mut frame = client_frame(opcode, compressed, [5, 6, 7, 8]);
+        frame[0] |= frame::RSV1;
+        frame
+    }
+
+    #[test]
+    fn an_agreed_connection_inflates_what_it_gets_and_echoes_it_compressed() {
+        for mode in [DeflateMode::Shared, DeflateMode::PerConnection] {
+            let mut input = deflate_request("; client_max_window_bits");
+            let mut client = Deflater::new(15, false);
+            input.extend(compressed_client_frame(
+                OpCode::Text,
+                &client.message(b"hello hello"),
+            ));
+            let mut phase = Phase::Handshake;
+            let mut out = Recorder {
+                mode: Some(mode),
+                ..Recorder::default()
+            };
+            let (_, ending) = on_input(
+                &deflate_limits(mode),
+                &mut phase,
+                &mut input,
+                &mut None,
+                &mut out,
+            );
+            assert_eq!(ending, None);
+            let text = String::from_utf8_lossy(&out.replies).into_owned();
+            let answer = match mode {
+                DeflateMode::Shared => {
+                    "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+                }
+                _ => "permessage-deflate",
+            };
+            assert!(
+                text.contains(&format!("Sec-WebSocket-Extensions: {answer}\r\n")),
+                "{text}"
+            );
+            let echo = &out.replies[text.find("\r\n\r\n").unwrap() + 4..];
+            assert_eq!(echo[0], 0x80 | frame::RSV1 | OpCode::Text as u8, "{mode:?}");
+            let inflated = Inflater::new(15, false).message(&echo[2..], 100).unwrap();
+            assert_eq!(inflated, b"hello hello");
+            assert_eq!(
+                out.events,
+                [
+                    DeflateEvent::Agreed,
+                    DeflateEvent::Inflated,
+                    DeflateEvent::Compressed
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn offers_are_declined_when_off_unacceptable_or_over_budget() {
+        let cases: [(DeflateMode, &str, bool, Vec<DeflateEvent>); 3] = [
+            (DeflateMode::Off, "", false, vec![]),
+            (
+                DeflateMode::Shared,
+                "; server_max_window_bits=8",
+                false,
+                vec![DeflateEvent::Declined(deflate::Declined::WindowTooSmall(8))],
+            ),
+            (
+                DeflateMode::PerConnection,
+                "",
+                true,
+                vec![DeflateEvent::OverBudget],
+            ),
+        ];
+        for (mode, params, no_codecs, events) in cases {
+            let mut input = deflate_request(params);
+            // RSV1 after a declined offer is a protocol error.
+            input.extend(compressed_client_frame(OpCode::Text, b"\xf2\x48"));
+            let mut phase = Phase::Handshake;
+            let mut out = Recorder {
+                mode: Some(mode),
+                no_codecs,
+                ..Recorder::default()
+            };
+            let (_, ending) = on_input(
+                &deflate_limits(mode),
+                &mut phase,
+                &mut input,
+                &mut None,
+                &mut out,
+            );
+            assert_eq!(ending, Some(Ending::Violation(1002)), "{mode:?} {params}");
+            assert!(!String::from_utf8_lossy(&out.replies).contains("Sec-WebSocket-Extensions"));
+            let mut expected = events;
+            expected.push(DeflateEvent::Broken(Violation::Frame(
+                frame::FrameError::CompressionNotNegotiated,
+            )));
+            assert_eq!(out.events, expected, "{mode:?} {params}");
+        }
+    }
+
+    #[test]
+    fn bad_compressed_messages_close_with_their_codes() {
+        let bomb = Deflater::new(15, false).message(&[0u8; 10_000]);
+        let cases: [(Vec<u8>, u16, Violation); 3] = [
+            (
+                compressed_client_frame(OpCode::Binary, &bomb),
+                1009,
+                Violation::MessageTooBig,
+            ),
+            (
+                compressed_client_frame(OpCode::Binary, &[0xff; 6]),
+                1007,
+                Violation::CorruptCompressed,
+            ),
+            (
+                {
+                    let mut first = compressed_client_frame(OpCode::Binary, b"\xf2\x48");
+                    first[0] &= !0x80; // not final
+                    let mut next = client_frame(OpCode::Continuation, b"\x00", [1, 1, 1, 1]);
+                    next[0] |= frame::RSV1;
+                    first.extend(next);
+                    first
+                },
+                1002,
+                Violation::CompressedContinuation,
+            ),
+        ];
+        for (frames, code, violation) in cases {
+            let mut input = deflate_request("");
+            input.extend(frames);
+            let mut phase = Phase::Handshake;
+            let mut out = Recorder {
+                mode: Some(DeflateMode::Shared),
+                ..Recorder::default()
+            };
+            let limits = deflate_limits(DeflateMode::Shared);
+            let (_, ending) = on_input(&limits, &mut phase, &mut input, &mut None, &mut out);
+            assert_eq!(ending, Some(Ending::Violation(code)), "{violation:?}");
+            assert_eq!(out.events.last(), Some(&DeflateEvent::Broken(violation)));
+        }
     }
 }

@@ -33,6 +33,8 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Speak TLS on every connection (--tls-cert/--tls-self-signed).
     pub tls: Option<std::sync::Arc<crate::tls::TlsSetup>>,
+    /// permessage-deflate (--deflate and its limits).
+    pub deflate: crate::server::deflate::DeflateSettings,
 }
 
 /// How long the goodbye waits for answers when there is no drain window:

@@ -135,6 +135,36 @@ counters! {
     /// a shard starts with a few and gives more when a read finds none).
     /// Always 0 under epoll, which reads into one scratch buffer a shard.
     recv_buffer_bytes,
+    /// Upgrades that agreed on permessage-deflate (--deflate).
+    deflate_agreed,
+    /// permessage-deflate offers declined for an unknown, repeated or
+    /// invalid parameter (the connection goes on uncompressed).
+    deflate_declined_parameters,
+    /// Offers declined for server_max_window_bits=8, which zlib cannot
+    /// honour for raw DEFLATE.
+    deflate_declined_window,
+    /// Acceptable offers declined because per-connection codecs held the
+    /// shard's share of --deflate-memory.
+    deflate_declined_memory,
+    /// Messages the server compressed (shared: once per room message and
+    /// shard, however many members; per-connection: once per member).
+    deflate_compressed,
+    /// Compressed messages the server inflated.
+    deflate_inflated,
+    /// Connections closed with 1002 for RSV1 without having agreed on
+    /// permessage-deflate.
+    deflate_unnegotiated_rsv1,
+    /// Connections closed with 1002 for RSV1 on a continuation or control frame.
+    deflate_misplaced_rsv1,
+    /// Connections closed with 1007 for a compressed message that is not
+    /// DEFLATE data.
+    deflate_corrupt,
+    /// Connections closed with 1009 for a compressed message that inflates
+    /// past --max-message (stopped while inflating).
+    deflate_too_big,
+    /// Estimated bytes of per-connection codecs held (a gauge; zlib's
+    /// sizing, see docs/deflate.md).
+    deflate_codec_bytes,
     /// TLS handshakes completed.
     tls_handshakes,
     /// Of those, resumed from a session ticket.

@@ -4,9 +4,10 @@
 //! generator's shards both keep one.
 
 use super::conn::{Flow, TlsConn};
+use crate::side_table::SideTable;
 
 pub struct Slots<C> {
-    states: Vec<Option<TlsConn<C>>>,
+    states: SideTable<TlsConn<C>>,
     /// Decrypted input and records to send, for one read at a time.
     pub flow: Flow,
     /// Sealed output, for one send at a time.
@@ -16,7 +17,7 @@ pub struct Slots<C> {
 impl<C> Default for Slots<C> {
     fn default() -> Self {
         Slots {
-            states: Vec::new(),
+            states: SideTable::default(),
             flow: Flow::default(),
             sealed: Vec::new(),
         }
@@ -26,30 +27,25 @@ impl<C> Default for Slots<C> {
 impl<C> Slots<C> {
     /// `conn` is the state of connection `key` from now on.
     pub fn put(&mut self, key: usize, conn: TlsConn<C>) {
-        if self.states.len() <= key {
-            self.states.resize_with(key + 1, || None);
-        }
-        self.states[key] = Some(conn);
+        self.states.put(key, conn);
     }
 
     pub fn get(&self, key: usize) -> Option<&TlsConn<C>> {
-        self.states.get(key)?.as_ref()
+        self.states.get(key)
     }
 
     pub fn get_mut(&mut self, key: usize) -> Option<&mut TlsConn<C>> {
-        self.states.get_mut(key)?.as_mut()
+        self.states.get_mut(key)
     }
 
     /// Connection `key`'s state with the seal scratch beside it.
     pub fn with_scratch(&mut self, key: usize) -> Option<(&mut TlsConn<C>, &mut Vec<u8>)> {
-        let conn = self.states.get_mut(key)?.as_mut()?;
+        let conn = self.states.get_mut(key)?;
         Some((conn, &mut self.sealed))
     }
 
     /// Connection `key` is gone.
     pub fn end(&mut self, key: usize) {
-        if let Some(state) = self.states.get_mut(key) {
-            *state = None;
-        }
+        self.states.take(key);
     }
 }

@@ -279,14 +279,23 @@ impl RawWs {
 
     /// Read one server frame: (opcode, payload).
     pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        use fanout::protocol::frame::{decode_header, Role};
+        self.read_frame_with_first_byte()
+            .map(|(first, payload)| (first & 0x0F, payload))
+    }
+
+    /// Read one server frame (RSV1 allowed: a compressed message): its
+    /// first byte (FIN, RSV1 and opcode) and its payload.
+    pub fn read_frame_with_first_byte(&mut self) -> Option<(u8, Vec<u8>)> {
+        use fanout::protocol::frame::{decode_header_allowing, Role};
         loop {
+            let max = usize::MAX >> 1;
             if let Some((header, len)) =
-                decode_header(&self.buffered, Role::Client, usize::MAX >> 1).expect("legal frame")
+                decode_header_allowing(&self.buffered, Role::Client, max, true)
+                    .expect("legal frame")
             {
                 if self.buffered.len() >= len + header.payload_len {
                     let frame: Vec<u8> = self.buffered.drain(..len + header.payload_len).collect();
-                    return Some((header.opcode as u8, frame[len..].to_vec()));
+                    return Some((frame[0], frame[len..].to_vec()));
                 }
             }
             if self.fill() == 0 {
@@ -469,4 +478,17 @@ pub fn redis_or_skip(test: &str) -> Option<fanout::backplane::redis_server::Redi
         }
         Err(e) => panic!("redis-server: {e}"),
     }
+}
+
+/// Whether Python with the websockets library is here; if not, say so.
+pub fn python_websockets_or_skip(test: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        eprintln!("SKIPPED {test}: python3 with websockets is missing (pip install websockets; .ci/run does)");
+    }
+    found
 }

@@ -16,12 +16,18 @@
 //!   (`server::session`) — the runtime, not the WebSocket stack, is what
 //!   differs from `--backend uring`.
 //!
+//! With `--deflate` on, `tokio` and `tokio-tpc` serve WebSocket with that
+//! same session too: tungstenite has no permessage-deflate (neither 0.26,
+//! used here, nor 0.30, the newest), so fanout's codec (`protocol::deflate`)
+//! stands where tungstenite stood.
+//!
 //! Every one speaks the same protocol with the same limits and bad-input
 //! outcomes as the hand-rolled backends, counts the same `stats`, pauses
 //! accepting on EMFILE, and says goodbye (1001) at shutdown. The room is
 //! [`room::Room`]: per-member queues with a byte limit.
 
 mod accept;
+mod deflate;
 mod handshake;
 mod metered;
 mod on_tokio;

@@ -52,16 +52,19 @@ fn runtime(prepared: &Prepared, setup: &ShardSetup) -> io::Result<Runtime> {
 }
 
 async fn accept(listener: TcpListener, shard: Arc<Shard>, conn_limit: usize) {
-    let proto = shard.settings.proto;
+    // tungstenite (0.26, and 0.30, the newest) has no permessage-deflate:
+    // with --deflate on, fanout's own session serves WebSocket here too.
+    let tungstenite = shard.settings.proto == Proto::Ws
+        && shard.settings.deflate.mode == crate::protocol::deflate::DeflateMode::Off;
     accept_loop(
         &shard,
         conn_limit,
         || async { listener.accept().await.map(|(stream, _)| stream) },
         |stream, live| {
             let shard = shard.clone();
-            match proto {
-                Proto::Ws => tokio::spawn(ws::serve(stream, shard, live)),
-                Proto::Tcp => tokio::spawn(session::serve(TokioSocket(stream), shard, live)),
+            match tungstenite {
+                true => tokio::spawn(ws::serve(stream, shard, live)),
+                false => tokio::spawn(session::serve(TokioSocket(stream), shard, live)),
             };
         },
     )

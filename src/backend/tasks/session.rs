@@ -16,16 +16,22 @@ use futures_util::FutureExt;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::accept::Live;
+use super::deflate;
 use super::metered::Metered;
 use super::room::{kick_reason, kicked, next_delivery, Kick, Membership};
 use super::silence_clock::{Due, SilenceClock};
 use super::tls::TlsTransport;
 use super::transport::Transport;
 use super::Shard;
+use crate::protocol::deflate::conn::estimated_codec_bytes;
+use crate::protocol::deflate::{Agreed, ConnDeflate, DeflateMode};
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::handshake::Rejection;
+use crate::protocol::message::Violation;
 use crate::protocol::{close_code, Proto, Route};
+use crate::server;
 use crate::server::admission::Refusal;
+use crate::server::deflate::DeflateEvent;
 use crate::server::session::{self, Ending, Limits, Outbox, Phase};
 use crate::server::stats::{bump, count_violation, ShardCounters};
 
@@ -39,6 +45,10 @@ struct Produced<'a> {
     shard: Option<&'a Shard>,
     /// An upgrade was admitted.
     admitted: bool,
+    /// The connection's permessage-deflate state, lent for this batch.
+    deflate: Option<ConnDeflate>,
+    /// The bytes its codec was estimated at (held in the shard's budget).
+    deflate_bytes: u64,
 }
 
 impl Outbox for Produced<'_> {
@@ -61,6 +71,44 @@ impl Outbox for Produced<'_> {
     }
     fn publish(&mut self, frame: Bytes) {
         self.published.push(frame);
+    }
+    fn agree_deflate(&mut self, agreed: &Agreed) -> bool {
+        let Some(shard) = self.shard else {
+            return false;
+        };
+        let settings = shard.settings.deflate;
+        if settings.mode == DeflateMode::PerConnection {
+            let bytes = estimated_codec_bytes(agreed);
+            let share = settings.memory.map(|all| all / shard.hub.shards() as u64);
+            let gauge = &shard.counters().deflate_codec_bytes;
+            if !server::deflate::reserve(gauge, share, bytes) {
+                return false;
+            }
+            self.deflate_bytes = bytes;
+        }
+        self.deflate = Some(ConnDeflate::new(settings.mode, agreed));
+        true
+    }
+    fn deflating(&self) -> bool {
+        self.deflate.is_some()
+    }
+    fn compressed_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Bytes {
+        let conn = self.deflate.as_mut().expect("agreed on deflate");
+        deflate::compressed_frame(conn, opcode, payload)
+    }
+    fn inflate(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        max: usize,
+    ) -> Result<Vec<u8>, Violation> {
+        let conn = self.deflate.as_mut().expect("agreed on deflate");
+        deflate::inflate(conn, opcode, payload, max)
+    }
+    fn count_deflate(&mut self, event: DeflateEvent) {
+        if let Some(shard) = self.shard {
+            server::deflate::count(shard.counters(), &event);
+        }
     }
 }
 
@@ -91,7 +139,11 @@ pub async fn serve<T: Transport>(transport: T, shard: Arc<Shard>, mut live: Live
 }
 
 async fn run<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) {
-    let close = converse(transport, shard, live).await;
+    let mut deflate = ConnState::default();
+    let close = converse(transport, shard, live, &mut deflate).await;
+    if deflate.bytes > 0 {
+        server::deflate::release(&shard.counters().deflate_codec_bytes, deflate.bytes);
+    }
     finish(transport, close, shard, live).await;
     live.open = false;
     // A read may still be pending (its future dropped); on tokio-uring it
@@ -99,13 +151,22 @@ async fn run<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) {
     transport.shutdown(Shutdown::Both);
 }
 
-async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -> Close {
+/// A connection's permessage-deflate state between reads.
+#[derive(Default)]
+struct ConnState {
+    conn: Option<ConnDeflate>,
+    /// Bytes its codec holds in the shard's budget.
+    bytes: u64,
+}
+
+async fn converse<T: Transport>(
+    transport: &T,
+    shard: &Shard,
+    live: &mut Live,
+    deflate: &mut ConnState,
+) -> Close {
     let settings = &shard.settings;
-    let limits = Limits {
-        proto: settings.proto,
-        max_message: settings.max_message,
-        max_handshake: settings.max_handshake,
-    };
+    let limits = Limits::of(settings);
     let counters = shard.counters();
     let mut leaving = pin!(shard.turn_to_go());
     let handshake_deadline = Instant::now() + settings.handshake_timeout;
@@ -143,6 +204,10 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
             }
             Some(frame) = next_delivery(member.as_mut()) => {
                 let len = frame.len();
+                let frame = match deflate.conn.as_mut() {
+                    Some(conn) => deflate::room_frame(conn, frame, counters),
+                    None => frame,
+                };
                 if transport.write_all(frame).await.is_err() {
                     return Close::Now;
                 }
@@ -156,6 +221,7 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
                 }
                 let mut produced = Produced {
                     shard: Some(shard),
+                    deflate: deflate.conn.take(),
                     ..Produced::default()
                 };
                 let before = phase;
@@ -171,6 +237,8 @@ async fn converse<T: Transport>(transport: &T, shard: &Shard, live: &mut Live) -
                     silence.heard();
                 }
                 live.admitted |= produced.admitted;
+                deflate.conn = produced.deflate.take();
+                deflate.bytes += std::mem::take(&mut produced.deflate_bytes);
                 input.drain(..used);
                 if phase == Phase::Open(Route::Room) && member.is_none() {
                     // Joined before the 101 (or hello answer) is written.

@@ -3,9 +3,11 @@
 //! server core, the task backends and the load generator share it.
 
 pub mod codec;
+pub mod conn;
 pub mod negotiate;
 
 pub use codec::{Deflater, InflateError, Inflater};
+pub use conn::{Codec, CodecRef, ConnDeflate, Scratch};
 pub use negotiate::{choose, offers, Agreed, Declined, DeflateLimits, DeflateMode};
 
 use super::frame::OpCode;

@@ -30,7 +30,7 @@ pub struct Conn<S> {
     pub(super) busy: Option<Box<Busy>>,
 }
 
-/// A connection's flags, in one byte.
+/// A connection's flags, in one byte: four flags, and the deflate window.
 #[derive(Clone, Copy, Default)]
 pub struct Flags(u8);
 
@@ -43,6 +43,18 @@ impl Flags {
     pub const PINGED: u8 = 4;
     /// Our TLS close_notify is queued (TLS servers only).
     pub const CLOSE_NOTIFY_SENT: u8 = 8;
+
+    /// The LZ77 window (bits) the server compresses with, when the
+    /// connection agreed on permessage-deflate: kept in the high four bits.
+    pub fn deflate_window(self) -> Option<u8> {
+        let bits = self.0 >> 4;
+        (bits != 0).then_some(bits)
+    }
+
+    pub fn set_deflate_window(&mut self, bits: u8) {
+        debug_assert!((1..16).contains(&bits));
+        self.0 = self.0 & 0x0F | bits << 4;
+    }
 
     pub fn has(self, flag: u8) -> bool {
         self.0 & flag != 0

@@ -12,6 +12,7 @@
 
 mod conn;
 mod deadlines;
+mod deflate;
 mod drain;
 mod room;
 mod tls;
@@ -34,7 +35,10 @@ use super::hub::Hub;
 use super::session::{self, AfterFlush, Ending, Limits, Outbox, Phase};
 use super::settings::Settings;
 use super::stats::{bump, count_violation, ShardCounters};
+use crate::protocol::deflate::Agreed;
+use crate::protocol::message::Violation;
 use crate::protocol::{close_code, frame, Proto, Route};
+use crate::server::deflate::DeflateEvent;
 
 /// What a backend does for the core. Two write models meet here: a
 /// readiness backend (epoll) writes in [`Io::write_now`] and reports
@@ -118,6 +122,8 @@ pub struct Core<S> {
     drain: Option<drain::Drain>,
     /// The TLS state of every connection, when the server speaks TLS.
     tls: Option<tls::TlsConns>,
+    /// permessage-deflate codecs and scratch.
+    deflate: deflate::DeflateConns,
 }
 
 /// How a connection's close went, for the drain's count.
@@ -131,12 +137,9 @@ enum How {
 
 impl<S> Core<S> {
     pub fn new(id: usize, conn_limit: usize, settings: Arc<Settings>, hub: Arc<Hub>) -> Core<S> {
-        let limits = Limits {
-            proto: settings.proto,
-            max_message: settings.max_message,
-            max_handshake: settings.max_handshake,
-        };
+        let limits = Limits::of(&settings);
         let tls = settings.tls.clone().map(tls::TlsConns::new);
+        let deflate = deflate::DeflateConns::new(settings.deflate, hub.shards());
         Core {
             gate: Gate::new(settings.max_conns, settings.accept_rate, hub.shards()),
             id,
@@ -153,6 +156,7 @@ impl<S> Core<S> {
             inbox: Vec::new(),
             drain: None,
             tls,
+            deflate,
         }
     }
 
@@ -287,16 +291,19 @@ impl<S> Core<S> {
         let mut phase = before;
         let (mut pending, mut fragments) = conn.take_input();
         let counters = self.hub.counters(self.id);
-        let admission = (&mut self.gate, &*self.hub);
         let sealer = tls::sealer_for(&mut self.tls, key);
         let mut out = ConnOutbox::new(
             conn,
             sealer,
             io,
             key,
-            &mut self.published,
             counters,
-            admission,
+            ShardParts {
+                published: &mut self.published,
+                gate: &mut self.gate,
+                hub: &self.hub,
+                deflate: &mut self.deflate,
+            },
         );
         let ending = if pending.is_empty() {
             let (used, ending) =
@@ -513,6 +520,7 @@ impl<S> Core<S> {
         }
         bump(&self.counters().closed);
         self.end_tls(key);
+        self.deflate.end(key, self.hub.counters(self.id));
         self.count_slots();
         let unsent = conn.take_queue();
         io.close(key, conn.socket, unsent);
@@ -619,6 +627,14 @@ impl Part for Bytes {
     }
 }
 
+/// The parts of the shard a connection's outbox borrows.
+struct ShardParts<'a> {
+    published: &'a mut Vec<Bytes>,
+    gate: &'a mut Gate,
+    hub: &'a Hub,
+    deflate: &'a mut deflate::DeflateConns,
+}
+
 /// The session's [`Outbox`] for one connection of this shard.
 struct ConnOutbox<'a, S, I> {
     conn: &'a mut Conn<S>,
@@ -630,6 +646,7 @@ struct ConnOutbox<'a, S, I> {
     counters: &'a ShardCounters,
     gate: &'a mut Gate,
     hub: &'a Hub,
+    deflate: &'a mut deflate::DeflateConns,
     /// A write failed: the connection is dead and must be closed.
     failed: bool,
 }
@@ -640,9 +657,13 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
         sealer: Option<tls::Sealer<'a>>,
         io: &'a mut I,
         key: usize,
-        published: &'a mut Vec<Bytes>,
         counters: &'a ShardCounters,
-        (gate, hub): (&'a mut Gate, &'a Hub),
+        ShardParts {
+            published,
+            gate,
+            hub,
+            deflate,
+        }: ShardParts<'a>,
     ) -> Self {
         ConnOutbox {
             conn,
@@ -653,6 +674,7 @@ impl<'a, S, I> ConnOutbox<'a, S, I> {
             counters,
             gate,
             hub,
+            deflate,
             failed: false,
         }
     }
@@ -685,6 +707,41 @@ impl<S, I: Io<Socket = S>> Outbox for ConnOutbox<'_, S, I> {
         let admitted = self.gate.admit(&self.hub.admitted, self.counters, leaving);
         self.conn.flags.set(Flags::ADMITTED, admitted.is_ok());
         admitted
+    }
+
+    fn agree_deflate(&mut self, agreed: &Agreed) -> bool {
+        let agreed_here = self.deflate.agree(self.key, agreed, self.counters);
+        if agreed_here {
+            self.conn
+                .flags
+                .set_deflate_window(agreed.server_window_bits);
+        }
+        agreed_here
+    }
+
+    fn deflating(&self) -> bool {
+        self.conn.flags.deflate_window().is_some()
+    }
+
+    fn compressed_frame(&mut self, opcode: frame::OpCode, payload: &[u8]) -> Bytes {
+        let window = self.conn.flags.deflate_window().unwrap_or(15);
+        self.deflate
+            .compressed_frame(self.key, window, opcode, payload)
+    }
+
+    fn inflate(
+        &mut self,
+        opcode: frame::OpCode,
+        payload: &[u8],
+        max: usize,
+    ) -> Result<Vec<u8>, Violation> {
+        let window = self.conn.flags.deflate_window().unwrap_or(15);
+        self.deflate
+            .inflate(self.key, window, (opcode, payload, max))
+    }
+
+    fn count_deflate(&mut self, event: DeflateEvent) {
+        crate::server::deflate::count(self.counters, &event);
     }
 }
 
@@ -766,6 +823,7 @@ mod tests {
             ping_interval: None,
             idle_timeout: None,
             tls: None,
+            deflate: crate::server::deflate::DeflateSettings::OFF,
         };
         let hub = Arc::new(Hub::new(vec![Box::new(NoWake)]));
         Core::new(0, usize::MAX, Arc::new(settings), hub)

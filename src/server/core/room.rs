@@ -3,11 +3,12 @@
 //! that fall more than --max-backlog behind, and the furthest behind when
 //! all of them together pass the shard's share of --max-backlog-total.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-use super::{send, tls, ConnOutbox, Core, Io};
+use super::{send, tls, ConnOutbox, Core, Io, ShardParts};
 use crate::protocol::{close_code, Proto, Route};
 use crate::server::overload;
 use crate::server::session::{self, AfterFlush, Phase};
@@ -21,7 +22,10 @@ impl<S> Core<S> {
         let mut frames = std::mem::take(&mut self.inbox);
         let since = self.hub.exchange(self.id, &mut self.published, &mut frames);
         if let (false, Some(since)) = (frames.is_empty(), since) {
-            if self.deliver_to_members(io, &frames) > 0 {
+            self.deflate.new_turn();
+            let delivered = self.deliver_to_members(io, &frames);
+            self.deflate.new_turn(); // free the compressed frames
+            if delivered > 0 {
                 let histograms = self.hub.histograms(self.id);
                 histograms.broadcast.observe(since.elapsed());
             }
@@ -42,8 +46,12 @@ impl<S> Core<S> {
                 continue;
             }
             delivered += frames.len() as u64;
+            let frames = match conn.flags.deflate_window() {
+                None => Cow::Borrowed(frames),
+                Some(window) => self.deflate.room_frames(key, window, frames, counters),
+            };
             let sealer = tls::sealer_for(&mut self.tls, key);
-            match send(conn, sealer, io, key, frames, counters) {
+            match send(conn, sealer, io, key, &frames, counters) {
                 Ok(()) if conn.queued_bytes() > self.settings.max_backlog => slow.push(key),
                 Ok(()) => backlog += conn.queued_bytes(),
                 Err(_) => gone.push(key),
@@ -103,16 +111,19 @@ impl<S> Core<S> {
         conn.phase = Phase::Closing(AfterFlush::Drain);
         if self.settings.proto == Proto::Ws {
             let counters = self.hub.counters(self.id);
-            let admission = (&mut self.gate, &*self.hub);
             let sealer = tls::sealer_for(&mut self.tls, key);
             let mut out = ConnOutbox::new(
                 conn,
                 sealer,
                 io,
                 key,
-                &mut self.published,
                 counters,
-                admission,
+                ShardParts {
+                    published: &mut self.published,
+                    gate: &mut self.gate,
+                    hub: &self.hub,
+                    deflate: &mut self.deflate,
+                },
             );
             session::send_close(&mut out, code, reason);
             if out.failed {

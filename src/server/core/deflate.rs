@@ -1,0 +1,151 @@
+//! permessage-deflate in the shard core. A connection that agreed on it is
+//! marked by its window in its flags (its slot stays 24 bytes); in
+//! `per-connection` mode its codec lives in a side table beside the slab.
+//! `shared` connections use the shard's scratch codec, and the room's
+//! frames are compressed once per delivery turn and window size for all of
+//! them (`protocol::deflate::conn`).
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+
+use crate::protocol::deflate::conn::{compress_room_frame, estimated_codec_bytes};
+use crate::protocol::deflate::negotiate::SMALLEST_SERVER_WINDOW;
+use crate::protocol::deflate::{Agreed, ConnDeflate, DeflateMode, Scratch};
+use crate::protocol::frame::OpCode;
+use crate::protocol::message::Violation;
+use crate::server::deflate::{self, DeflateSettings};
+use crate::server::stats::ShardCounters;
+use crate::side_table::SideTable;
+
+/// A shard's permessage-deflate state.
+pub(super) struct DeflateConns {
+    mode: DeflateMode,
+    /// This shard's share of --deflate-memory.
+    budget: Option<u64>,
+    scratch: Scratch,
+    /// Per-connection codecs (and the bytes each was estimated at).
+    own: SideTable<(ConnDeflate, u64)>,
+    /// The room's frames of the current delivery, compressed for `shared`
+    /// members, by window size (made when the first such member needs them).
+    turn: [Option<Vec<Bytes>>; 16 - SMALLEST_SERVER_WINDOW as usize],
+}
+
+impl DeflateConns {
+    pub fn new(settings: DeflateSettings, shards: usize) -> DeflateConns {
+        DeflateConns {
+            mode: settings.mode,
+            budget: settings.memory.map(|bytes| bytes / shards as u64),
+            scratch: Scratch::default(),
+            own: SideTable::default(),
+            turn: Default::default(),
+        }
+    }
+
+    /// Connection `key` agreed on `agreed`: give it a codec if its mode
+    /// keeps one and the budget has room. Returns whether it may deflate.
+    pub fn agree(&mut self, key: usize, agreed: &Agreed, counters: &ShardCounters) -> bool {
+        if self.mode != DeflateMode::PerConnection {
+            return true;
+        }
+        let bytes = estimated_codec_bytes(agreed);
+        if !deflate::reserve(&counters.deflate_codec_bytes, self.budget, bytes) {
+            return false;
+        }
+        self.own
+            .put(key, (ConnDeflate::new(self.mode, agreed), bytes));
+        true
+    }
+
+    /// Connection `key` is gone: free its codec, if it had one.
+    pub fn end(&mut self, key: usize, counters: &ShardCounters) {
+        if let Some((_, bytes)) = self.own.take(key) {
+            deflate::release(&counters.deflate_codec_bytes, bytes);
+        }
+    }
+
+    /// Run `work` with connection `key`'s deflate state (its own, or the
+    /// `shared` one for `window`) and the scratch.
+    fn with<R>(
+        &mut self,
+        key: usize,
+        window: u8,
+        work: impl FnOnce(&mut ConnDeflate, &mut Scratch) -> R,
+    ) -> R {
+        match self.own.get_mut(key) {
+            Some((own, _)) => work(own, &mut self.scratch),
+            None => work(
+                &mut ConnDeflate::Shared {
+                    window_bits: window,
+                },
+                &mut self.scratch,
+            ),
+        }
+    }
+
+    pub fn compressed_frame(
+        &mut self,
+        key: usize,
+        window: u8,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Bytes {
+        self.with(key, window, |conn, scratch| {
+            conn.compressed_frame(scratch, opcode, payload)
+        })
+    }
+
+    pub fn inflate(
+        &mut self,
+        key: usize,
+        window: u8,
+        (opcode, payload, max): (OpCode, &[u8], usize),
+    ) -> Result<Vec<u8>, Violation> {
+        self.with(key, window, |conn, scratch| {
+            conn.inflate(scratch, opcode, payload, max)
+        })
+    }
+
+    /// A new delivery: forget the last one's compressed frames.
+    pub fn new_turn(&mut self) {
+        self.turn = Default::default();
+    }
+
+    /// The room's `frames` as member `key` (agreed with `window`) gets
+    /// them: its own codec compresses each, or the frames compressed once
+    /// this turn for every `shared` member with that window.
+    pub fn room_frames<'a>(
+        &'a mut self,
+        key: usize,
+        window: u8,
+        frames: &[Bytes],
+        counters: &ShardCounters,
+    ) -> Cow<'a, [Bytes]> {
+        if let Some((own, _)) = self.own.get_mut(key) {
+            let deflater = own.codec(&mut self.scratch).deflater;
+            return Cow::Owned(compress_all(deflater, frames, counters));
+        }
+        let slot = (window - SMALLEST_SERVER_WINDOW) as usize;
+        let scratch = &mut self.scratch;
+        let compressed = self.turn[slot]
+            .get_or_insert_with(|| compress_all(scratch.codec(window).deflater, frames, counters));
+        Cow::Borrowed(&compressed[..])
+    }
+}
+
+/// Every data frame compressed (others as they are), counted.
+fn compress_all(
+    deflater: &mut crate::protocol::deflate::Deflater,
+    frames: &[Bytes],
+    counters: &ShardCounters,
+) -> Vec<Bytes> {
+    let compressed: Vec<Bytes> = frames
+        .iter()
+        .map(|frame| compress_room_frame(deflater, frame).unwrap_or_else(|| frame.clone()))
+        .collect();
+    counters
+        .deflate_compressed
+        .fetch_add(frames.len() as u64, Relaxed);
+    compressed
+}
