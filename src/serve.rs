@@ -133,6 +133,22 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub deflate: crate::server::deflate::DeflateOptions,
+
+    /// What speaks WebSocket on `tokio` and `tokio-tpc`: tungstenite (the
+    /// baseline a Rust user would write) or fanout's own session (what
+    /// `tokio-uring` always runs). With --deflate on it is fanout's session
+    /// whatever this says: tungstenite has no permessage-deflate.
+    /// `fanout bench --deflate` runs their `off` this way too, so that the
+    /// ratios compare deflate, not two WebSocket stacks.
+    #[arg(long, value_enum, default_value_t = WsStack::Tungstenite)]
+    pub ws_stack: WsStack,
+}
+
+/// What speaks WebSocket on the tokio backends (`--ws-stack`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WsStack {
+    Tungstenite,
+    Fanout,
 }
 
 impl ServeConfig {
@@ -153,6 +169,8 @@ impl ServeConfig {
             idle_timeout: self.idle_timeout,
             tls: None,
             deflate: self.deflate.settings(),
+            tungstenite: self.ws_stack == WsStack::Tungstenite
+                && self.deflate.deflate == crate::protocol::deflate::DeflateMode::Off,
         }
     }
 }
@@ -227,6 +245,16 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let conn_limit = plan.conns_per_shard.unwrap_or(usize::MAX);
     let mut settings = config.settings();
+    if let Some(line) = config.deflate.banner_line() {
+        banner = format!("{banner}\n{line}");
+    }
+    if matches!(kind, BackendKind::Tokio | BackendKind::TokioTpc) && config.proto == Proto::Ws {
+        let stack = match settings.tungstenite {
+            true => "WebSocket by tokio-tungstenite",
+            false => "WebSocket by fanout's session (protocol::, server::session), not tungstenite",
+        };
+        banner = format!("{banner}\n{stack}");
+    }
     if let Some((setup, line)) = config.tls.setup(!kind.is_task_per_connection())? {
         settings.tls = Some(setup);
         banner = format!("{banner}\n{line}");

@@ -35,6 +35,8 @@ pub struct Point {
     /// Slots in the server's connection slabs (fanout).
     pub slots: Option<u64>,
     pub slab: Slab,
+    /// Bytes the server had written to its sockets (fanout).
+    pub bytes_sent: Option<u64>,
 }
 
 /// One phase's slopes between its two points.
@@ -46,6 +48,12 @@ pub struct Slope {
     pub open: u64,
     /// Server RSS growth ÷ connections opened, bytes.
     pub rss_per_conn: f64,
+    /// With `bench --deflate`: the allocator slope plus what the server
+    /// kept per connection once the broadcasts were over and every
+    /// connection idle again (what a per-connection compressor costs),
+    /// bytes (fanout).
+    #[serde(default)]
+    pub heap_after_broadcast_per_conn: Option<f64>,
     /// Server RSS (its process tree) at N, bytes: with N, the points a
     /// sweep fits its fixed cost and per-connection growth to.
     #[serde(default)]
@@ -94,6 +102,7 @@ pub fn slope(half: &Point, full: &Point) -> Slope {
         rss_at_n: Some(full.rss),
         heap_at_n: full.heap,
         heap_per_conn: half.heap.zip(full.heap).map(|(a, b)| per_conn(a, b)),
+        heap_after_broadcast_per_conn: None,
         slots: half.slots.zip(full.slots),
         kernel_per_socket,
         kernel_unattributed_per_socket: kernel_per_socket - caches.values().sum::<f64>(),
@@ -113,6 +122,9 @@ pub struct Memory {
     pub rss_per_conn: Spread,
     /// jemalloc allocated bytes per connection (fanout).
     pub heap_per_conn: Option<Spread>,
+    /// The same once a broadcast has gone through (`bench --deflate`).
+    #[serde(default)]
+    pub heap_after_broadcast_per_conn: Option<Spread>,
     /// The server's whole RSS at N ÷ N, bytes: the slope plus every fixed
     /// cost (event loops, buffers, rings) spread over the connections.
     #[serde(default)]
@@ -216,6 +228,7 @@ pub fn summarise(slopes: Vec<Slope>, slot_bytes: Option<usize>) -> Memory {
     Memory {
         rss_per_conn: spread(&|s| Some(s.rss_per_conn)).unwrap_or_default(),
         heap_per_conn: spread(&|s| s.heap_per_conn),
+        heap_after_broadcast_per_conn: spread(&|s| s.heap_after_broadcast_per_conn),
         rss_over_n: spread(&|s| Some(s.rss_at_n? as f64 / s.open.max(1) as f64)),
         slot_bytes,
         kernel_per_socket: spread(&|s| Some(s.kernel_per_socket)).unwrap_or_default(),
@@ -267,6 +280,7 @@ mod tests {
                 caches: [("TCP".to_string(), tcp_objects * 2368)].into(),
                 objects: [("TCP".to_string(), tcp_objects)].into(),
             },
+            bytes_sent: None,
         }
     }
 

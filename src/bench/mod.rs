@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendKind;
 use crate::load::config::ScenarioKind;
 use crate::load::spread::Spread;
+use crate::protocol::deflate::DeflateMode;
 use crate::tls::OnOff;
 use crate::units::parse_duration;
 use bare::FloorRoute;
@@ -241,6 +242,23 @@ pub struct BenchConfig {
     #[arg(long)]
     pub tls: bool,
 
+    /// Measure every backend with each permessage-deflate mode, side by
+    /// side (`fanout serve --deflate MODE`, named `B+deflate-MODE`; `off`
+    /// is the backend as it is), with the ratios to `off`. Every load then
+    /// offers deflate as browsers do and sends JSON-like payloads
+    /// (`fanout load --deflate --payload json`), the off server declining;
+    /// the room job also reads memory once the broadcasts are over (what
+    /// a connection keeps after one has gone through) and the bytes on the
+    /// wire per delivery. E.g. --deflate off,shared,per-connection.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub deflate: Vec<DeflateMode>,
+
+    /// Message size of the room's broadcasts and the echo loads, bytes (at
+    /// least 16: sequence number and timestamp). Compression needs room to
+    /// work: --deflate runs here use 1KiB.
+    #[arg(long, default_value = "32", value_parser = crate::units::parse_size)]
+    pub size: usize,
+
     /// Where results go: DIR/<date>-<host>/<name>.json.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -294,6 +312,8 @@ pub enum Measured {
     Fanout(BackendKind),
     /// `fanout serve --backend B --tls-self-signed` (--tls), loaded over wss://.
     FanoutTls(BackendKind),
+    /// `fanout serve --backend B --deflate MODE` (--deflate, not off).
+    FanoutDeflate(BackendKind, DeflateMode),
     /// `--server-cmd`.
     Command(ServerCmd),
 }
@@ -330,6 +350,9 @@ impl Measured {
         match self {
             Measured::Fanout(backend) => backend.name().to_string(),
             Measured::FanoutTls(backend) => format!("{}+tls", backend.name()),
+            Measured::FanoutDeflate(backend, mode) => {
+                format!("{}+deflate-{}", backend.name(), deflate_name(*mode))
+            }
             Measured::Command(cmd) => cmd.name.clone(),
         }
     }
@@ -342,9 +365,9 @@ impl Measured {
     /// Bytes of one connection's slab slot (fanout only).
     pub fn slot_bytes(&self) -> Option<usize> {
         match self {
-            Measured::Fanout(backend) | Measured::FanoutTls(backend) => {
-                crate::backend::slot_bytes(*backend)
-            }
+            Measured::Fanout(backend)
+            | Measured::FanoutTls(backend)
+            | Measured::FanoutDeflate(backend, _) => crate::backend::slot_bytes(*backend),
             Measured::Command(_) => None,
         }
     }
@@ -370,6 +393,19 @@ impl BenchConfig {
         }
         if self.tls && self.measure.contains(&Job::Backplane) {
             return Err("--tls does not measure the backplane yet (its instances would each make their own certificate); leave backplane out of --measure".into());
+        }
+        if !self.deflate.is_empty() && self.tls {
+            return Err("--deflate and --tls are measured one at a time: leave one out".into());
+        }
+        if !self.deflate.is_empty() && self.backends().is_empty() {
+            return Err("--deflate measures fanout backends: give --backends".into());
+        }
+        if self
+            .deflate
+            .iter()
+            .any(|mode| self.deflate.iter().filter(|m| *m == mode).count() > 1)
+        {
+            return Err("--deflate names a mode twice".into());
         }
         if self.tls && self.backends().is_empty() {
             return Err(
@@ -409,6 +445,12 @@ impl BenchConfig {
         if self.soak_cycle.is_zero() || self.soak.is_some_and(|soak| soak < self.soak_cycle) {
             return Err("--soak-cycle must be more than 0 and --soak at least one cycle".into());
         }
+        if self.size < crate::load::payload::HEADER_LEN {
+            return Err(format!(
+                "--size must be at least {} bytes (sequence number and timestamp)",
+                crate::load::payload::HEADER_LEN
+            ));
+        }
         if self.churn_steps == 0 {
             return Err("--churn-steps must be at least 1".into());
         }
@@ -442,12 +484,27 @@ impl BenchConfig {
     /// over TLS with --tls), then the commands.
     pub fn measured(&self) -> Vec<Measured> {
         let tls = self.tls;
+        let deflate = self.deflate.clone();
         let backends = self.backends().into_iter().flat_map(move |backend| {
+            if !deflate.is_empty() {
+                let each = deflate.iter().map(move |&mode| match mode {
+                    DeflateMode::Off => Measured::Fanout(backend),
+                    mode => Measured::FanoutDeflate(backend, mode),
+                });
+                return each.collect::<Vec<_>>();
+            }
             let secure = tls.then_some(Measured::FanoutTls(backend));
-            std::iter::once(Measured::Fanout(backend)).chain(secure)
+            std::iter::once(Measured::Fanout(backend))
+                .chain(secure)
+                .collect()
         });
         let commands = self.server_cmd.iter().cloned().map(Measured::Command);
         backends.chain(commands).collect()
+    }
+
+    /// Whether the loads offer permessage-deflate (and send JSON-like text).
+    pub fn deflate_loads(&self) -> bool {
+        !self.deflate.is_empty()
     }
 
     fn measures(&self, job: Job) -> bool {
@@ -730,6 +787,7 @@ fn bench_one(
         &config.backends(),
         config.memory_share,
         config.tls,
+        &config.deflate,
     );
     step("preflight");
     for line in &preflight.lines {
@@ -1125,6 +1183,13 @@ fn each_server<T>(
     (0..servers)
         .map(|server| job(phases, server).map(Some))
         .collect()
+}
+
+/// A deflate mode as the command line spells it (`per-connection`).
+pub fn deflate_name(mode: DeflateMode) -> String {
+    use clap::ValueEnum;
+    mode.to_possible_value()
+        .map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
 #[cfg(test)]

@@ -97,6 +97,11 @@ pub struct Running {
     pub command: Vec<std::ffi::OsString>,
     /// The SHA-256 of its certificate, when it speaks TLS.
     pub tls_pin: Option<String>,
+    /// `fanout bench --deflate`: loads offer permessage-deflate and send
+    /// JSON-like payloads.
+    pub deflate_loads: bool,
+    /// `fanout bench --size`.
+    pub message_size: usize,
 }
 
 impl Running {
@@ -114,6 +119,14 @@ impl Running {
     pub fn load_config(&self, kind: ScenarioKind, path: &str) -> LoadConfig {
         let mut config = LoadConfig::defaults(kind, &self.url(path));
         config.tls.tls_pin = self.tls_pin.clone();
+        if matches!(kind, ScenarioKind::Broadcast | ScenarioKind::Echo) {
+            config.size = self.message_size;
+        }
+        if self.deflate_loads {
+            config.payload = crate::load::payload::Fill::Json;
+            // The floor speaks bare://, which has no extensions.
+            config.deflate = self.side == Side::Server;
+        }
         config
     }
 }
@@ -155,6 +168,9 @@ pub struct Phases {
     /// Plan lines of the floors (one per floor route).
     pub floor_plans: Vec<String>,
     total: usize,
+    /// --deflate: what every load offers and sends (`Running::deflate_loads`).
+    deflate_loads: bool,
+    message_size: usize,
 }
 
 impl Phases {
@@ -170,6 +186,8 @@ impl Phases {
             records: Vec::new(),
             floor_plans: Vec::new(),
             total,
+            deflate_loads: config.deflate_loads(),
+            message_size: config.size,
         }
     }
 
@@ -332,12 +350,25 @@ impl Phases {
                 command.args(["--max-conns", &self.max_conns.to_string()]);
                 command
             }
-            Some(Measured::Fanout(backend) | Measured::FanoutTls(backend)) => {
+            Some(
+                Measured::Fanout(backend)
+                | Measured::FanoutTls(backend)
+                | Measured::FanoutDeflate(backend, _),
+            ) => {
                 let mut command = Command::new(std::env::current_exe()?);
                 command.args(["serve", "--listen", "127.0.0.1:0"]);
                 command.args(["--backend", backend.name()]);
                 if measured.as_ref().is_some_and(Measured::speaks_tls) {
                     command.arg("--tls-self-signed");
+                }
+                if let Some(Measured::FanoutDeflate(_, mode)) = &measured {
+                    command.args(["--deflate", &super::deflate_name(*mode)]);
+                }
+                if self.deflate_loads && backend.is_task_per_connection() {
+                    // Deflate is served by fanout's session on every task
+                    // backend: off runs on it too, so the ratios compare
+                    // deflate, not tungstenite with fanout's session.
+                    command.args(["--ws-stack", "fanout"]);
                 }
                 // A one-fd-table server is asked for what it can hold; past
                 // that it stops short, and the report says where and why.
@@ -389,6 +420,8 @@ impl Phases {
             target,
             fanout,
             command: command_line,
+            deflate_loads: self.deflate_loads,
+            message_size: self.message_size,
         })
     }
 }
@@ -467,6 +500,8 @@ mod tests {
             scenario: "broadcast".into(),
             url: "bare://127.0.0.1:1/room".into(),
             conns: 100,
+            payload: None,
+            deflate_agreed: None,
             client_shards: 2,
             private_fd_tables: false,
             sources: vec![],

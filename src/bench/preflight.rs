@@ -16,6 +16,10 @@ const TASK_BACKEND_BYTES_PER_CONN: u64 = 10_000;
 /// backend keeps rustls's state: 6,500 B more measured at 15K (tokio).
 const TLS_BYTES_PER_CONN: u64 = 700;
 const TASK_BACKEND_TLS_BYTES_PER_CONN: u64 = 8_000;
+/// More per connection with `--deflate per-connection` once a broadcast
+/// has gone through, by zlib's own sizing: the server's compressor at full
+/// windows (2^17 + 2^17 B) and the client's inflater (2^15 B + 7 KiB).
+const DEFLATE_PER_CONNECTION_BYTES: u64 = 262_144 + 39_936;
 
 #[derive(Debug, Default)]
 pub struct Preflight {
@@ -32,6 +36,7 @@ pub fn check(
     backends: &[BackendKind],
     memory_share: f64,
     tls: bool,
+    deflate: &[crate::protocol::deflate::DeflateMode],
 ) -> Preflight {
     let mut out = Preflight::default();
     let cores = machine.cores;
@@ -94,6 +99,10 @@ pub fn check(
                 (true, false) => TASK_BACKEND_BYTES_PER_CONN,
                 (false, true) => TLS_BYTES_PER_CONN,
                 (true, true) => TASK_BACKEND_BYTES_PER_CONN + TASK_BACKEND_TLS_BYTES_PER_CONN,
+            }
+            + match deflate.contains(&crate::protocol::deflate::DeflateMode::PerConnection) {
+                true => DEFLATE_PER_CONNECTION_BYTES,
+                false => 0,
             },
         memory_share,
     };
@@ -162,11 +171,19 @@ mod tests {
             &[BackendKind::Epoll, BackendKind::Uring],
             share,
             false,
+            &[],
         );
         assert!(ok.errors.is_empty(), "{:?}", ok.errors);
         assert!(ok.lines.iter().any(|l| l.starts_with("server (epoll):")));
         assert!(ok.lines.iter().any(|l| l.starts_with("server (uring):")));
-        let absurd = check(100_000_000, &machine, &[BackendKind::Epoll], share, false);
+        let absurd = check(
+            100_000_000,
+            &machine,
+            &[BackendKind::Epoll],
+            share,
+            false,
+            &[],
+        );
         assert!(
             absurd
                 .errors

@@ -60,6 +60,8 @@ pub struct RoomSample {
     /// million deliveries received.
     pub client_memory: Option<ClientMemory>,
     pub client_cpu_per_million: Option<f64>,
+    /// Bytes the server wrote during the broadcasts ÷ deliveries (fanout).
+    pub wire_bytes_per_delivery: Option<f64>,
 }
 
 /// How far a server got towards N: a server that cannot hold N here is
@@ -117,6 +119,11 @@ pub struct BroadcastBench {
     /// broadcast to the end of the work) per million deliveries received.
     #[serde(default)]
     pub client_cpu_seconds_per_million: Option<Spread>,
+    /// Bytes the server wrote from the first broadcast to the last
+    /// delivery ÷ deliveries, per sample: a delivery's size on the wire
+    /// (fanout; `bench --deflate` only).
+    #[serde(default)]
+    pub wire_bytes_per_delivery: Option<Spread>,
 }
 
 /// Ramp, memory and broadcast, from the interleaved room phases.
@@ -173,7 +180,12 @@ fn room_phase(
                 points.push(read_point(running, open));
                 cpu.push(running.server.tree_cpu_seconds());
             }
-            Checkpoint::WorkDone => cpu.push(running.server.tree_cpu_seconds()),
+            Checkpoint::WorkDone => {
+                cpu.push(running.server.tree_cpu_seconds());
+                if running.deflate_loads {
+                    points.push(read_point(running, 0));
+                }
+            }
         }
     })?;
     let broadcast_cpu_seconds = match cpu.as_slice() {
@@ -187,8 +199,12 @@ fn room_phase(
     // A server that stopped short before N/2 opened (almost) nothing
     // between the points: there is no slope to take.
     let slope = match points.as_slice() {
-        [half, full] if memory::enough_for_a_slope(half, full, conns) => {
-            Some(memory::slope(half, full))
+        [half, full, ..] if memory::enough_for_a_slope(half, full, conns) => {
+            let mut slope = memory::slope(half, full);
+            if let Some(after) = points.get(2) {
+                slope.heap_after_broadcast_per_conn = after_broadcast(&slope, full, after);
+            }
+            Some(slope)
         }
         _ => None,
     };
@@ -199,7 +215,23 @@ fn room_phase(
     };
     let mut value = sample_of(&report, slope, server_delivered)?;
     value.broadcast_cpu_seconds = broadcast_cpu_seconds;
+    if let [_, full, after] = points.as_slice() {
+        let sent = after
+            .bytes_sent
+            .zip(full.bytes_sent)
+            .map(|(a, b)| a.saturating_sub(b));
+        value.wire_bytes_per_delivery = sent
+            .filter(|_| value.tally.delivered > 0)
+            .map(|bytes| bytes as f64 / value.tally.delivered as f64);
+    }
     Ok(Outcome { value, report })
+}
+
+/// The allocator slope plus what each connection open at N kept once the
+/// broadcasts were over (`after`, read idle again).
+fn after_broadcast(slope: &Slope, full: &Point, after: &Point) -> Option<f64> {
+    let kept = after.heap? as f64 - full.heap? as f64;
+    Some(slope.heap_per_conn? + kept / full.open.max(1) as f64)
 }
 
 /// The server's memory and the kernel's slab, with every connection idle,
@@ -217,6 +249,7 @@ fn read_point(running: &Running, open: u64) -> anyhow::Result<Point> {
         heap: stats.as_ref().map(|s| s.heap_allocated_bytes),
         slots: stats.as_ref().map(|s| s.totals.conn_slots),
         slab: kernel::sample(),
+        bytes_sent: stats.as_ref().map(|s| s.totals.bytes_sent),
     })
 }
 
@@ -250,6 +283,7 @@ fn sample_of(
         connect_failures: report.connect.failures.clone(),
         client_memory: report.client.memory.clone(),
         client_cpu_per_million: report.client.cpu_seconds_per_million_received,
+        wire_bytes_per_delivery: None,
     })
 }
 
@@ -296,7 +330,12 @@ fn summarise(
         .iter()
         .filter_map(|s| s.client_cpu_per_million)
         .collect();
+    let wire: Vec<f64> = server
+        .iter()
+        .filter_map(|s| s.wire_bytes_per_delivery)
+        .collect();
     let broadcast = BroadcastBench {
+        wire_bytes_per_delivery: (!wire.is_empty()).then(|| Spread::of(&wire)),
         cpu_seconds_per_million: (!cpu_per_million.is_empty())
             .then(|| Spread::of(&cpu_per_million)),
         client_cpu_seconds_per_million: (!client_cpu.is_empty()).then(|| Spread::of(&client_cpu)),

@@ -68,7 +68,17 @@ pub fn text(r: &BenchResult) -> String {
     if r.servers.len() > 1 {
         backends_table(&mut out, &r.servers);
     }
-    tls_table(&mut out, &r.servers);
+    ratio_table(&mut out, &r.servers, "+tls", TLS_HEADING);
+    for mode in ["shared", "per-connection"] {
+        let suffix = format!("+deflate-{mode}");
+        let heading = format!("deflate {mode} ÷ off: each figure's median with `--deflate {mode}` ÷ its median with deflate off, same backend, same run, the same JSON-like messages offered deflate both times");
+        ratio_table(&mut out, &r.servers, &suffix, &heading);
+    }
+    if r.servers.iter().any(|s| s.name.contains("+deflate-"))
+        && r.servers.iter().any(|s| s.name.starts_with("tokio"))
+    {
+        out.push_str("(tokio and tokio-tpc ran every server of this run, off included, with fanout's session for WebSocket (--ws-stack fanout): tungstenite has no permessage-deflate)\n");
+    }
     evidence(&mut out, r);
     out
 }
@@ -126,26 +136,26 @@ fn backends_table(out: &mut String, servers: &[ServerResult]) {
     }
 }
 
-/// `fanout bench --tls`: for each backend measured both ways, every
-/// figure's median over TLS divided by its median in the clear.
-fn tls_table(out: &mut String, servers: &[ServerResult]) {
+const TLS_HEADING: &str =
+    "TLS ÷ plain: each figure's median over wss:// ÷ its median over ws://, same backend, same run";
+
+/// `fanout bench --tls` (suffix `+tls`) or `--deflate` (`+deflate-MODE`):
+/// for each backend measured both ways, every figure's median as the
+/// variant divided by its median as the backend is.
+fn ratio_table(out: &mut String, servers: &[ServerResult], suffix: &str, heading: &str) {
     let pairs: Vec<[ServerResult; 2]> = servers
         .iter()
-        .filter_map(|secure| {
-            let plain_name = secure.name.strip_suffix("+tls")?;
+        .filter_map(|variant| {
+            let plain_name = variant.name.strip_suffix(suffix)?;
             let plain = servers.iter().find(|s| s.name == plain_name)?;
-            Some([plain.clone(), secure.clone()])
+            Some([plain.clone(), variant.clone()])
         })
         .collect();
     if pairs.is_empty() {
         return;
     }
     let tables: Vec<Vec<Row>> = pairs.iter().map(|pair| table_rows(pair)).collect();
-    let _ = writeln!(
-        out,
-        "
-TLS ÷ plain: each figure's median over wss:// ÷ its median over ws://, same backend, same run"
-    );
+    let _ = writeln!(out, "\n{heading}");
     let _ = write!(out, "{:<38}", "figure");
     for pair in &pairs {
         let _ = write!(out, "  {:>10}", pair[0].name);
@@ -166,9 +176,10 @@ TLS ÷ plain: each figure's median over wss:// ÷ its median over ws://, same ba
         }
         let _ = writeln!(out);
     }
-    if tables[0]
-        .iter()
-        .any(|r| r.label.starts_with("churn setup p99"))
+    if suffix == "+tls"
+        && tables[0]
+            .iter()
+            .any(|r| r.label.starts_with("churn setup p99"))
     {
         let _ = writeln!(
             out,
@@ -241,6 +252,9 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     room_row("idle user B/conn (allocator)", Lower, &|s| {
         s.memory.as_ref()?.heap_per_conn
     });
+    room_row("  after a broadcast (allocator)", Lower, &|s| {
+        s.memory.as_ref()?.heap_after_broadcast_per_conn
+    });
     room_row("idle user B/conn (RSS)", Lower, &|s| {
         Some(s.memory.as_ref()?.rss_per_conn)
     });
@@ -273,6 +287,9 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     });
     room_row("client CPU-s per million deliveries", Lower, &|s| {
         s.broadcast.as_ref()?.client_cpu_seconds_per_million
+    });
+    room_row("bytes on the wire per delivery", Lower, &|s| {
+        s.broadcast.as_ref()?.wire_bytes_per_delivery
     });
     let modes: Vec<(usize, String)> = servers
         .first()

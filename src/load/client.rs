@@ -36,6 +36,10 @@ pub struct Client {
     pub attempt: u8,
     /// Which --url it went to.
     pub server: u8,
+    /// The window it compresses with when it agreed on permessage-deflate
+    /// (0: it did not); the codec, if it keeps one, is the shard's
+    /// (`load::shard::deflate`).
+    pub deflate_window: u8,
     /// When the connect started (CLOCK_MONOTONIC ns).
     pub started_ns: u64,
     /// Broadcast: which messages arrived.
@@ -75,6 +79,7 @@ impl Client {
             phase: Phase::Connecting,
             attempt: 0,
             server: 0,
+            deflate_window: 0,
             started_ns,
             deliveries: Deliveries::default(),
             sent: 0,

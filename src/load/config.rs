@@ -125,6 +125,20 @@ pub struct LoadConfig {
     #[arg(long, default_value = "32", value_parser = parse_size)]
     pub size: usize,
 
+    /// What fills a message after its 16-byte header. zeros: the smallest
+    /// to make and check (it compresses to almost nothing); json: JSON-like
+    /// records (ids, names, prices) cut from a 256 KiB text made at start,
+    /// each message from a different place in it — compresses like real
+    /// traffic; the report states its entropy and how far it deflates.
+    #[arg(long, value_enum, default_value_t = crate::load::payload::Fill::Zeros)]
+    pub payload: crate::load::payload::Fill,
+
+    /// Offer permessage-deflate as browsers do (`permessage-deflate;
+    /// client_max_window_bits`), and compress what is sent and inflate what
+    /// arrives as the server agrees. ws:// and wss:// only.
+    #[arg(long)]
+    pub deflate: bool,
+
     /// Client event loops. Default: one per core, more when --conns needs
     /// more fd tables.
     #[arg(long)]
@@ -261,6 +275,10 @@ pub struct Scenario {
     /// How long the work runs (broadcast in count mode: until delivered).
     pub duration: Duration,
     pub size: usize,
+    /// What fills a message after its header.
+    pub fill: crate::load::payload::Fill,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
 }
 
 impl LoadConfig {
@@ -365,6 +383,8 @@ impl LoadConfig {
             work,
             duration: self.duration,
             size: self.size.max(crate::load::payload::HEADER_LEN),
+            fill: self.payload,
+            deflate: self.deflate,
         })
     }
 }

@@ -358,6 +358,10 @@ fn parse_targets(config: &LoadConfig) -> anyhow::Result<Vec<Target>> {
         let error = "every --url needs the same scheme (ws://, wss://, tcp://, tls:// or bare://)";
         return Err(UsageError(error.into()).into());
     }
+    if config.deflate && targets[0].wire != target::Wire::Ws {
+        let error = "--deflate is a WebSocket extension: it needs ws:// or wss:// URLs";
+        return Err(UsageError(error.into()).into());
+    }
     Ok(targets)
 }
 
@@ -728,6 +732,7 @@ fn sum_shards(results: &[ShardResult]) -> ShardResult {
         }
         all.source_moves += result.source_moves;
         all.explicit_ports += result.explicit_ports;
+        all.deflate_agreed += result.deflate_agreed;
         all.tls_handshakes += result.tls_handshakes;
         all.tls_resumed += result.tls_resumed;
         all.storm_lost += result.storm_lost;
@@ -945,6 +950,8 @@ fn merge(
         broadcast,
         echo,
         churn,
+        payload: PayloadReport::of(scenario.fill, scenario.size),
+        deflate_agreed: config.deflate.then_some(all.deflate_agreed),
         client: ClientReport {
             cpu_share,
             work_cpu_seconds: all.work_cpu_ns as f64 / 1e9,

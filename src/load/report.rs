@@ -24,6 +24,12 @@ pub struct Report {
     #[serde(default)]
     pub source_notes: Vec<String>,
     pub connect: ConnectReport,
+    /// What filled the messages, and how it compresses.
+    #[serde(default)]
+    pub payload: Option<PayloadReport>,
+    /// With --deflate: the connections that agreed on permessage-deflate.
+    #[serde(default)]
+    pub deflate_agreed: Option<u64>,
     pub broadcast: Option<BroadcastReport>,
     pub echo: Option<EchoReport>,
     pub churn: Option<ChurnReport>,
@@ -56,6 +62,31 @@ pub struct Report {
     pub kernel_trouble: Vec<String>,
     /// What those usually mean.
     pub kernel_causes: Vec<String>,
+}
+
+/// The messages' payload: its fill after the 16-byte header, and what a
+/// message of its size is like to a compressor.
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PayloadReport {
+    pub fill: crate::load::payload::Fill,
+    pub size: usize,
+    /// Order-0 entropy of one message, bits per byte (8: random).
+    pub entropy_bits_per_byte: f64,
+    /// Its bytes left after DEFLATE alone (zlib's default level, no
+    /// context from earlier messages).
+    pub deflated_share: f64,
+}
+
+impl PayloadReport {
+    pub fn of(fill: crate::load::payload::Fill, size: usize) -> Option<PayloadReport> {
+        let (entropy_bits_per_byte, deflated_share) = crate::load::payload::describe(fill, size);
+        Some(PayloadReport {
+            fill,
+            size,
+            entropy_bits_per_byte,
+            deflated_share,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -463,6 +494,23 @@ impl Report {
         );
         for note in &self.source_notes {
             let _ = writeln!(out, "sources   {note}");
+        }
+        if let Some(p) = self
+            .payload
+            .as_ref()
+            .filter(|p| p.fill != crate::load::payload::Fill::Zeros)
+        {
+            let _ = writeln!(
+                out,
+                "payload   {:?} after the 16-byte header, {} B: {:.2} bits/byte (order-0 entropy), deflates alone to {:.0} % of its size",
+                p.fill, p.size, p.entropy_bits_per_byte, p.deflated_share * 100.0
+            );
+        }
+        if let Some(agreed) = self.deflate_agreed {
+            let _ = writeln!(
+                out,
+                "deflate   offered on every connection; {agreed} agreed (permessage-deflate)"
+            );
         }
         if self.churn.is_none() {
             let _ = writeln!(

@@ -187,12 +187,24 @@ pub fn client_key() -> String {
     tungstenite::handshake::client::generate_key()
 }
 
-/// The upgrade request a client sends for `path` on `host`.
-pub fn client_request(host: &str, path: &str, key: &str) -> Vec<u8> {
+/// The upgrade request a client sends for `path` on `host`, offering
+/// `extensions` (a `Sec-WebSocket-Extensions` value) if any.
+pub fn client_request(host: &str, path: &str, key: &str, extensions: Option<&str>) -> Vec<u8> {
+    let extensions = extensions
+        .map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n"))
+        .unwrap_or_default();
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n{extensions}\r\n"
     )
     .into_bytes()
+}
+
+/// A server's `101`, checked: its length (bytes after it are already
+/// frames) and the extension it agreed to, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub len: usize,
+    pub extensions: Option<String>,
 }
 
 /// Why a server's answer to our upgrade request is not a WebSocket.
@@ -206,9 +218,8 @@ pub enum ResponseError {
     BadAccept,
 }
 
-/// Check the response to a request made with `key`. On success returns the
-/// response's length; bytes after it are already frames.
-pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, ResponseError> {
+/// Check the response to a request made with `key`.
+pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<Accepted>, ResponseError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
@@ -229,7 +240,12 @@ pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, ResponseEr
     if accept != Some(expected.as_bytes()) {
         return Err(ResponseError::BadAccept);
     }
-    Ok(Some(len))
+    let extensions = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|h| String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
+    Ok(Some(Accepted { len, extensions }))
 }
 
 #[cfg(test)]
@@ -368,14 +384,18 @@ mod tests {
     #[test]
     fn client_request_is_accepted_and_its_response_verified() {
         let key = client_key();
-        let request = client_request("127.0.0.1:9001", "/room", &key);
+        let request = client_request("127.0.0.1:9001", "/room", &key, None);
         let Ok(Parsed::Upgrade { upgrade, .. }) = parse_request(&request, 8192) else {
             panic!("our own request refused")
         };
         let mut response = accept_response(&upgrade, None);
         let len = response.len();
         response.extend_from_slice(b"\x81\x00");
-        assert_eq!(parse_response(&response, &key), Ok(Some(len)));
+        let accepted = Accepted {
+            len,
+            extensions: None,
+        };
+        assert_eq!(parse_response(&response, &key), Ok(Some(accepted)));
         assert_eq!(parse_response(&response[..len - 1], &key), Ok(None));
         assert_eq!(
             parse_response(&response, &client_key()),

@@ -42,6 +42,26 @@ pub struct DeflateOptions {
 }
 
 impl DeflateOptions {
+    /// The server's line about it, when on.
+    pub fn banner_line(&self) -> Option<String> {
+        let mode = match self.deflate {
+            DeflateMode::Off => return None,
+            DeflateMode::Shared => {
+                "shared (no context takeover either way; a room message compressed once per shard)"
+            }
+            DeflateMode::PerConnection => {
+                "per-connection (context takeover both ways; a codec per connection)"
+            }
+        };
+        let memory = self.deflate_memory.map_or("no limit".to_string(), |bytes| {
+            format!("codecs held to {bytes} B")
+        });
+        Some(format!(
+            "permessage-deflate: {mode}; windows up to 2^{} (server) and 2^{} (asked of clients); {memory}",
+            self.deflate_server_window_bits, self.deflate_client_window_bits
+        ))
+    }
+
     pub fn settings(&self) -> DeflateSettings {
         DeflateSettings {
             mode: self.deflate,

@@ -35,6 +35,9 @@ pub struct Settings {
     pub tls: Option<std::sync::Arc<crate::tls::TlsSetup>>,
     /// permessage-deflate (--deflate and its limits).
     pub deflate: crate::server::deflate::DeflateSettings,
+    /// `tokio`, `tokio-tpc`: WebSocket by tungstenite, or by fanout's
+    /// session (--ws-stack, and always with --deflate on).
+    pub tungstenite: bool,
 }
 
 /// How long the goodbye waits for answers when there is no drain window:

@@ -32,6 +32,16 @@ thread_local! {
     static THREAD: RefCell<ThreadDeflate> = RefCell::default();
 }
 
+/// Make this thread's scratch codec for `window` now (when its first
+/// connection agrees), a fixed cost of the thread rather than of the
+/// connection whose message would otherwise make it.
+pub fn warm(window: u8) {
+    THREAD.with_borrow_mut(|thread| {
+        thread.scratch.deflater(window);
+        thread.scratch.inflater();
+    });
+}
+
 pub fn compressed_frame(conn: &mut ConnDeflate, opcode: OpCode, payload: &[u8]) -> Bytes {
     THREAD.with_borrow_mut(|thread| conn.compressed_frame(&mut thread.scratch, opcode, payload))
 }
@@ -58,7 +68,7 @@ pub fn room_frame(conn: &mut ConnDeflate, frame: Bytes, counters: &ShardCounters
         if let Some((_, _, compressed)) = thread.recent.iter().find(same) {
             return compressed.clone();
         }
-        let deflater = conn.codec(&mut thread.scratch).deflater;
+        let deflater = conn.deflater(&mut thread.scratch);
         let Some(compressed) = compress_room_frame(deflater, &frame) else {
             return frame;
         };

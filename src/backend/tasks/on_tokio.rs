@@ -53,9 +53,9 @@ fn runtime(prepared: &Prepared, setup: &ShardSetup) -> io::Result<Runtime> {
 
 async fn accept(listener: TcpListener, shard: Arc<Shard>, conn_limit: usize) {
     // tungstenite (0.26, and 0.30, the newest) has no permessage-deflate:
-    // with --deflate on, fanout's own session serves WebSocket here too.
-    let tungstenite = shard.settings.proto == Proto::Ws
-        && shard.settings.deflate.mode == crate::protocol::deflate::DeflateMode::Off;
+    // with --deflate on (or --ws-stack fanout), fanout's own session serves
+    // WebSocket here too.
+    let tungstenite = shard.settings.proto == Proto::Ws && shard.settings.tungstenite;
     accept_loop(
         &shard,
         conn_limit,

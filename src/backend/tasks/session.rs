@@ -86,6 +86,9 @@ impl Outbox for Produced<'_> {
             }
             self.deflate_bytes = bytes;
         }
+        if settings.mode == DeflateMode::Shared {
+            deflate::warm(agreed.server_window_bits);
+        }
         self.deflate = Some(ConnDeflate::new(settings.mode, agreed));
         true
     }

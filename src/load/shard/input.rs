@@ -97,9 +97,12 @@ impl Shard {
         let expected = self.clients[key].key();
         match handshake::parse_response(input, expected) {
             Ok(None) => Parsed::NeedMore,
-            Ok(Some(len)) => {
+            Ok(Some(accepted)) => {
+                if let Err(why) = self.agree_deflate(key, accepted.extensions.as_deref()) {
+                    return self.refused(key, &why);
+                }
                 self.on_opened(key, now);
-                Parsed::Used(len)
+                Parsed::Used(accepted.len)
             }
             Err(handshake::ResponseError::Status(status)) => {
                 self.refused(key, &format!("http {status}"))
@@ -142,10 +145,33 @@ impl Shard {
         }
     }
 
+    /// The extension the server agreed to in its 101, if any: only the
+    /// permessage-deflate we offered, with parameters the offer allowed.
+    fn agree_deflate(&mut self, key: usize, answer: Option<&str>) -> Result<(), String> {
+        let Some(answer) = answer else {
+            return Ok(());
+        };
+        let Some(deflate) = self.deflate.as_mut() else {
+            return Err(format!(
+                "the server agreed to an extension not offered: {answer}"
+            ));
+        };
+        self.clients[key].deflate_window = deflate.agree(key, answer)?;
+        self.result.deflate_agreed += 1;
+        Ok(())
+    }
+
     fn ws_frame(&mut self, key: usize, input: &mut [u8], now: u64) -> Parsed {
         let client = &mut self.clients[key];
+        let window = client.deflate_window;
         let mut fragments = client.take_fragments();
-        let step = message::read_frame(input, Role::Client, MAX_MESSAGE, &mut fragments);
+        let step = message::read_frame_allowing(
+            input,
+            Role::Client,
+            MAX_MESSAGE,
+            window > 0,
+            &mut fragments,
+        );
         client.keep_fragments(fragments);
         let step = match step {
             Ok(Some(step)) => step,
@@ -153,6 +179,20 @@ impl Shard {
             Err(e) => return self.refused(key, &format!("bad frame from server: {e}")),
         };
         match step.event {
+            Some(Event::Message {
+                opcode,
+                payload,
+                compressed: true,
+            }) => {
+                let deflate = self.deflate.as_mut().expect("compressed only where agreed");
+                match deflate.inflate(key, window, (opcode, &payload, MAX_MESSAGE)) {
+                    Ok(inflated) => self.on_message(key, &inflated, now),
+                    Err(e) => {
+                        return self
+                            .refused(key, &format!("bad compressed message from server: {e}"))
+                    }
+                }
+            }
             Some(Event::Message { payload, .. }) => self.on_message(key, &payload, now),
             Some(Event::Ping(data)) => {
                 let pong = client_frame(OpCode::Pong, data, self.next_mask());

@@ -4,6 +4,7 @@
 //! RST at the end. The orchestrator merges the shards' results.
 
 mod burst;
+mod deflate;
 mod input;
 mod opening;
 mod reconnect;
@@ -104,6 +105,8 @@ pub struct ShardResult {
     pub source_moves: u64,
     /// Connections started on a source port the shard chose itself.
     pub explicit_ports: u64,
+    /// Connections that agreed on permessage-deflate (--deflate).
+    pub deflate_agreed: u64,
     /// TLS handshakes completed, and of those resumed.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
@@ -172,6 +175,8 @@ struct Shard {
     timer: sys::TimerFd,
     /// The connections' TLS states, when they speak TLS.
     tls: Option<tls::TlsClients>,
+    /// permessage-deflate codecs, with --deflate.
+    deflate: Option<deflate::DeflateClients>,
 }
 
 pub fn run(job: Job) -> ShardResult {
@@ -249,7 +254,11 @@ pub fn run(job: Job) -> ShardResult {
         cpu_at_work_ns: 0,
         timer,
         tls,
+        deflate: None,
     };
+    if shard.job.scenario.deflate {
+        shard.deflate = Some(deflate::DeflateClients::default());
+    }
     shard.run();
     shard.result.cpu_ns = payload::thread_cpu_ns();
     shard.result
@@ -267,6 +276,9 @@ impl Shard {
         let client = self.clients.try_remove(key)?;
         if let Some(tls) = &mut self.tls {
             tls.end(key);
+        }
+        if let Some(deflate) = &mut self.deflate {
+            deflate.end(key);
         }
         self.balancer.left(client.server as usize);
         Some(client)

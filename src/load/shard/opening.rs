@@ -13,6 +13,7 @@ use crate::load::client::{self, Client, Phase};
 use crate::load::config::{Pace, Work};
 use crate::load::ports::ExplicitPorts;
 use crate::load::target::Wire;
+use crate::protocol::deflate::negotiate;
 use crate::protocol::handshake;
 use crate::protocol::tcp;
 
@@ -272,7 +273,9 @@ impl Shard {
             Wire::Bare => return Ok(()),
             Wire::Ws => {
                 let key_text = handshake::client_key();
-                let request = handshake::client_request(&target.host, &target.path, &key_text);
+                let offer = self.job.scenario.deflate.then_some(negotiate::CLIENT_OFFER);
+                let request =
+                    handshake::client_request(&target.host, &target.path, &key_text, offer);
                 client.set_key(Some(key_text.into_boxed_str()));
                 request
             }

@@ -117,9 +117,9 @@ impl Shard {
         };
         for seq in sent..due.min(count) {
             let sent_ns = now_ns();
-            let message = payload::encode(seq, sent_ns, self.job.scenario.size);
-            let mask = self.next_mask();
-            let bytes = client::message_bytes(self.wire(), &message, mask);
+            let message =
+                payload::encode(seq, sent_ns, self.job.scenario.size, self.job.scenario.fill);
+            let bytes = self.message_frame(publisher, &message);
             if self.send_to(publisher, &bytes).is_err() {
                 break;
             }
@@ -187,15 +187,24 @@ impl Shard {
     /// Send the client's next echo payload, stamped with `stamp_ns` (the send
     /// time, or in open-loop mode the time it was due).
     pub(super) fn send_payload(&mut self, key: usize, stamp_ns: u64) {
-        let mask = self.next_mask();
-        let wire = self.wire();
-        let size = self.job.scenario.size;
+        let (size, fill) = (self.job.scenario.size, self.job.scenario.fill);
         let client = &mut self.clients[key];
-        let message = payload::encode(client.sent, stamp_ns, size);
+        let message = payload::encode(client.sent, stamp_ns, size, fill);
         client.sent += 1;
-        let bytes = client::message_bytes(wire, &message, mask);
+        let bytes = self.message_frame(key, &message);
         if let Err(e) = self.send_to(key, &bytes) {
             self.fail_client(key, &client::failure_cause(&e));
+        }
+    }
+
+    /// One data message as client `key` sends it: compressed if it agreed
+    /// on permessage-deflate.
+    fn message_frame(&mut self, key: usize, message: &[u8]) -> Vec<u8> {
+        let mask = self.next_mask();
+        let window = self.clients[key].deflate_window;
+        match self.deflate.as_mut() {
+            Some(deflate) if window > 0 => deflate.frame(key, window, message, mask),
+            _ => client::message_bytes(self.wire(), message, mask),
         }
     }
 

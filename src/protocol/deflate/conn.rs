@@ -8,15 +8,34 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::negotiate::{Agreed, DeflateMode, SMALLEST_SERVER_WINDOW};
+use super::negotiate::{Agreed, DeflateMode};
 use super::{inflate_message, Deflater, Inflater};
 use crate::protocol::frame::{self, encode_header, OpCode, Role, MAX_HEADER_LEN};
 use crate::protocol::message::Violation;
 
-/// A compressor and an inflater, one for each direction.
+/// A compressor and an inflater, one for each direction, each made when
+/// first needed (a room member that never sends keeps no compressor).
 pub struct Codec {
-    pub deflater: Deflater,
-    pub inflater: Inflater,
+    deflater: Lazy<Deflater>,
+    inflater: Lazy<Inflater>,
+}
+
+/// A codec half: its window and whether it keeps its context, until made.
+enum Lazy<T> {
+    Params(u8, bool),
+    Made(T),
+}
+
+impl<T> Lazy<T> {
+    fn get(&mut self, make: fn(u8, bool) -> T) -> &mut T {
+        if let Lazy::Params(bits, takeover) = *self {
+            *self = Lazy::Made(make(bits, takeover));
+        }
+        match self {
+            Lazy::Made(made) => made,
+            Lazy::Params(..) => unreachable!("made just above"),
+        }
+    }
 }
 
 impl Codec {
@@ -24,11 +43,11 @@ impl Codec {
     /// inflates with the client's.
     pub fn server(agreed: &Agreed) -> Codec {
         Codec {
-            deflater: Deflater::new(
+            deflater: Lazy::Params(
                 agreed.server_window_bits,
                 !agreed.server_no_context_takeover,
             ),
-            inflater: Inflater::new(
+            inflater: Lazy::Params(
                 agreed.client_window_bits,
                 !agreed.client_no_context_takeover,
             ),
@@ -38,22 +57,23 @@ impl Codec {
     /// The client's codec as agreed: the mirror of [`Codec::server`].
     pub fn client(agreed: &Agreed) -> Codec {
         Codec {
-            deflater: Deflater::new(
+            deflater: Lazy::Params(
                 agreed.client_window_bits,
                 !agreed.client_no_context_takeover,
             ),
-            inflater: Inflater::new(
+            inflater: Lazy::Params(
                 agreed.server_window_bits,
                 !agreed.server_no_context_takeover,
             ),
         }
     }
 
-    pub fn parts(&mut self) -> CodecRef<'_> {
-        CodecRef {
-            deflater: &mut self.deflater,
-            inflater: &mut self.inflater,
-        }
+    pub fn deflater(&mut self) -> &mut Deflater {
+        self.deflater.get(Deflater::new)
+    }
+
+    pub fn inflater(&mut self) -> &mut Inflater {
+        self.inflater.get(Inflater::new)
     }
 }
 
@@ -67,17 +87,12 @@ pub fn estimated_codec_bytes(agreed: &Agreed) -> u64 {
     deflate + inflate
 }
 
-/// A connection's codec, borrowed for one message.
-pub struct CodecRef<'a> {
-    pub deflater: &'a mut Deflater,
-    pub inflater: &'a mut Inflater,
-}
-
 /// How one connection compresses, once it agreed on permessage-deflate.
 pub enum ConnDeflate {
-    /// `shared`: the shard's scratch codec; the server's window, in bits.
+    /// No context takeover either way: the shard's scratch codec; the
+    /// window this side compresses with, in bits.
     Shared { window_bits: u8 },
-    /// `per-connection`: its own codec, kept while it lives.
+    /// Its own codec, kept while it lives.
     Own(Box<Codec>),
 }
 
@@ -92,11 +107,27 @@ impl ConnDeflate {
         }
     }
 
-    /// The codec for this message: its own, or the scratch's.
-    pub fn codec<'a>(&'a mut self, scratch: &'a mut Scratch) -> CodecRef<'a> {
+    /// What a client keeps: nothing when neither side keeps its context.
+    pub fn client(agreed: &Agreed) -> ConnDeflate {
+        match agreed.server_no_context_takeover && agreed.client_no_context_takeover {
+            true => ConnDeflate::Shared {
+                window_bits: agreed.client_window_bits,
+            },
+            false => ConnDeflate::Own(Box::new(Codec::client(agreed))),
+        }
+    }
+
+    pub fn deflater<'a>(&'a mut self, scratch: &'a mut Scratch) -> &'a mut Deflater {
         match self {
-            ConnDeflate::Shared { window_bits } => scratch.codec(*window_bits),
-            ConnDeflate::Own(codec) => codec.parts(),
+            ConnDeflate::Shared { window_bits } => scratch.deflater(*window_bits),
+            ConnDeflate::Own(codec) => codec.deflater(),
+        }
+    }
+
+    pub fn inflater<'a>(&'a mut self, scratch: &'a mut Scratch) -> &'a mut Inflater {
+        match self {
+            ConnDeflate::Shared { .. } => scratch.inflater(),
+            ConnDeflate::Own(codec) => codec.inflater(),
         }
     }
 
@@ -107,10 +138,10 @@ impl ConnDeflate {
         opcode: OpCode,
         payload: &[u8],
     ) -> Bytes {
-        compressed_server_frame(self.codec(scratch).deflater, opcode, payload)
+        compressed_server_frame(self.deflater(scratch), opcode, payload)
     }
 
-    /// A compressed message from the client, inflated and checked.
+    /// A compressed message from the peer, inflated and checked.
     pub fn inflate(
         &mut self,
         scratch: &mut Scratch,
@@ -118,29 +149,29 @@ impl ConnDeflate {
         payload: &[u8],
         max: usize,
     ) -> Result<Vec<u8>, Violation> {
-        inflate_message(self.codec(scratch).inflater, opcode, payload, max)
+        inflate_message(self.inflater(scratch), opcode, payload, max)
     }
 }
 
-/// A shard's codec for `shared` connections: no context takeover either
-/// way, so one compressor per window size in use and one inflater (a
-/// 2^15 window inflates what any smaller window made) serve them all.
-/// Made on first use and kept for the shard's life.
+/// A shard's codec for connections that keep no context: one compressor
+/// per window size in use and one inflater (a 2^15 window inflates what
+/// any smaller window made) serve them all. Made on first use and kept for
+/// the shard's life.
 #[derive(Default)]
 pub struct Scratch {
-    deflaters: [Option<Deflater>; 16 - SMALLEST_SERVER_WINDOW as usize],
+    deflaters: [Option<Deflater>; 16 - 8],
     inflater: Option<Inflater>,
 }
 
 impl Scratch {
-    pub fn codec(&mut self, window_bits: u8) -> CodecRef<'_> {
-        let slot = (window_bits.max(SMALLEST_SERVER_WINDOW) - SMALLEST_SERVER_WINDOW) as usize;
-        CodecRef {
-            deflater: self.deflaters[slot].get_or_insert_with(|| Deflater::new(window_bits, false)),
-            inflater: self
-                .inflater
-                .get_or_insert_with(|| Inflater::new(15, false)),
-        }
+    pub fn deflater(&mut self, window_bits: u8) -> &mut Deflater {
+        let slot = (window_bits.clamp(8, 15) - 8) as usize;
+        self.deflaters[slot].get_or_insert_with(|| Deflater::new(window_bits, false))
+    }
+
+    pub fn inflater(&mut self) -> &mut Inflater {
+        self.inflater
+            .get_or_insert_with(|| Inflater::new(15, false))
     }
 }
 
@@ -202,25 +233,17 @@ mod tests {
             DeflateMode::Shared,
             &agreed(DeflateMode::Shared, "permessage-deflate"),
         );
-        let codec = member.codec(&mut scratch);
-        let compressed = compress_room_frame(codec.deflater, &plain).unwrap();
+        let compressed = compress_room_frame(member.deflater(&mut scratch), &plain).unwrap();
         assert_eq!(compressed[0], 0x80 | frame::RSV1 | OpCode::Text as u8);
         // The same bytes again: nothing was kept from the first.
-        let codec = member.codec(&mut scratch);
-        assert_eq!(
-            compress_room_frame(codec.deflater, &plain).unwrap(),
-            compressed
-        );
+        let again = compress_room_frame(member.deflater(&mut scratch), &plain).unwrap();
+        assert_eq!(again, compressed);
         let mut inflater = Inflater::new(15, false);
         let (opcode, payload) = client_reads(&compressed, &mut inflater);
         assert_eq!((opcode, &payload[..]), (OpCode::Text, &plain[2..]));
         // Control frames and fragments are not compressed.
         let ping = frame::server_frame(OpCode::Ping, b"x");
-        assert!(compress_room_frame(codec_of(&mut scratch), &ping).is_none());
-    }
-
-    fn codec_of(scratch: &mut Scratch) -> &mut Deflater {
-        scratch.codec(15).deflater
+        assert!(compress_room_frame(scratch.deflater(15), &ping).is_none());
     }
 
     #[test]
@@ -232,9 +255,9 @@ mod tests {
         let plain = frame::server_frame(OpCode::Binary, &[7u8; 300]);
         let sizes: Vec<usize> = (0..2)
             .map(|_| {
-                let frame = compress_room_frame(server.codec(&mut scratch).deflater, &plain);
+                let frame = compress_room_frame(server.deflater(&mut scratch), &plain);
                 let frame = frame.unwrap();
-                let (_, payload) = client_reads(&frame, &mut client.inflater);
+                let (_, payload) = client_reads(&frame, client.inflater());
                 assert_eq!(payload, [7u8; 300]);
                 frame.len()
             })
@@ -242,9 +265,11 @@ mod tests {
         assert!(sizes[1] < sizes[0], "the second refers back: {sizes:?}");
         // And the other way: what the client compresses, the server inflates.
         for _ in 0..2 {
-            let compressed = client.deflater.message(b"hello hello hello");
-            let codec = server.codec(&mut scratch);
-            let inflated = codec.inflater.message(&compressed, 100).unwrap();
+            let compressed = client.deflater().message(b"hello hello hello");
+            let inflated = server
+                .inflater(&mut scratch)
+                .message(&compressed, 100)
+                .unwrap();
             assert_eq!(inflated, b"hello hello hello");
         }
     }

@@ -7,7 +7,7 @@ pub mod conn;
 pub mod negotiate;
 
 pub use codec::{Deflater, InflateError, Inflater};
-pub use conn::{Codec, CodecRef, ConnDeflate, Scratch};
+pub use conn::{Codec, ConnDeflate, Scratch};
 pub use negotiate::{choose, offers, Agreed, Declined, DeflateLimits, DeflateMode};
 
 use super::frame::OpCode;

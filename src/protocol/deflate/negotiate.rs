@@ -113,6 +113,34 @@ pub fn offers<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Result<Offer
         .collect()
 }
 
+/// What a client offers: permessage-deflate, letting the server limit the
+/// client's window (what browsers send).
+pub const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// The client's reading of the server's answer to [`CLIENT_OFFER`]: what
+/// both agreed, or why the answer is not one the offer allowed (the client
+/// must then fail the connection, RFC 7692 §7.1.1).
+pub fn parse_answer(value: &str) -> Result<Agreed, Declined> {
+    let mut extensions = offers([value]);
+    if extensions.len() != 1 {
+        return Err(Declined::InvalidValue(value.to_string()));
+    }
+    let answer = extensions.remove(0)?;
+    let client_window_bits = match answer.client_max_window_bits {
+        ClientBits::Absent => 15,
+        ClientBits::AtMost(bits) => bits,
+        // An answer must give the client's window a value.
+        ClientBits::Any => return Err(Declined::InvalidValue("client_max_window_bits".into())),
+    };
+    Ok(Agreed {
+        server_no_context_takeover: answer.server_no_context_takeover,
+        client_no_context_takeover: answer.client_no_context_takeover,
+        server_window_bits: answer.server_max_window_bits.unwrap_or(15),
+        client_window_bits,
+        client_bits_in_answer: answer.client_max_window_bits != ClientBits::Absent,
+    })
+}
+
 fn parse_offer<'a>(params: impl Iterator<Item = &'a str>) -> Result<Offer, Declined> {
     let mut offer = Offer {
         server_no_context_takeover: false,
@@ -370,5 +398,34 @@ mod tests {
             offers(["foo", "permessage-deflate, permessage-deflate"]).len(),
             2
         );
+    }
+
+    #[test]
+    fn a_client_reads_every_answer_the_server_gives() {
+        for (mode, offer) in [
+            (DeflateMode::Shared, CLIENT_OFFER),
+            (DeflateMode::PerConnection, CLIENT_OFFER),
+            (
+                DeflateMode::PerConnection,
+                "permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+            ),
+        ] {
+            let (agreed, _) = choose(&offers([offer]), mode, DeflateLimits::default());
+            let agreed = agreed.unwrap();
+            let read = parse_answer(&agreed.answer()).unwrap();
+            let terms = |a: Agreed| {
+                let Agreed {
+                    server_no_context_takeover: s,
+                    client_no_context_takeover: c,
+                    ..
+                } = a;
+                (s, c, a.server_window_bits, a.client_window_bits)
+            };
+            assert_eq!(terms(read), terms(agreed), "{offer}");
+        }
+        assert!(parse_answer("permessage-deflate; client_max_window_bits").is_err());
+        assert!(parse_answer("permessage-deflate; server_max_window_bits=16").is_err());
+        assert!(parse_answer("permessage-deflate, permessage-deflate").is_err());
+        assert!(parse_answer("x-other").is_err());
     }
 }

@@ -34,10 +34,17 @@ pub(super) struct DeflateConns {
 
 impl DeflateConns {
     pub fn new(settings: DeflateSettings, shards: usize) -> DeflateConns {
+        let mut scratch = Scratch::default();
+        if settings.mode != DeflateMode::Off {
+            // Made now, a fixed cost of the shard, rather than at the first
+            // message, where it would look like a cost of the connections.
+            scratch.deflater(settings.limits.server_max_window_bits);
+            scratch.inflater();
+        }
         DeflateConns {
             mode: settings.mode,
             budget: settings.memory.map(|bytes| bytes / shards as u64),
-            scratch: Scratch::default(),
+            scratch,
             own: SideTable::default(),
             turn: Default::default(),
         }
@@ -123,13 +130,13 @@ impl DeflateConns {
         counters: &ShardCounters,
     ) -> Cow<'a, [Bytes]> {
         if let Some((own, _)) = self.own.get_mut(key) {
-            let deflater = own.codec(&mut self.scratch).deflater;
+            let deflater = own.deflater(&mut self.scratch);
             return Cow::Owned(compress_all(deflater, frames, counters));
         }
         let slot = (window - SMALLEST_SERVER_WINDOW) as usize;
         let scratch = &mut self.scratch;
         let compressed = self.turn[slot]
-            .get_or_insert_with(|| compress_all(scratch.codec(window).deflater, frames, counters));
+            .get_or_insert_with(|| compress_all(scratch.deflater(window), frames, counters));
         Cow::Borrowed(&compressed[..])
     }
 }

@@ -824,6 +824,7 @@ mod tests {
             idle_timeout: None,
             tls: None,
             deflate: crate::server::deflate::DeflateSettings::OFF,
+            tungstenite: false,
         };
         let hub = Arc::new(Hub::new(vec![Box::new(NoWake)]));
         Core::new(0, usize::MAX, Arc::new(settings), hub)

@@ -1,0 +1,121 @@
+//! permessage-deflate in the load generator (`fanout load --deflate`):
+//! each client offers what browsers offer, reads the server's answer, and
+//! then compresses what it sends and inflates what it gets as agreed. A
+//! client whose server keeps no context either way keeps nothing (the
+//! shard's scratch codec serves it); one with context takeover keeps its
+//! own codec, each half made when first used, in a side table beside the
+//! slab, so an idle client stays 40 bytes either way.
+
+use crate::protocol::deflate::conn::compressed_server_frame;
+use crate::protocol::deflate::negotiate::{self, Agreed};
+use crate::protocol::deflate::{ConnDeflate, Scratch};
+use crate::protocol::frame::{apply_mask, OpCode, MAX_HEADER_LEN};
+use crate::protocol::message::Violation;
+use crate::side_table::SideTable;
+
+#[derive(Default)]
+pub(super) struct DeflateClients {
+    scratch: Scratch,
+    own: SideTable<ConnDeflate>,
+}
+
+impl DeflateClients {
+    /// Client `key` read `answer` in its 101: the window it compresses with
+    /// (kept in the client), or why the answer is not acceptable.
+    pub fn agree(&mut self, key: usize, answer: &str) -> Result<u8, String> {
+        let agreed: Agreed = negotiate::parse_answer(answer)
+            .map_err(|why| format!("bad permessage-deflate answer: {why}"))?;
+        let conn = ConnDeflate::client(&agreed);
+        if let ConnDeflate::Own(_) = conn {
+            self.own.put(key, conn);
+        }
+        Ok(agreed.client_window_bits)
+    }
+
+    pub fn end(&mut self, key: usize) {
+        self.own.take(key);
+    }
+
+    /// Run `work` with client `key`'s state (its own, or the shared one).
+    fn with<R>(
+        &mut self,
+        key: usize,
+        window: u8,
+        work: impl FnOnce(&mut ConnDeflate, &mut Scratch) -> R,
+    ) -> R {
+        let mut shared = ConnDeflate::Shared {
+            window_bits: window,
+        };
+        let conn = self.own.get_mut(key).unwrap_or(&mut shared);
+        work(conn, &mut self.scratch)
+    }
+
+    /// A binary message compressed into one masked client frame.
+    pub fn frame(&mut self, key: usize, window: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        self.with(key, window, |conn, scratch| {
+            let unmasked = compressed_server_frame(conn.deflater(scratch), OpCode::Binary, payload);
+            masked(&unmasked, mask)
+        })
+    }
+
+    pub fn inflate(
+        &mut self,
+        key: usize,
+        window: u8,
+        (opcode, payload, max): (OpCode, &[u8], usize),
+    ) -> Result<Vec<u8>, Violation> {
+        self.with(key, window, |conn, scratch| {
+            conn.inflate(scratch, opcode, payload, max)
+        })
+    }
+}
+
+/// An unmasked frame of this side's making, masked as a client sends it.
+fn masked(frame: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let header_len = match frame[1] & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    out.extend_from_slice(&frame[..header_len]);
+    out[1] |= 0x80;
+    out.extend_from_slice(&mask);
+    out.extend_from_slice(&frame[header_len..]);
+    apply_mask(&mut out[header_len + 4..], mask);
+    debug_assert!(header_len + 4 <= MAX_HEADER_LEN);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::Role;
+    use crate::protocol::message::{read_frame_allowing, Event};
+
+    #[test]
+    fn a_compressed_client_frame_is_masked_and_reads_back() {
+        let mut clients = DeflateClients::default();
+        let window = clients.agree(0, "permessage-deflate").unwrap();
+        assert_eq!(window, 15);
+        // The server's side: context kept, as the answer agreed.
+        let mut inflater = crate::protocol::deflate::Inflater::new(15, true);
+        for size in [10, 1000, 70_000] {
+            let payload = vec![b'x'; size];
+            let mut frame = clients.frame(0, window, &payload, [1, 2, 3, 4]);
+            let step = read_frame_allowing(&mut frame, Role::Server, 1 << 20, true, &mut None);
+            let Some(Event::Message {
+                payload: compressed,
+                compressed: true,
+                ..
+            }) = step.unwrap().unwrap().event
+            else {
+                panic!("not a compressed message");
+            };
+            assert_eq!(inflater.message(&compressed, 1 << 20).unwrap(), payload);
+        }
+        assert!(clients
+            .agree(1, "permessage-deflate; client_max_window_bits")
+            .is_err());
+    }
+}
