@@ -7,6 +7,7 @@ epoll,uring`) gives one column per server.
     python3 scripts/runs-table.py results/2026-11-29-vm/bench-fanout-100000-run*.json
     python3 scripts/runs-table.py --versus A.json B.json    # last column: A ÷ B
     python3 scripts/runs-table.py --versus results/2026-11-29-vm/epoll-uring-100k.json
+    python3 scripts/runs-table.py --only=epoll,epoll+deflate-shared FILE.json   # these servers only
 """
 
 import json
@@ -61,6 +62,12 @@ def rows(result):
         if b.get("cpu_seconds_per_million"):
             cpu = b["cpu_seconds_per_million"]
             out.append(("server CPU-s per million deliveries", spread(cpu, digits=2), cpu["median"]))
+        if b.get("client_cpu_seconds_per_million"):
+            cpu = b["client_cpu_seconds_per_million"]
+            out.append(("client CPU-s per million deliveries", spread(cpu, digits=2), cpu["median"]))
+        if b.get("wire_bytes_per_delivery"):
+            wire = b["wire_bytes_per_delivery"]
+            out.append(("bytes on the wire per delivery", spread(wire), wire["median"]))
         t = b["tally"]
         out.append(("deliveries: delivered / lost / in flight",
                     f"{t['delivered']:,} / {t['missing'] + t['closed']} / {t['in_flight']}", None))
@@ -68,6 +75,12 @@ def rows(result):
     if m:
         if m.get("heap_per_conn"):
             out.append(("user space, allocator B/conn (slope)", spread(m["heap_per_conn"], digits=1), m["heap_per_conn"]["median"]))
+        if m.get("heap_after_broadcast_per_conn"):
+            after = m["heap_after_broadcast_per_conn"]
+            out.append(("  after a broadcast, allocator B/conn", spread(after, digits=1), after["median"]))
+        if (m.get("client") or {}).get("heap_per_conn"):
+            client = m["client"]["heap_per_conn"]
+            out.append(("client user space, allocator B/conn (slope)", spread(client, digits=1), client["median"]))
         out.append(("user space, RSS B/conn (slope)", spread(m["rss_per_conn"], digits=1), m["rss_per_conn"]["median"]))
         out.append(("kernel B/socket (slope)", spread(m["kernel_per_socket"]), m["kernel_per_socket"]["median"]))
         if m.get("tcp_objects_per_conn"):
@@ -131,8 +144,12 @@ def columns(paths):
     return out
 
 
-def main(paths, versus=False):
+def main(paths, versus=False, only=None):
     cols = columns(paths)
+    if only:
+        cols = [c for c in cols if c[0].split(" ")[-1] in only]
+        if not cols:
+            sys.exit(f"no server is named {', '.join(only)}")
     if versus and len(cols) != 2:
         sys.exit("--versus compares exactly two servers")
     results = [figures for _, figures, _ in cols]
@@ -165,7 +182,8 @@ def main(paths, versus=False):
 if __name__ == "__main__":
     args = sys.argv[1:]
     versus = "--versus" in args
-    files = [a for a in args if a != "--versus"]
+    only = next((a.split("=", 1)[1].split(",") for a in args if a.startswith("--only=")), None)
+    files = [a for a in args if a != "--versus" and not a.startswith("--only=")]
     if not files or (versus and len(files) > 2):
         sys.exit(__doc__)
-    main(files, versus)
+    main(files, versus, only)

@@ -17,9 +17,10 @@ const TASK_BACKEND_BYTES_PER_CONN: u64 = 10_000;
 const TLS_BYTES_PER_CONN: u64 = 700;
 const TASK_BACKEND_TLS_BYTES_PER_CONN: u64 = 8_000;
 /// More per connection with `--deflate per-connection` once a broadcast
-/// has gone through, by zlib's own sizing: the server's compressor at full
-/// windows (2^17 + 2^17 B) and the client's inflater (2^15 B + 7 KiB).
-const DEFLATE_PER_CONNECTION_BYTES: u64 = 262_144 + 39_936;
+/// has gone through: the server's compressor, measured at 393,603 B
+/// (zlib-rs's 376,832 B in jemalloc's 384 KiB class, results/2026-12-07-vm
+/// deflate-15k), and the client's inflater (2^15 B + 7 KiB, by zlib's sizing).
+const DEFLATE_PER_CONNECTION_BYTES: u64 = 393_603 + 39_936;
 
 #[derive(Debug, Default)]
 pub struct Preflight {

@@ -17,7 +17,7 @@ pub struct DeflateOptions {
     /// takeover either way, so a room message is compressed once per shard
     /// and the same frame goes to every member that agreed, and an idle
     /// connection keeps no compressor. per-connection: context takeover
-    /// both ways, a compressor and an inflater per connection (~300 KB at
+    /// both ways, a compressor and an inflater per connection (~400 KB at
     /// full windows), as most servers do by default.
     #[arg(long, value_enum, default_value_t = DeflateMode::Off)]
     pub deflate: DeflateMode,
@@ -33,8 +33,9 @@ pub struct DeflateOptions {
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(8..=15))]
     pub deflate_client_window_bits: u8,
 
-    /// Most memory per-connection codecs may hold across the server (zlib's
-    /// own estimate of each, `docs/deflate.md`), each shard its share; past
+    /// Most memory per-connection codecs may hold across the server (each
+    /// counted by zlib-rs's layout: 416,768 B at full windows,
+    /// `docs/deflate.md`), each shard its share; past
     /// it, offers are declined and the connection goes on uncompressed
     /// (counted as deflate_declined_memory). Default: no limit.
     #[arg(long, value_parser = parse_size)]

@@ -162,8 +162,8 @@ counters! {
     /// Connections closed with 1009 for a compressed message that inflates
     /// past --max-message (stopped while inflating).
     deflate_too_big,
-    /// Estimated bytes of per-connection codecs held (a gauge; zlib's
-    /// sizing, see docs/deflate.md).
+    /// Estimated bytes of per-connection codecs held (a gauge; zlib-rs's
+    /// layout, see docs/deflate.md).
     deflate_codec_bytes,
     /// TLS handshakes completed.
     tls_handshakes,
