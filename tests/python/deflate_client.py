@@ -60,6 +60,12 @@ def expected_answer(mode, offer):
     return "; ".join(params)
 
 
+def answer_of(ws):
+    """The server's Sec-WebSocket-Extensions (websockets' new and legacy APIs)."""
+    headers = ws.response.headers if hasattr(ws, "response") else ws.response_headers
+    return headers.get("Sec-WebSocket-Extensions")
+
+
 def connect(url, offer):
     extensions = [] if offer is None else [ClientPerMessageDeflateFactory(**offer)]
     return websockets.connect(url, compression=None, extensions=extensions,
@@ -68,7 +74,7 @@ def connect(url, offer):
 
 async def echo_checks(url, mode, name, offer):
     async with connect(url + "/echo", offer) as ws:
-        answer = ws.response.headers.get("Sec-WebSocket-Extensions")
+        answer = answer_of(ws)
         assert answer == expected_answer(mode, offer), f"{name}: answered {answer!r}"
         for round in range(3):  # the same messages again: takeover refers back
             for n in [1, 100, 5000, 70000]:
@@ -86,7 +92,7 @@ async def declined_check(url):
     the connection works uncompressed."""
     offer = dict(server_max_window_bits=8)
     async with connect(url + "/echo", offer) as ws:
-        answer = ws.response.headers.get("Sec-WebSocket-Extensions")
+        answer = answer_of(ws)
         assert answer is None, f"server window 8 was answered {answer!r}"
         await ws.send("plain")
         assert await asyncio.wait_for(ws.recv(), 10) == "plain"

@@ -22,8 +22,8 @@ pub enum DeflateMode {
     /// Decline every offer: frames go uncompressed.
     Off,
     /// No context takeover either way: a room message is compressed once
-    /// and the same frame goes to every member that negotiated it; an idle
-    /// connection keeps no compressor or inflater.
+    /// per shard and the same frame goes to every member that negotiated
+    /// it; an idle connection keeps no compressor or inflater.
     Shared,
     /// Context takeover both ways (what most servers do): a compressor and
     /// an inflater per connection, kept while it lives.
