@@ -51,5 +51,6 @@ pub mod serve;
 pub mod server;
 pub mod side_table;
 pub mod tls;
+pub mod ui;
 pub mod units;
 pub mod usage;

@@ -243,7 +243,8 @@ pub fn run_with(
         })
         .collect::<std::io::Result<Vec<_>>>()?;
 
-    let progress = Progress::new(config.progress || std::io::stderr().is_terminal(), held);
+    let mut progress = Progress::new(config.progress || std::io::stderr().is_terminal(), held);
+    progress.live = start_ui(config.ui)?;
     let mut ramp_seconds = 0.0;
     let mut half_point = None;
     if pause_at_half {
@@ -308,7 +309,7 @@ pub fn run_with(
     let counters_after = crate::netstat::read();
     let kernel = crate::netstat::delta(&counters_before, &counters_after);
     let kernel_work = crate::netstat::delta(&counters_at_work, &counters_after);
-    Ok(merge(
+    let report = merge(
         config,
         &scenario,
         &target,
@@ -332,7 +333,26 @@ pub fn run_with(
             alive_at_end: results.iter().map(|r| r.alive_at_end).sum(),
         },
         results,
-    ))
+    );
+    if let Some(live) = &progress.live {
+        live.publish(&serde_json::json!({ "stage": "done", "report": report.text() }));
+        live.settle(Duration::from_secs(2));
+    }
+    Ok(report)
+}
+
+/// `--ui`: the live page, its address said on stderr.
+fn start_ui(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<crate::ui::Live>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    if !addr.ip().is_loopback() {
+        eprintln!("fanout load: warning: the live page is served on {addr}, not loopback: whoever reaches it sees the run");
+    }
+    let (live, bound) = crate::ui::start(addr)
+        .map_err(|e| UsageError(format!("--ui {addr}: cannot listen: {e}")))?;
+    eprintln!("ui http://{bound}/");
+    Ok(Some(live))
 }
 
 /// Every --url, one scheme for all, at most [`MAX_SERVERS`].
@@ -1144,10 +1164,17 @@ fn echo_report(
     }
 }
 
-/// The live progress line on a terminal (indicatif); silent otherwise.
+/// The live progress line on a terminal (indicatif), silent otherwise;
+/// and the live page's samples (--ui).
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    live: Option<crate::ui::Live>,
+    /// When the page got its last sample (it gets one every [`UI_EVERY`]).
+    last_sample: std::cell::Cell<Option<Instant>>,
 }
+
+/// How often the live page gets a sample.
+const UI_EVERY: Duration = Duration::from_millis(100);
 
 impl Progress {
     fn new(enabled: bool, held: usize) -> Progress {
@@ -1158,10 +1185,41 @@ impl Progress {
             );
             bar
         });
-        Progress { bar }
+        Progress {
+            bar,
+            live: None,
+            last_sample: std::cell::Cell::new(None),
+        }
+    }
+
+    /// One sample for the live page: the stage and every count.
+    fn sample(&self, stage: &str, control: &Control, start: Instant) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .last_sample
+            .get()
+            .is_some_and(|last| now - last < UI_EVERY)
+        {
+            return;
+        }
+        self.last_sample.set(Some(now));
+        live.publish(&serde_json::json!({
+            "stage": stage,
+            "t": start.elapsed().as_secs_f64(),
+            "open": control.sum(|p| &p.alive),
+            "opened": control.sum(|p| &p.opened),
+            "failed": control.sum(|p| &p.failed),
+            "delivered": control.sum(|p| &p.delivered),
+            "echoed": control.sum(|p| &p.echoed),
+            "churned": control.sum(|p| &p.churned),
+        }));
     }
 
     fn ramp(&self, control: &Control, start: Instant) {
+        self.sample("ramp", control, start);
         if let Some(bar) = &self.bar {
             let opened = control.sum(|p| &p.opened);
             let failed = control.sum(|p| &p.failed);
@@ -1174,6 +1232,7 @@ impl Progress {
     }
 
     fn work(&self, control: &Control, start: Instant) {
+        self.sample("work", control, start);
         if let Some(bar) = &self.bar {
             bar.set_message(format!(
                 "{:.1} s: {} alive, {} delivered, {} echoed, {} churned, {} failed",
