@@ -7,16 +7,15 @@
 //! slab, so an idle client stays 40 bytes either way.
 
 use crate::protocol::deflate::conn::compressed_server_frame;
+use crate::protocol::deflate::conn::ConnCodecs;
 use crate::protocol::deflate::negotiate::{self, Agreed};
-use crate::protocol::deflate::{ConnDeflate, Scratch};
+use crate::protocol::deflate::ConnDeflate;
 use crate::protocol::frame::{apply_mask, OpCode, MAX_HEADER_LEN};
 use crate::protocol::message::Violation;
-use crate::side_table::SideTable;
 
 #[derive(Default)]
 pub(super) struct DeflateClients {
-    scratch: Scratch,
-    own: SideTable<ConnDeflate>,
+    codecs: ConnCodecs<()>,
 }
 
 impl DeflateClients {
@@ -27,32 +26,18 @@ impl DeflateClients {
             .map_err(|why| format!("bad permessage-deflate answer: {why}"))?;
         let conn = ConnDeflate::client(&agreed);
         if let ConnDeflate::Own(_) = conn {
-            self.own.put(key, conn);
+            self.codecs.keep(key, conn, ());
         }
         Ok(agreed.client_window_bits)
     }
 
     pub fn end(&mut self, key: usize) {
-        self.own.take(key);
-    }
-
-    /// Run `work` with client `key`'s state (its own, or the shared one).
-    fn with<R>(
-        &mut self,
-        key: usize,
-        window: u8,
-        work: impl FnOnce(&mut ConnDeflate, &mut Scratch) -> R,
-    ) -> R {
-        let mut shared = ConnDeflate::Shared {
-            window_bits: window,
-        };
-        let conn = self.own.get_mut(key).unwrap_or(&mut shared);
-        work(conn, &mut self.scratch)
+        self.codecs.end(key);
     }
 
     /// A binary message compressed into one masked client frame.
     pub fn frame(&mut self, key: usize, window: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-        self.with(key, window, |conn, scratch| {
+        self.codecs.with(key, window, |conn, scratch| {
             let unmasked = compressed_server_frame(conn.deflater(scratch), OpCode::Binary, payload);
             masked(&unmasked, mask)
         })
@@ -64,7 +49,7 @@ impl DeflateClients {
         window: u8,
         (opcode, payload, max): (OpCode, &[u8], usize),
     ) -> Result<Vec<u8>, Violation> {
-        self.with(key, window, |conn, scratch| {
+        self.codecs.with(key, window, |conn, scratch| {
             conn.inflate(scratch, opcode, payload, max)
         })
     }

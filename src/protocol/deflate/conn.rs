@@ -12,6 +12,7 @@ use super::negotiate::{Agreed, DeflateMode};
 use super::{inflate_message, Deflater, Inflater};
 use crate::protocol::frame::{self, encode_header, OpCode, Role, MAX_HEADER_LEN};
 use crate::protocol::message::Violation;
+use crate::side_table::SideTable;
 
 /// A compressor and an inflater, one for each direction, each made when
 /// first needed (a room member that never sends keeps no compressor).
@@ -176,6 +177,60 @@ impl Scratch {
     pub fn inflater(&mut self) -> &mut Inflater {
         self.inflater
             .get_or_insert_with(|| Inflater::new(15, false))
+    }
+}
+
+/// The deflate states of a slab's connections, beside it by key: each
+/// connection's own codec where it keeps one (with a value of the owner's,
+/// e.g. the bytes it was budgeted), the shared scratch for the rest. The
+/// server's shard core and the load generator's shards both keep one.
+pub struct ConnCodecs<T> {
+    pub scratch: Scratch,
+    own: SideTable<(ConnDeflate, T)>,
+}
+
+impl<T> Default for ConnCodecs<T> {
+    fn default() -> Self {
+        ConnCodecs {
+            scratch: Scratch::default(),
+            own: SideTable::default(),
+        }
+    }
+}
+
+impl<T> ConnCodecs<T> {
+    /// Connection `key` keeps `conn` (its own codec) and `value`.
+    pub fn keep(&mut self, key: usize, conn: ConnDeflate, value: T) {
+        self.own.put(key, (conn, value));
+    }
+
+    /// Connection `key` is gone: the value kept with its codec, if it had one.
+    pub fn end(&mut self, key: usize) -> Option<T> {
+        self.own.take(key).map(|(_, value)| value)
+    }
+
+    /// Connection `key`'s own codec, if it keeps one, and the scratch.
+    pub fn own(&mut self, key: usize) -> Option<(&mut ConnDeflate, &mut Scratch)> {
+        let (conn, _) = self.own.get_mut(key)?;
+        Some((conn, &mut self.scratch))
+    }
+
+    /// Run `work` with connection `key`'s state: its own codec, or the
+    /// scratch's for a connection that compresses with `window` and keeps
+    /// no context.
+    pub fn with<R>(
+        &mut self,
+        key: usize,
+        window: u8,
+        work: impl FnOnce(&mut ConnDeflate, &mut Scratch) -> R,
+    ) -> R {
+        let mut shared = ConnDeflate::Shared {
+            window_bits: window,
+        };
+        match self.own.get_mut(key) {
+            Some((own, _)) => work(own, &mut self.scratch),
+            None => work(&mut shared, &mut self.scratch),
+        }
     }
 }
 

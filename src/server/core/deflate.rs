@@ -10,23 +10,23 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
+use crate::protocol::deflate::conn::ConnCodecs;
 use crate::protocol::deflate::conn::{compress_room_frame, estimated_codec_bytes};
 use crate::protocol::deflate::negotiate::SMALLEST_SERVER_WINDOW;
-use crate::protocol::deflate::{Agreed, ConnDeflate, DeflateMode, Scratch};
+use crate::protocol::deflate::{Agreed, ConnDeflate, DeflateMode};
 use crate::protocol::frame::OpCode;
 use crate::protocol::message::Violation;
 use crate::server::deflate::{self, DeflateSettings};
 use crate::server::stats::ShardCounters;
-use crate::side_table::SideTable;
 
 /// A shard's permessage-deflate state.
 pub(super) struct DeflateConns {
     mode: DeflateMode,
     /// This shard's share of --deflate-memory.
     budget: Option<u64>,
-    scratch: Scratch,
-    /// Per-connection codecs (and the bytes each was estimated at).
-    own: SideTable<(ConnDeflate, u64)>,
+    /// Per-connection codecs (each with the bytes it was budgeted), and
+    /// the scratch for `shared` connections.
+    codecs: ConnCodecs<u64>,
     /// The room's frames of the current delivery, compressed for `shared`
     /// members, by window size (made when the first such member needs them).
     turn: [Option<Vec<Bytes>>; 16 - SMALLEST_SERVER_WINDOW as usize],
@@ -34,18 +34,19 @@ pub(super) struct DeflateConns {
 
 impl DeflateConns {
     pub fn new(settings: DeflateSettings, shards: usize) -> DeflateConns {
-        let mut scratch = Scratch::default();
+        let mut codecs = ConnCodecs::default();
         if settings.mode != DeflateMode::Off {
             // Made now, a fixed cost of the shard, rather than at the first
             // message, where it would look like a cost of the connections.
-            scratch.deflater(settings.limits.server_max_window_bits);
-            scratch.inflater();
+            codecs
+                .scratch
+                .deflater(settings.limits.server_max_window_bits);
+            codecs.scratch.inflater();
         }
         DeflateConns {
             mode: settings.mode,
             budget: settings.memory.map(|bytes| bytes / shards as u64),
-            scratch,
-            own: SideTable::default(),
+            codecs,
             turn: Default::default(),
         }
     }
@@ -60,34 +61,15 @@ impl DeflateConns {
         if !deflate::reserve(&counters.deflate_codec_bytes, self.budget, bytes) {
             return false;
         }
-        self.own
-            .put(key, (ConnDeflate::new(self.mode, agreed), bytes));
+        self.codecs
+            .keep(key, ConnDeflate::new(self.mode, agreed), bytes);
         true
     }
 
     /// Connection `key` is gone: free its codec, if it had one.
     pub fn end(&mut self, key: usize, counters: &ShardCounters) {
-        if let Some((_, bytes)) = self.own.take(key) {
+        if let Some(bytes) = self.codecs.end(key) {
             deflate::release(&counters.deflate_codec_bytes, bytes);
-        }
-    }
-
-    /// Run `work` with connection `key`'s deflate state (its own, or the
-    /// `shared` one for `window`) and the scratch.
-    fn with<R>(
-        &mut self,
-        key: usize,
-        window: u8,
-        work: impl FnOnce(&mut ConnDeflate, &mut Scratch) -> R,
-    ) -> R {
-        match self.own.get_mut(key) {
-            Some((own, _)) => work(own, &mut self.scratch),
-            None => work(
-                &mut ConnDeflate::Shared {
-                    window_bits: window,
-                },
-                &mut self.scratch,
-            ),
         }
     }
 
@@ -98,7 +80,7 @@ impl DeflateConns {
         opcode: OpCode,
         payload: &[u8],
     ) -> Bytes {
-        self.with(key, window, |conn, scratch| {
+        self.codecs.with(key, window, |conn, scratch| {
             conn.compressed_frame(scratch, opcode, payload)
         })
     }
@@ -109,7 +91,7 @@ impl DeflateConns {
         window: u8,
         (opcode, payload, max): (OpCode, &[u8], usize),
     ) -> Result<Vec<u8>, Violation> {
-        self.with(key, window, |conn, scratch| {
+        self.codecs.with(key, window, |conn, scratch| {
             conn.inflate(scratch, opcode, payload, max)
         })
     }
@@ -129,12 +111,11 @@ impl DeflateConns {
         frames: &[Bytes],
         counters: &ShardCounters,
     ) -> Cow<'a, [Bytes]> {
-        if let Some((own, _)) = self.own.get_mut(key) {
-            let deflater = own.deflater(&mut self.scratch);
-            return Cow::Owned(compress_all(deflater, frames, counters));
+        if let Some((own, scratch)) = self.codecs.own(key) {
+            return Cow::Owned(compress_all(own.deflater(scratch), frames, counters));
         }
         let slot = (window - SMALLEST_SERVER_WINDOW) as usize;
-        let scratch = &mut self.scratch;
+        let scratch = &mut self.codecs.scratch;
         let compressed = self.turn[slot]
             .get_or_insert_with(|| compress_all(scratch.deflater(window), frames, counters));
         Cow::Borrowed(&compressed[..])
