@@ -6,11 +6,11 @@
 //! own codec, each half made when first used, in a side table beside the
 //! slab, so an idle client stays 40 bytes either way.
 
-use crate::protocol::deflate::conn::compressed_server_frame;
+use crate::protocol::deflate::conn::compressed_client_frame;
 use crate::protocol::deflate::conn::ConnCodecs;
 use crate::protocol::deflate::negotiate::{self, Agreed};
 use crate::protocol::deflate::ConnDeflate;
-use crate::protocol::frame::{apply_mask, OpCode, MAX_HEADER_LEN};
+use crate::protocol::frame::OpCode;
 use crate::protocol::message::Violation;
 
 #[derive(Default)]
@@ -38,8 +38,7 @@ impl DeflateClients {
     /// A binary message compressed into one masked client frame.
     pub fn frame(&mut self, key: usize, window: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         self.codecs.with(key, window, |conn, scratch| {
-            let unmasked = compressed_server_frame(conn.deflater(scratch), OpCode::Binary, payload);
-            masked(&unmasked, mask)
+            compressed_client_frame(conn.deflater(scratch), OpCode::Binary, payload, mask)
         })
     }
 
@@ -49,27 +48,8 @@ impl DeflateClients {
         window: u8,
         (opcode, payload, max): (OpCode, &[u8], usize),
     ) -> Result<Vec<u8>, Violation> {
-        self.codecs.with(key, window, |conn, scratch| {
-            conn.inflate(scratch, opcode, payload, max)
-        })
+        self.codecs.inflate(key, window, (opcode, payload, max))
     }
-}
-
-/// An unmasked frame of this side's making, masked as a client sends it.
-fn masked(frame: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let header_len = match frame[1] & 0x7F {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    let mut out = Vec::with_capacity(frame.len() + 4);
-    out.extend_from_slice(&frame[..header_len]);
-    out[1] |= 0x80;
-    out.extend_from_slice(&mask);
-    out.extend_from_slice(&frame[header_len..]);
-    apply_mask(&mut out[header_len + 4..], mask);
-    debug_assert!(header_len + 4 <= MAX_HEADER_LEN);
-    out
 }
 
 #[cfg(test)]

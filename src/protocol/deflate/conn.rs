@@ -215,6 +215,19 @@ impl<T> ConnCodecs<T> {
         Some((conn, &mut self.scratch))
     }
 
+    /// A compressed message from connection `key`'s peer, inflated and
+    /// checked with its own codec or the scratch.
+    pub fn inflate(
+        &mut self,
+        key: usize,
+        window: u8,
+        (opcode, payload, max): (OpCode, &[u8], usize),
+    ) -> Result<Vec<u8>, Violation> {
+        self.with(key, window, |conn, scratch| {
+            conn.inflate(scratch, opcode, payload, max)
+        })
+    }
+
     /// Run `work` with connection `key`'s state: its own codec, or the
     /// scratch's for a connection that compresses with `window` and keeps
     /// no context.
@@ -244,6 +257,18 @@ pub fn compressed_server_frame(deflater: &mut Deflater, opcode: OpCode, payload:
     frame.put_slice(&header[..header_len]);
     frame.put_slice(&compressed);
     frame.freeze()
+}
+
+/// A data message compressed into one masked client frame with RSV1 set.
+pub fn compressed_client_frame(
+    deflater: &mut Deflater,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: [u8; 4],
+) -> Vec<u8> {
+    let mut frame = frame::client_frame(opcode, &deflater.message(payload), mask);
+    frame[0] |= frame::RSV1;
+    frame
 }
 
 /// A room frame (a whole unmasked data frame, as the room carries them)

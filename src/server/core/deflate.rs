@@ -91,9 +91,7 @@ impl DeflateConns {
         window: u8,
         (opcode, payload, max): (OpCode, &[u8], usize),
     ) -> Result<Vec<u8>, Violation> {
-        self.codecs.with(key, window, |conn, scratch| {
-            conn.inflate(scratch, opcode, payload, max)
-        })
+        self.codecs.inflate(key, window, (opcode, payload, max))
     }
 
     /// A new delivery: forget the last one's compressed frames.
