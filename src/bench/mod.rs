@@ -271,6 +271,13 @@ pub struct BenchConfig {
     #[arg(long)]
     pub no_write: bool,
 
+    #[command(flatten)]
+    pub ui: crate::ui::UiArgs,
+
+    /// The live page (--ui), once started.
+    #[arg(skip)]
+    pub live: Option<crate::ui::Live>,
+
     /// Run the bench at each of these N instead of --conns (e.g.
     /// 10k,50k,100k,250k,500k) and fit how cost grows: the server's memory
     /// as fixed bytes + bytes per connection, the broadcast's last delivery
@@ -599,8 +606,23 @@ pub struct ServerResult {
     pub backplane: Option<backplane::BackplaneBench>,
 }
 
-pub fn bench(config: BenchConfig) -> anyhow::Result<()> {
+pub fn bench(mut config: BenchConfig) -> anyhow::Result<()> {
     config.validate().map_err(crate::usage::UsageError)?;
+    config.live = config.ui.open("bench")?;
+    let outcome = bench_all(&config);
+    if let Some(live) = &config.live {
+        let text = match &outcome {
+            Ok(()) => String::new(),
+            Err(error) => format!("fanout bench: {error:#}"),
+        };
+        config.ui.finish(live, &text, "bench");
+    }
+    outcome
+}
+
+/// The bench, a sweep, an SLO search or a soak, as the options say.
+fn bench_all(config: &BenchConfig) -> anyhow::Result<()> {
+    let config = config.clone();
     let command = crate::json::command_line();
     if !config.sweep.is_empty() && config.slo.is_some() {
         return Err(crate::usage::UsageError(
@@ -808,7 +830,11 @@ fn bench_one(
             .map_err(|missing| crate::usage::UsageError(missing.to_string()))?;
     }
     let result = run(config, command, machine, preflight.warnings)?;
-    print!("{}", text::text(&result));
+    let table = text::text(&result);
+    print!("{table}");
+    if let Some(live) = &config.live {
+        live.publish(&serde_json::json!({ "kind": "table", "text": table }));
+    }
     let mut path = None;
     if !config.no_write {
         let written = write(config, &result)?;
@@ -894,6 +920,16 @@ fn run(
         ));
     }
     let mut phases = Phases::new(config, baseline.sockets, phase_count(config));
+    if let Some(live) = &config.live {
+        let (conns, total) = (config.conns as u64, phase_count(config));
+        live.publish(&crate::ui::feed::plan(
+            "bench",
+            &command,
+            conns,
+            total,
+            &phases.names(),
+        ));
+    }
     let mut rooms: Vec<Option<room::RoomResults>> = match config.measures(Job::Room) {
         true => room::run(&mut phases, config.conns, config.broadcasts, config.samples)?
             .into_iter()

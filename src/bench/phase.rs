@@ -19,6 +19,7 @@ use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::report::Report;
 use crate::netstat;
 use crate::process::ServerProcess;
+use crate::ui::feed;
 
 /// Longest wait for the system to settle before a phase.
 const SETTLE_BOUND: Duration = Duration::from_secs(60);
@@ -102,6 +103,8 @@ pub struct Running {
     pub deflate_loads: bool,
     /// `fanout bench --size`.
     pub message_size: usize,
+    /// The live page (--ui): every load of the phase reports to it.
+    pub live: Option<crate::ui::Live>,
 }
 
 impl Running {
@@ -127,6 +130,7 @@ impl Running {
             // The floor speaks bare://, which has no extensions.
             config.deflate = self.side == Side::Server;
         }
+        config.live = self.live.clone();
         config
     }
 }
@@ -171,6 +175,8 @@ pub struct Phases {
     /// --deflate: what every load offers and sends (`Running::deflate_loads`).
     deflate_loads: bool,
     message_size: usize,
+    /// The live page (--ui).
+    live: Option<crate::ui::Live>,
 }
 
 impl Phases {
@@ -188,7 +194,20 @@ impl Phases {
             total,
             deflate_loads: config.deflate_loads(),
             message_size: config.size,
+            live: config.live.clone(),
         }
+    }
+
+    /// Seconds the rest of the plan should take at the mean pace of the
+    /// phases so far (none before the first is over).
+    fn time_left(&self, index: usize) -> Option<f64> {
+        let done = self.records.len();
+        let spent: f64 = self
+            .records
+            .iter()
+            .map(|r| r.seconds + r.settle.seconds)
+            .sum();
+        (done > 0).then(|| spent / done as f64 * (self.total + 1).saturating_sub(index) as f64)
     }
 
     /// The measured servers' names, in order.
@@ -196,14 +215,49 @@ impl Phases {
         self.servers.iter().map(Measured::name).collect()
     }
 
-    /// The order servers run in for `sample`: rotated every sample, so no
-    /// backend always follows the floor (or another backend).
+    /// Tell the live page a phase begins.
+    fn publish_start(&self, index: usize, job: &str, who: &str, sample: usize) {
+        if let Some(live) = &self.live {
+            let phase = feed::Phase {
+                index,
+                total: self.total,
+                job,
+                who,
+                sample,
+            };
+            live.publish(&feed::phase_started(&phase, self.time_left(index)));
+        }
+    }
+
+    /// Tell the live page what the phase just recorded measured.
+    fn publish_done(&self, report: &Report) {
+        let (Some(live), Some(r)) = (&self.live, self.records.last()) else {
+            return;
+        };
+        let phase = feed::Phase {
+            index: r.index,
+            total: self.total,
+            job: &r.job,
+            who: r.who(),
+            sample: r.sample,
+        };
+        live.publish(&feed::phase_done(
+            &phase,
+            r.seconds,
+            &r.netstat,
+            &r.warnings,
+            report,
+        ));
+    }
+
     /// A job counted `planned` phases and ran `ran` (a search that stopped
     /// early, or went on): the progress lines count to the real end.
     pub fn expect(&mut self, planned: usize, ran: usize) {
         self.total = (self.total + ran).saturating_sub(planned);
     }
 
+    /// The order servers run in for `sample`: rotated every sample, so no
+    /// backend always follows the floor (or another backend).
     fn order(&self, sample: usize) -> impl Iterator<Item = usize> {
         let n = self.servers.len();
         (0..n).map(move |k| (k + sample - 1) % n)
@@ -224,14 +278,21 @@ impl Phases {
             Target::Floor => None,
             Target::Server(i) => Some(self.servers[i].name()),
         };
-        let label = phase_label(index, job, server.as_deref().unwrap_or("floor"), sample);
+        let who = server.as_deref().unwrap_or("floor");
+        let label = phase_label(index, job, who, sample);
         eprintln!("fanout bench: [{index}/{}] {label}", self.total);
+        self.publish_start(index, job, who, sample);
         let settle = settle::wait_back_to(&self.baseline, SETTLE_BOUND);
         let before = netstat::read();
         let started = Instant::now();
         let running = self.start(target, route)?;
         let side = running.side;
+        let watch = self
+            .live
+            .clone()
+            .map(|live| feed::ServerWatch::start(live, running.server.pid() as u32, index));
         let outcome = body(&running);
+        drop(watch);
         let after = netstat::read();
         let stopped = stop(running);
         let outcome = outcome.with_context(|| label.clone())?;
@@ -261,6 +322,7 @@ impl Phases {
             netstat,
             warnings,
         });
+        self.publish_done(&outcome.report);
         Ok(outcome.value)
     }
 
@@ -422,6 +484,7 @@ impl Phases {
             command: command_line,
             deflate_loads: self.deflate_loads,
             message_size: self.message_size,
+            live: self.live.clone(),
         })
     }
 }

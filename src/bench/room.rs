@@ -243,14 +243,25 @@ fn read_point(running: &Running, open: u64) -> anyhow::Result<Point> {
     } else {
         None
     };
-    Ok(Point {
+    let point = Point {
         open,
         rss: running.server.tree_rss_bytes(),
         heap: stats.as_ref().map(|s| s.heap_allocated_bytes),
         slots: stats.as_ref().map(|s| s.totals.conn_slots),
         slab: kernel::sample(),
         bytes_sent: stats.as_ref().map(|s| s.totals.bytes_sent),
-    })
+    };
+    // (The reading after a deflate bench's broadcasts has no N of its own.)
+    if let Some(live) = running.live.as_ref().filter(|_| open > 0) {
+        live.publish(&serde_json::json!({
+            "kind": "memory",
+            "open": point.open,
+            "rss": point.rss,
+            "heap": point.heap,
+            "slab": point.slab.total_bytes,
+        }));
+    }
+    Ok(point)
 }
 
 fn sample_of(

@@ -22,6 +22,7 @@ use crate::load::config::{LoadConfig, ScenarioKind};
 use crate::load::target::Target;
 use crate::load::Checkpoint;
 use crate::process::ServerProcess;
+use crate::ui::feed;
 use crate::units::parse_duration;
 use crate::usage::UsageError;
 use diagnose::{Diagnosis, Evidence, Limit, ServerCounters};
@@ -67,6 +68,9 @@ pub struct CeilingConfig {
     /// Also write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub ui: crate::ui::UiArgs,
 }
 
 /// What `fanout ceiling` found, as printed and written.
@@ -74,6 +78,8 @@ pub struct CeilingConfig {
 pub struct CeilingReport {
     /// The command line that produced this file.
     pub command: String,
+    /// The machine it ran on, and fanout's revision.
+    pub machine: crate::bench::machine::Machine,
     pub url: String,
     /// The server's plan line, when the ceiling started it.
     pub server_plan: Option<String>,
@@ -88,6 +94,24 @@ pub struct CeilingReport {
 }
 
 pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
+    let live = config.ui.open("ceiling")?;
+    let outcome = ramp_and_diagnose(config, live.as_ref());
+    if let Some(live) = &live {
+        let text = match &outcome {
+            Ok(text) => text.clone(),
+            Err(error) => format!("fanout ceiling: {error:#}"),
+        };
+        config.ui.finish(live, &text, "ceiling");
+    }
+    outcome.map(|_| ())
+}
+
+/// The ramp, the look at the server and the diagnosis; returns the text
+/// printed.
+fn ramp_and_diagnose(
+    config: &CeilingConfig,
+    live: Option<&crate::ui::Live>,
+) -> anyhow::Result<String> {
     let snapshot = Snapshot::read();
     let up_to = match config.up_to {
         Some(0) => return Err(UsageError("--up-to must be at least 1".into()).into()),
@@ -126,7 +150,33 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
         asked: up_to,
         ..Evidence::default()
     };
-    let load = load_config(config, &url, up_to);
+    let mut load = load_config(config, &url, up_to);
+    load.live = live.cloned();
+    let server_name = match &config.url {
+        Some(url) => url.clone(),
+        None => config.backend.name().to_string(),
+    };
+    let phase = feed::Phase {
+        index: 1,
+        total: 1,
+        job: "ramp until something gives",
+        who: &server_name,
+        sample: 1,
+    };
+    if let Some(live) = live {
+        let command = crate::json::command_line();
+        live.publish(&feed::plan(
+            "ceiling",
+            &command,
+            up_to,
+            1,
+            std::slice::from_ref(&server_name),
+        ));
+        live.publish(&feed::phase_started(&phase, None));
+    }
+    let watch = live
+        .zip(pid)
+        .map(|(live, pid)| feed::ServerWatch::start(live.clone(), pid, 1));
     let report = crate::load::run_with(&load, false, &mut |checkpoint| {
         if let Checkpoint::Full { .. } = checkpoint {
             evidence.server = pid.and_then(server::look);
@@ -141,6 +191,7 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
                 crate::bench::machine::meminfo_kib("MemAvailable") * 1024;
         }
     })?;
+    drop(watch);
     evidence.held = report.connect.alive_at_end;
     evidence.failures = report.connect.failures.clone();
     evidence.kernel = report.kernel_counters.clone();
@@ -159,6 +210,7 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
     let diagnosis = diagnose::diagnose(&evidence);
     let result = CeilingReport {
         command: crate::json::command_line(),
+        machine: crate::bench::machine::fingerprint(),
         url,
         server_plan,
         ramp_seconds: ramp,
@@ -168,11 +220,17 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
         diagnosis,
         evidence,
     };
-    print!("{}", render(&result));
+    let text = render(&result);
+    print!("{text}");
     if let Some(path) = &config.json {
         crate::json::write(path, &result)?;
     }
-    Ok(())
+    if let Some(live) = live {
+        let kernel = &result.evidence.kernel;
+        let warnings = &report.client.warnings;
+        live.publish(&feed::phase_done(&phase, ramp, kernel, warnings, &report));
+    }
+    Ok(text)
 }
 
 /// Both ends here, from `sources` addresses.

@@ -204,14 +204,13 @@ pub struct LoadConfig {
     #[arg(long, hide = true)]
     pub progress: bool,
 
-    /// Serve a live page of the run at http://ADDR/ (e.g. 127.0.0.1:8080;
-    /// port 0 picks one, printed at start): connections open and the
-    /// counts over time, then the report. Its samples are server-sent
-    /// events at /events, one JSON object each, for scripts too. A slow or
-    /// absent browser never slows the run (`src/ui`). Loopback is meant:
-    /// another address is served with a warning.
-    #[arg(long)]
-    pub ui: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub ui: crate::ui::UiArgs,
+
+    /// A live page this load reports to instead of one of its own (a
+    /// bench's or a ceiling's): its samples go there, its end is theirs.
+    #[arg(skip)]
+    pub live: Option<crate::ui::Live>,
 }
 
 const BURST_NEEDS_SIZE: &str =

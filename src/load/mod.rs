@@ -68,16 +68,27 @@ pub enum Checkpoint {
 }
 
 /// `fanout load`: run, print the report, write the JSON if asked.
-pub fn load(config: LoadConfig) -> anyhow::Result<()> {
-    let report = match config.coordination().map_err(UsageError)? {
-        Some(coordination) => run_as_agent(&config, &coordination)?,
-        None => run(&config)?,
+pub fn load(mut config: LoadConfig) -> anyhow::Result<()> {
+    let coordination = config.coordination().map_err(UsageError)?;
+    config.live = config.ui.open("load")?;
+    let report = match &coordination {
+        Some(coordination) => run_as_agent(&config, coordination),
+        None => run(&config),
     };
-    print!("{}", report.text());
-    if let Some(path) = &config.json {
-        crate::json::write(path, &report)?;
+    let text = match &report {
+        Ok(report) => report.text(),
+        Err(error) => format!("fanout load: {error:#}"),
+    };
+    if let Ok(report) = &report {
+        print!("{text}");
+        if let Some(path) = &config.json {
+            crate::json::write(path, report)?;
+        }
     }
-    Ok(())
+    if let Some(live) = &config.live {
+        config.ui.finish(live, &text, "load");
+    }
+    report.map(|_| ())
 }
 
 /// One of K agents: take a seat, run this agent's share of --conns from
@@ -244,7 +255,7 @@ pub fn run_with(
         .collect::<std::io::Result<Vec<_>>>()?;
 
     let mut progress = Progress::new(config.progress || std::io::stderr().is_terminal(), held);
-    progress.live = start_ui(config.ui)?;
+    progress.live = config.live.clone();
     let mut ramp_seconds = 0.0;
     let mut half_point = None;
     if pause_at_half {
@@ -334,25 +345,7 @@ pub fn run_with(
         },
         results,
     );
-    if let Some(live) = &progress.live {
-        live.publish(&serde_json::json!({ "stage": "done", "report": report.text() }));
-        live.settle(Duration::from_secs(2));
-    }
     Ok(report)
-}
-
-/// `--ui`: the live page, its address said on stderr.
-fn start_ui(addr: Option<std::net::SocketAddr>) -> anyhow::Result<Option<crate::ui::Live>> {
-    let Some(addr) = addr else {
-        return Ok(None);
-    };
-    if !addr.ip().is_loopback() {
-        eprintln!("fanout load: warning: the live page is served on {addr}, not loopback: whoever reaches it sees the run");
-    }
-    let (live, bound) = crate::ui::start(addr)
-        .map_err(|e| UsageError(format!("--ui {addr}: cannot listen: {e}")))?;
-    eprintln!("ui http://{bound}/");
-    Ok(Some(live))
 }
 
 /// Every --url, one scheme for all, at most [`MAX_SERVERS`].
@@ -1149,7 +1142,7 @@ fn echo_report(
     EchoReport {
         conns: scenario.conns,
         mode: match open_loop_rate {
-            Some(rate) => format!("open-loop {rate}/s per connection"),
+            Some(rate) => format!("open-loop {}/s per connection", (rate * 1e3).round() / 1e3),
             None => format!("closed-loop, window {window}"),
         },
         open_loop_rate,
@@ -1207,6 +1200,7 @@ impl Progress {
         }
         self.last_sample.set(Some(now));
         live.publish(&serde_json::json!({
+            "kind": "load",
             "stage": stage,
             "t": start.elapsed().as_secs_f64(),
             "open": control.sum(|p| &p.alive),

@@ -30,14 +30,15 @@ schema` (bench files before the five-backend layout, `bench-fanout-*` and
 load report's fields: [docs/load-report.md](../docs/load-report.md).
 ";
 
-pub fn write(root: &Path, folders: &[PathBuf]) -> anyhow::Result<()> {
+/// `html`: each folder's report.html too.
+pub fn write(root: &Path, folders: &[PathBuf], html: bool) -> anyhow::Result<()> {
     let mut md = String::from(HEADER);
     for folder in folders {
         let name = folder.file_name().unwrap_or_default().to_string_lossy();
         let runs = read_dir(folder)?;
         let drawable = runs.drawable();
         if drawable {
-            report_folder(folder, &folder.join("report"), &runs)?;
+            report_folder(folder, &folder.join("report"), &runs, html)?;
         }
         let _ = writeln!(md, "\n## {name}\n");
         if let Some((_, bench)) = runs.benches.first() {

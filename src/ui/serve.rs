@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{UiCounters, MAX_QUEUED, REPLAY};
+use super::{Event, UiCounters, MAX_QUEUED, REPLAY, REPLAY_EVENTS};
 
 /// How long the thread sleeps when nothing happened.
 const IDLE: Duration = Duration::from_millis(5);
@@ -36,23 +36,25 @@ enum Client {
 
 pub struct Page {
     listener: TcpListener,
-    samples: Receiver<String>,
+    samples: Receiver<Event>,
     counters: Arc<UiCounters>,
-    recent: VecDeque<String>,
+    /// What a newcomer is sent first, in the order published.
+    recent: VecDeque<Event>,
+    /// Of `recent`: frequent samples, and the other events.
+    kept_frequent: usize,
+    kept_events: usize,
     clients: Vec<Client>,
 }
 
 impl Page {
-    pub fn new(
-        listener: TcpListener,
-        samples: Receiver<String>,
-        counters: Arc<UiCounters>,
-    ) -> Page {
+    pub fn new(listener: TcpListener, samples: Receiver<Event>, counters: Arc<UiCounters>) -> Page {
         Page {
             listener,
             samples,
             counters,
             recent: VecDeque::new(),
+            kept_frequent: 0,
+            kept_events: 0,
             clients: Vec::new(),
         }
     }
@@ -93,16 +95,31 @@ impl Page {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return taken,
             };
             taken += 1;
-            let event = format!("data: {sample}\n\n");
+            let event = format!("data: {}\n\n", sample.json);
             for client in &mut self.clients {
                 if let Client::Streaming { out, .. } = client {
                     out.extend(event.as_bytes());
                 }
             }
-            self.recent.push_back(sample);
-            if self.recent.len() > REPLAY {
-                self.recent.pop_front();
-            }
+            self.keep(sample);
+        }
+    }
+
+    /// Keep an event for newcomers: the newest [`REPLAY`] frequent samples
+    /// and the newest [`REPLAY_EVENTS`] others.
+    fn keep(&mut self, event: Event) {
+        let frequent = event.frequent;
+        self.recent.push_back(event);
+        let (kept, bound) = match frequent {
+            true => (&mut self.kept_frequent, REPLAY),
+            false => (&mut self.kept_events, REPLAY_EVENTS),
+        };
+        *kept += 1;
+        if *kept > bound {
+            *kept -= 1;
+            let oldest = self.recent.iter().position(|e| e.frequent == frequent);
+            self.recent
+                .remove(oldest.expect("more than the bound are kept"));
         }
     }
 
@@ -183,8 +200,8 @@ impl Page {
             Some("/events") => {
                 self.counters.clients.fetch_add(1, Relaxed);
                 out.extend(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n");
-                for sample in &self.recent {
-                    out.extend(format!("data: {sample}\n\n").as_bytes());
+                for event in &self.recent {
+                    out.extend(format!("data: {}\n\n", event.json).as_bytes());
                 }
                 Client::Streaming { stream, out }
             }
