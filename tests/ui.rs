@@ -317,3 +317,38 @@ fn watch_in_browser(addr: &str) -> Result<(), String> {
     assert!(errors.is_empty(), "the page logged errors: {errors:?}");
     Ok(())
 }
+
+/// `fanout ceiling --ui`: its plan and one phase, the ramp's samples, the
+/// server's memory, the phase's figures, then the diagnosis as the end.
+#[test]
+fn a_ceiling_is_watched_live() {
+    let mut ceiling = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["ceiling", "--up-to", "300", "--rate", "600"])
+        .args(["--ui", "127.0.0.1:0", "--ui-linger", "30s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fanout ceiling starts");
+    let mut stderr = BufReader::new(ceiling.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no `ui` line");
+        if let Some(url) = line.trim().strip_prefix("ui http://") {
+            break url.trim_end_matches('/').to_string();
+        }
+    };
+    let events = read_events(&addr);
+    ceiling.kill().unwrap();
+    ceiling.wait().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds[..2], ["plan", "phase"], "{kinds:?}");
+    assert_eq!(events[0]["tool"], "ceiling");
+    assert!(kinds.contains(&"server") && kinds.contains(&"load"), "{kinds:?}");
+    let most_open = events.iter().filter_map(|e| e["open"].as_u64()).max();
+    assert_eq!(most_open, Some(300));
+    let done = events.iter().find(|e| e["kind"] == "phase_done").unwrap();
+    assert_eq!(done["load"]["opened"], 300);
+    let report = events.last().unwrap()["report"].as_str().unwrap();
+    assert!(report.contains("ceiling: 300 connections held"), "{report}");
+}

@@ -460,6 +460,7 @@ fn ramp(
         }
         std::thread::sleep(WATCH_EVERY);
     }
+    progress.ramp_over(control, start);
     start.elapsed().as_secs_f64()
 }
 
@@ -1210,6 +1211,13 @@ impl Progress {
             "echoed": control.sum(|p| &p.echoed),
             "churned": control.sum(|p| &p.churned),
         }));
+    }
+
+    /// The ramp's last counts for the live page, however soon after the
+    /// sample before.
+    fn ramp_over(&self, control: &Control, start: Instant) {
+        self.last_sample.set(None);
+        self.sample("ramp", control, start);
     }
 
     fn ramp(&self, control: &Control, start: Instant) {

@@ -100,6 +100,11 @@ impl Browser {
             self.call(Some(&tab), domain, json!({}));
         }
         self.call(Some(&tab), "Page.navigate", json!({ "url": url }));
+        let loaded = format!(
+            "location.href === {} && document.readyState === 'complete'",
+            json!(url)
+        );
+        self.wait_for(&tab, "the page loads", &loaded, PATIENCE, |v| v == true);
         tab
     }
 
