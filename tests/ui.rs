@@ -344,7 +344,10 @@ fn a_ceiling_is_watched_live() {
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds[..2], ["plan", "phase"], "{kinds:?}");
     assert_eq!(events[0]["tool"], "ceiling");
-    assert!(kinds.contains(&"server") && kinds.contains(&"load"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"server") && kinds.contains(&"load"),
+        "{kinds:?}"
+    );
     let most_open = events.iter().filter_map(|e| e["open"].as_u64()).max();
     assert_eq!(most_open, Some(300));
     let done = events.iter().find(|e| e["kind"] == "phase_done").unwrap();

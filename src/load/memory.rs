@@ -29,6 +29,8 @@ pub struct Point {
 /// Read the client's memory now, with `open` connections open.
 pub fn read_point(control: &Control, open: u64) -> Point {
     control.cache_flush.flush_all(FLUSH_PATIENCE, || {});
+    // This thread's too (with --ui it publishes the samples).
+    crate::allocator::flush_this_threads_cache();
     crate::allocator::purge_all_arenas();
     let (heap, _) = crate::allocator::heap_bytes();
     Point {

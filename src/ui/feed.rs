@@ -137,6 +137,7 @@ impl ServerWatch {
             std::thread::Builder::new()
                 .name("ui-server-watch".into())
                 .spawn(move || {
+                    crate::allocator::disable_this_threads_cache();
                     while !stop.load(Relaxed) {
                         live.publish(&json!({
                             "kind": "server",

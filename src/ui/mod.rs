@@ -123,7 +123,10 @@ pub fn start(addr: SocketAddr) -> std::io::Result<(Live, SocketAddr)> {
     let page = serve::Page::new(listener, rx, counters.clone());
     std::thread::Builder::new()
         .name("ui".into())
-        .spawn(move || page.run())?;
+        .spawn(move || {
+            crate::allocator::disable_this_threads_cache();
+            page.run()
+        })?;
     let epoch = std::time::Instant::now();
     Ok((
         Live {
@@ -174,6 +177,14 @@ impl UiArgs {
     pub fn finish(&self, live: &Live, text: &str, command: &str) {
         live.publish(&feed::done(text));
         live.settle(std::time::Duration::from_secs(2));
+        let c = live.counters();
+        eprintln!(
+            "fanout {command}: live page: {} events published, {} dropped because the page's thread was behind; {} event-stream clients, {} dropped for not reading",
+            c.published.load(Relaxed),
+            c.dropped_samples.load(Relaxed),
+            c.clients.load(Relaxed),
+            c.dropped_clients.load(Relaxed)
+        );
         if self.ui_linger.is_zero() {
             return;
         }
