@@ -46,9 +46,13 @@ pub fn write(root: &Path, folders: &[PathBuf], html: bool) -> anyhow::Result<()>
             let _ = writeln!(md, "{}, RLIMIT_NOFILE {}.\n", m.describe(), m.rlimit_nofile);
         }
         if drawable {
+            let html = match folder.join("report/report.html").exists() {
+                true => format!("; the same as one file: [report.html]({name}/report/report.html)"),
+                false => String::new(),
+            };
             let _ = writeln!(
                 md,
-                "Tables and plots: [{name}/report/report.md]({name}/report/report.md).\n"
+                "Tables and plots: [{name}/report/report.md]({name}/report/report.md){html}.\n"
             );
         } else {
             let _ = writeln!(

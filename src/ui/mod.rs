@@ -147,12 +147,12 @@ pub struct UiArgs {
     /// server-sent at /events, one JSON object each, for scripts too
     /// (docs/live-page.md). A slow or absent browser never slows the run.
     /// Loopback is meant: another address is served with a warning.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     pub ui: Option<SocketAddr>,
 
     /// How long the page stays up after the run, showing its final state,
     /// before fanout exits (Ctrl-C ends it sooner).
-    #[arg(long, default_value = "60s", value_parser = crate::units::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::units::parse_duration)]
     pub ui_linger: std::time::Duration,
 }
 
