@@ -82,6 +82,17 @@ fn the_page_is_served_from_the_binary() {
     );
 }
 
+/// A lingering fanout, killed (it is this test's child) when the test is
+/// over, however it ends.
+struct Lingering(std::process::Child);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The charts of the live page, by the id of their figure.
 const CHARTS: [&str; 7] = [
     "chart-open",
@@ -154,6 +165,7 @@ fn a_bench_is_watched_live_by_a_script_and_in_a_real_browser() {
         .spawn()
         .expect("fanout bench starts");
     let mut stderr = BufReader::new(bench.stderr.take().unwrap());
+    let bench = Lingering(bench);
     let mut line = String::new();
     let addr = loop {
         line.clear();
@@ -175,8 +187,7 @@ fn a_bench_is_watched_live_by_a_script_and_in_a_real_browser() {
     let watched = watch_in_browser(&addr);
     let events = script.join().unwrap();
     // The bench lingers for the page: this test has what it needs.
-    bench.kill().unwrap();
-    bench.wait().unwrap();
+    drop(bench);
     let _ = drain.join();
     check_events(&events);
     if let Err(reason) = watched {
@@ -330,6 +341,7 @@ fn a_ceiling_is_watched_live() {
         .spawn()
         .expect("fanout ceiling starts");
     let mut stderr = BufReader::new(ceiling.stderr.take().unwrap());
+    let ceiling = Lingering(ceiling);
     let mut line = String::new();
     let addr = loop {
         line.clear();
@@ -339,8 +351,7 @@ fn a_ceiling_is_watched_live() {
         }
     };
     let events = read_events(&addr);
-    ceiling.kill().unwrap();
-    ceiling.wait().unwrap();
+    drop(ceiling);
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds[..2], ["plan", "phase"], "{kinds:?}");
     assert_eq!(events[0]["tool"], "ceiling");

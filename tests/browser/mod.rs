@@ -225,12 +225,22 @@ impl Drop for Browser {
     }
 }
 
-/// Chromium and the processes it started (its process group, which is
-/// its own PID), then wait for it.
+/// Chromium and the processes it started: asked to quit first (it then
+/// reaps its own helpers, so none is left a zombie), then its process
+/// group (its own PID) killed for anything still there.
 fn stop_group(mut child: Child) {
-    // SAFETY: killpg with the group this test started Chromium in.
+    let pid = child.id() as i32;
+    // SAFETY: signals to the process this test started, and to its group.
     unsafe {
-        libc::killpg(child.id() as i32, libc::SIGKILL);
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::killpg(pid, libc::SIGKILL);
     }
     let _ = child.wait();
 }
