@@ -20,6 +20,44 @@ use crate::server::stats::Snapshot;
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
+/// The process groups of the servers this process started and has not
+/// reaped: what [`stop_servers_on_signal`] kills.
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn live_groups() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// When this process is told to stop (SIGINT from Ctrl-C, SIGTERM, SIGHUP),
+/// kill every server it started that still runs, then exit with 128 + the
+/// signal. The servers lead process groups of their own, so Ctrl-C reaches
+/// only this process: without this they would outlive it, holding their
+/// ports and memory. For `fanout bench` and `fanout ceiling`.
+pub fn stop_servers_on_signal() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("stop-servers".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let groups = live_groups();
+                for &group in groups.iter() {
+                    // SAFETY: kill() of a group a child of ours leads and
+                    // that has not been reaped (so not reused).
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
+                eprintln!(
+                    "fanout: stopped by signal {signal}; killed the {} server(s) it had running",
+                    groups.len()
+                );
+                std::process::exit(128 + signal);
+            }
+        })?;
+    Ok(())
+}
+
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
@@ -42,6 +80,7 @@ impl ServerProcess {
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {program}"))?;
+        live_groups().push(child.id() as i32);
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -161,6 +200,7 @@ impl ServerProcess {
         let after: Vec<String> = self.lines.iter().collect();
         let status = self.child.wait()?;
         self.signal_group(libc::SIGKILL);
+        self.forget_group();
         Ok((stats, after, status))
     }
 
@@ -181,7 +221,15 @@ impl ServerProcess {
         };
         // A wrapper may have exited before the server it started.
         self.signal_group(libc::SIGKILL);
+        self.forget_group();
         Ok(status)
+    }
+
+    /// Its group is gone (the leader reaped, the rest killed): nothing for
+    /// [`stop_servers_on_signal`] to kill any more.
+    fn forget_group(&self) {
+        let pid = self.pid();
+        live_groups().retain(|&group| group != pid);
     }
 }
 
@@ -191,6 +239,7 @@ impl Drop for ServerProcess {
             self.signal_group(libc::SIGKILL);
             let _ = self.child.wait();
         }
+        self.forget_group();
     }
 }
 

@@ -1190,3 +1190,82 @@ fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() 
     assert_eq!((jobs("handshakes"), jobs("storm")), (5, 6));
     assert_eq!((jobs("churn 200"), jobs("churn, full TLS, 200")), (2, 1));
 }
+
+/// Ctrl-C (SIGINT) in the middle of a phase: the bench exits 130 and the
+/// server it had started (here the floor, `fanout bare`, in a process
+/// group of its own, which Ctrl-C does not reach) does not outlive it.
+#[test]
+fn ctrl_c_during_a_phase_leaves_no_server_running() {
+    use std::io::{BufRead, BufReader};
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args([
+            "bench",
+            "--backends",
+            "epoll",
+            "--conns",
+            "2000",
+            "--samples",
+            "1",
+        ])
+        .args(["--measure", "room", "--broadcasts", "100", "--no-write"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(bench.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("(room, floor sample 1)") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the bench ended early"
+        );
+    }
+    let bench_pid = bench.id();
+    let is_our_server = |pid: &u32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        String::from_utf8_lossy(&cmdline).contains("bare")
+            && parent == Some(bench_pid.to_string().as_str())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let server = loop {
+        if let Some(pid) = fanout::process::pids().find(is_our_server) {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no server process found"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // SAFETY: SIGINT to the bench this test started.
+    unsafe { libc::kill(bench_pid as i32, libc::SIGINT) };
+    let status = bench.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert!(
+        rest.contains("killed the 1 server(s) it had running"),
+        "{rest}"
+    );
+    // Gone, or a zombie no one has reaped yet: not running either way.
+    let running = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, None | Some("Z") | Some("X"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running(server) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server {server} outlived the bench"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -608,6 +608,7 @@ pub struct ServerResult {
 
 pub fn bench(mut config: BenchConfig) -> anyhow::Result<()> {
     config.validate().map_err(crate::usage::UsageError)?;
+    crate::process::stop_servers_on_signal()?;
     config.live = config.ui.open("bench")?;
     let outcome = bench_all(&config);
     if let Some(live) = &config.live {

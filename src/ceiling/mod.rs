@@ -94,6 +94,7 @@ pub struct CeilingReport {
 }
 
 pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
+    crate::process::stop_servers_on_signal()?;
     let live = config.ui.open("ceiling")?;
     let outcome = ramp_and_diagnose(config, live.as_ref());
     if let Some(live) = &live {
