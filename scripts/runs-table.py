@@ -113,7 +113,8 @@ def rows(result):
     if h:
         for kind in h["kinds"]:
             per_cpu = kind["cycles_per_server_cpu_s"]
-            out.append((f"handshakes {kind['kind']}, cycles per server CPU-s", spread(per_cpu), per_cpu["median"]))
+            if per_cpu:  # none when the server's CPU was under one clock tick in every run
+                out.append((f"handshakes {kind['kind']}, cycles per server CPU-s", spread(per_cpu), per_cpu["median"]))
             p99 = kind["setup_p99_ms"]
             out.append((f"handshakes {kind['kind']}, setup p99 ms", spread(p99, digits=2), p99["median"]))
     for policy in (result.get("storm") or {}).get("policies", []):

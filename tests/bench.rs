@@ -1147,7 +1147,12 @@ fn the_tls_bench_measures_handshakes_full_and_resumed_and_the_storm_both_ways() 
             // The first connections, before a ticket came back, are full.
             false => assert!(resumed * 2 > handshakes, "{}: {run:?}", kind.kind),
         }
-        assert!(kind.cycles_per_server_cpu_s.median > 0.0);
+        // A figure exactly when some run's server CPU reached a clock tick.
+        let measurable = kind.runs.iter().any(|r| r.server_cpu_seconds > 0.0);
+        match kind.cycles_per_server_cpu_s {
+            Some(per_cpu) => assert!(measurable && per_cpu.median > 0.0, "{}", kind.kind),
+            None => assert!(!measurable, "{}", kind.kind),
+        }
     }
     assert_eq!(secure.resumed_over_full().len(), 2);
     assert!(

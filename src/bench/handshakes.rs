@@ -79,8 +79,10 @@ pub struct HandshakeBench {
 pub struct HandshakeKind {
     /// `plain`, `ecdsa-p256/x25519 full`, `ecdsa-p256/x25519 resumed`, …
     pub kind: String,
-    /// Cycles completed per CPU-second of the server.
-    pub cycles_per_server_cpu_s: Spread,
+    /// Cycles completed per CPU-second of the server, over the runs whose
+    /// server used at least one clock tick of CPU (/proc counts in ticks,
+    /// 10 ms here); none when no run did (too little to divide by).
+    pub cycles_per_server_cpu_s: Option<Spread>,
     /// Cycles completed per second (the rate asked, when the server kept up).
     pub cycles_per_s: Spread,
     /// Of the TLS handshakes the server counted, the share resumed.
@@ -225,11 +227,14 @@ fn kind(name: String, runs: Vec<HandshakeRun>) -> HandshakeKind {
         .iter()
         .filter_map(|r| Some(r.server_resumed? as f64 / r.server_handshakes?.max(1) as f64))
         .collect();
+    let per_cpu: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.server_cpu_seconds > 0.0)
+        .map(|r| r.churn.completed as f64 / r.server_cpu_seconds)
+        .collect();
     HandshakeKind {
         kind: name,
-        cycles_per_server_cpu_s: spread(&|r| {
-            r.churn.completed as f64 / r.server_cpu_seconds.max(f64::MIN_POSITIVE)
-        }),
+        cycles_per_server_cpu_s: (!per_cpu.is_empty()).then(|| Spread::of(&per_cpu)),
         cycles_per_s: spread(&|r| r.churn.rate_per_s),
         resumed_share: (!shares.is_empty()).then(|| Spread::of(&shares)),
         setup_p50_ms: spread(&|r| r.churn.setup.p50_us / 1000.0),
@@ -259,7 +264,7 @@ impl HandshakeBench {
                 let variant = full.kind.strip_suffix(" full")?;
                 let resumed = self.kind(&format!("{variant} resumed"))?;
                 let ratio =
-                    resumed.cycles_per_server_cpu_s.median / full.cycles_per_server_cpu_s.median;
+                    resumed.cycles_per_server_cpu_s?.median / full.cycles_per_server_cpu_s?.median;
                 Some((variant.to_string(), ratio))
             })
             .collect()
@@ -287,9 +292,12 @@ pub fn text(bench: &HandshakeBench) -> String {
         };
         let _ = writeln!(
             out,
-            "          {:<width$}  {} cycles per server CPU-second ({} cycles/s); setup p50 {} ms, p99 {} ms{resumed}{kept_up}",
+            "          {:<width$}  {} ({} cycles/s); setup p50 {} ms, p99 {} ms{resumed}{kept_up}",
             kind.kind,
-            kind.cycles_per_server_cpu_s.text(0),
+            match &kind.cycles_per_server_cpu_s {
+                Some(per_cpu) => format!("{} cycles per server CPU-second", per_cpu.text(0)),
+                None => "server CPU under one clock tick in every run: cycles per CPU-second not measured".into(),
+            },
             kind.cycles_per_s.text(0),
             kind.setup_p50_ms.text(2),
             kind.setup_p99_ms.text(2),

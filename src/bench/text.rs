@@ -335,7 +335,9 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
     // TLS ÷ plain table then says what a full handshake costs.
     add("open+close cycles per server CPU-s", Higher, false, &|s| {
         let first = s.handshakes.as_ref()?.kinds.first()?;
-        (!first.kind.ends_with(" resumed")).then_some(first.cycles_per_server_cpu_s)
+        (!first.kind.ends_with(" resumed"))
+            .then_some(first.cycles_per_server_cpu_s)
+            .flatten()
     });
     add("  resumed, per server CPU-s", Higher, false, &|s| {
         let handshakes = s.handshakes.as_ref()?;
@@ -343,7 +345,7 @@ fn table_rows(servers: &[ServerResult]) -> Vec<Row> {
             .kinds
             .iter()
             .find(|k| k.kind.ends_with(" resumed"))?;
-        Some(resumed.cycles_per_server_cpu_s)
+        resumed.cycles_per_server_cpu_s
     });
     for (at_once, policy) in [(true, "at once"), (false, "backoff")] {
         for (resumption, how) in [(true, ""), (false, ", full TLS")] {
