@@ -25,15 +25,7 @@ every_backend! {
             .stderr(Stdio::piped())
             .spawn()
             .expect("fanout load starts");
-        let mut stderr = BufReader::new(load.stderr.take().unwrap());
-        let mut line = String::new();
-        let url = loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "no `ui` line");
-            if let Some(url) = line.trim().strip_prefix("ui http://") {
-                break url.trim_end_matches('/').to_string();
-            }
-        };
+        let (_stderr, url) = ui_address(&mut load);
         let mut events = TcpStream::connect(&url).unwrap();
         events.set_read_timeout(Some(PATIENCE)).unwrap();
         events.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -80,6 +72,20 @@ fn the_page_is_served_from_the_binary() {
         !page.contains("http://") && !page.contains("https://"),
         "no network fetch"
     );
+}
+
+/// The page's address from a fanout's `ui http://ADDR/` line, and the rest
+/// of its stderr.
+fn ui_address(child: &mut std::process::Child) -> (BufReader<std::process::ChildStderr>, String) {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no `ui` line");
+        if let Some(url) = line.trim().strip_prefix("ui http://") {
+            return (stderr, url.trim_end_matches('/').to_string());
+        }
+    }
 }
 
 /// A lingering fanout, killed (it is this test's child) when the test is
@@ -164,16 +170,8 @@ fn a_bench_is_watched_live_by_a_script_and_in_a_real_browser() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("fanout bench starts");
-    let mut stderr = BufReader::new(bench.stderr.take().unwrap());
+    let (mut stderr, addr) = ui_address(&mut bench);
     let bench = Lingering(bench);
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no `ui` line");
-        if let Some(url) = line.trim().strip_prefix("ui http://") {
-            break url.trim_end_matches('/').to_string();
-        }
-    };
     // Keep reading stderr, so the bench never waits on a full pipe.
     let drain = std::thread::spawn(move || {
         let mut rest = String::new();
@@ -340,16 +338,8 @@ fn a_ceiling_is_watched_live() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("fanout ceiling starts");
-    let mut stderr = BufReader::new(ceiling.stderr.take().unwrap());
+    let (_stderr, addr) = ui_address(&mut ceiling);
     let ceiling = Lingering(ceiling);
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "no `ui` line");
-        if let Some(url) = line.trim().strip_prefix("ui http://") {
-            break url.trim_end_matches('/').to_string();
-        }
-    };
     let events = read_events(&addr);
     drop(ceiling);
     let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
