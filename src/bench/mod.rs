@@ -611,19 +611,15 @@ pub fn bench(mut config: BenchConfig) -> anyhow::Result<()> {
     crate::process::stop_servers_on_signal()?;
     config.live = config.ui.open("bench")?;
     let outcome = bench_all(&config);
-    if let Some(live) = &config.live {
-        let text = match &outcome {
-            Ok(()) => String::new(),
-            Err(error) => format!("fanout bench: {error:#}"),
-        };
-        config.ui.finish(live, &text, "bench");
-    }
+    // The tables went to the page as the bench printed them.
+    config
+        .ui
+        .finish(config.live.as_ref(), &outcome, |_| String::new(), "bench");
     outcome
 }
 
 /// The bench, a sweep, an SLO search or a soak, as the options say.
 fn bench_all(config: &BenchConfig) -> anyhow::Result<()> {
-    let config = config.clone();
     let command = crate::json::command_line();
     if !config.sweep.is_empty() && config.slo.is_some() {
         return Err(crate::usage::UsageError(
@@ -632,7 +628,7 @@ fn bench_all(config: &BenchConfig) -> anyhow::Result<()> {
         .into());
     }
     if let Some(slo) = &config.slo {
-        return slo_bench(&config, command, slo);
+        return slo_bench(config, command, slo);
     }
     if config.soak.is_some() {
         // The soak is a run of its own: no other job beside it.
@@ -642,12 +638,12 @@ fn bench_all(config: &BenchConfig) -> anyhow::Result<()> {
         return bench_one(&soak, command).map(|_| ());
     }
     if !config.sweep_from.is_empty() {
-        return refit_sweep(&config, command);
+        return refit_sweep(config, command);
     }
     if !config.sweep.is_empty() {
-        return sweep_bench(&config, command);
+        return sweep_bench(config, command);
     }
-    bench_one(&config, command).map(|_| ())
+    bench_one(config, command).map(|_| ())
 }
 
 /// The bench at each N of --sweep, then the fitted growth across them.

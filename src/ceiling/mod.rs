@@ -97,13 +97,9 @@ pub fn ceiling(config: &CeilingConfig) -> anyhow::Result<()> {
     crate::process::stop_servers_on_signal()?;
     let live = config.ui.open("ceiling")?;
     let outcome = ramp_and_diagnose(config, live.as_ref());
-    if let Some(live) = &live {
-        let text = match &outcome {
-            Ok(text) => text.clone(),
-            Err(error) => format!("fanout ceiling: {error:#}"),
-        };
-        config.ui.finish(live, &text, "ceiling");
-    }
+    config
+        .ui
+        .finish(live.as_ref(), &outcome, String::clone, "ceiling");
     outcome.map(|_| ())
 }
 

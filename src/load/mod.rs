@@ -75,19 +75,15 @@ pub fn load(mut config: LoadConfig) -> anyhow::Result<()> {
         Some(coordination) => run_as_agent(&config, coordination),
         None => run(&config),
     };
-    let text = match &report {
-        Ok(report) => report.text(),
-        Err(error) => format!("fanout load: {error:#}"),
-    };
     if let Ok(report) = &report {
-        print!("{text}");
+        print!("{}", report.text());
         if let Some(path) = &config.json {
             crate::json::write(path, report)?;
         }
     }
-    if let Some(live) = &config.live {
-        config.ui.finish(live, &text, "load");
-    }
+    config
+        .ui
+        .finish(config.live.as_ref(), &report, Report::text, "load");
     report.map(|_| ())
 }
 

@@ -172,10 +172,24 @@ impl UiArgs {
         Ok(Some(live))
     }
 
-    /// The run is over: send `text` (what it printed last, or its error)
-    /// as the final event, then keep the page up for --ui-linger.
-    pub fn finish(&self, live: &Live, text: &str, command: &str) {
-        live.publish(&feed::done(text));
+    /// The run is over: send the page what it printed last (`text` of
+    /// its result) or its error as the final event, then keep the page up
+    /// for --ui-linger. Nothing without a page.
+    pub fn finish<T>(
+        &self,
+        live: Option<&Live>,
+        outcome: &anyhow::Result<T>,
+        text: impl Fn(&T) -> String,
+        command: &str,
+    ) {
+        let Some(live) = live else {
+            return;
+        };
+        let text = match outcome {
+            Ok(value) => text(value),
+            Err(error) => format!("fanout {command}: {error:#}"),
+        };
+        live.publish(&feed::done(&text));
         live.settle(std::time::Duration::from_secs(2));
         let c = live.counters();
         eprintln!(
